@@ -1,0 +1,154 @@
+"""Checks of what each command needs, each with the fix for when it is missing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlopskit.settings import Settings
+
+MIN_PYTHON = (3, 11)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    needed_by: str
+    ok: bool
+    detail: str
+    fix: str
+
+
+def check_python() -> Check:
+    version = ".".join(map(str, sys.version_info[:3]))
+    good = sys.version_info[:2] >= MIN_PYTHON
+    return Check(
+        "Python >= 3.11",
+        "every command",
+        good,
+        version,
+        "" if good else "install Python 3.11 or newer and re-run scripts/setup.sh",
+    )
+
+
+def check_docker() -> Check:
+    fix = "start the engine: scripts/ensure-docker.sh (installs docker.io and starts dockerd if needed)"
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        version = client.version().get("Version", "?")
+        client.close()
+        return Check(
+            "Docker engine reachable", "up, build-images, integration tests", True, f"engine {version}", ""
+        )
+    except Exception as exc:
+        return Check(
+            "Docker engine reachable", "up, build-images, integration tests", False, _first_line(exc), fix
+        )
+
+
+def check_ssh_keys(settings: Settings) -> list[Check]:
+    keys = {settings.cluster.ssh.key_path} | {h.key_path for h in settings.cluster.hosts if h.key_path}
+    checks = []
+    for key in sorted(keys, key=str):
+        path = key.expanduser()
+        readable = path.is_file() and os.access(path, os.R_OK)
+        checks.append(
+            Check(
+                f"SSH key {key}",
+                "provision, upgrade, reset",
+                readable,
+                "readable" if readable else "missing or unreadable",
+                ""
+                if readable
+                else f"create it (ssh-keygen -t ed25519 -f {key}) or set SSH_KEY_PATH / ssh.key_path "
+                "in config/inventory.yaml",
+            )
+        )
+    return checks
+
+
+def check_inventory(settings: Settings) -> Check:
+    hosts = settings.cluster.hosts
+    good = bool(hosts)
+    detail = (
+        f"{len(settings.cluster.servers)} server(s), {len(settings.cluster.agents)} agent(s)"
+        if good
+        else "no hosts"
+    )
+    return Check(
+        "Inventory",
+        "provision, upgrade, reset",
+        good,
+        detail,
+        "" if good else "cp config/inventory.example.yaml config/inventory.yaml and list your hosts",
+    )
+
+
+def check_kubeconfig(settings: Settings, probe: Callable[[Path], str] | None = None) -> Check:
+    path = settings.cluster.kubeconfig_path
+    env_path = os.environ.get("KUBECONFIG")
+    candidate = path if path.is_file() else Path(env_path) if env_path else None
+    if candidate is None or not candidate.is_file():
+        return Check(
+            "Kubeconfig reachable",
+            "deploy, diff, destroy, seal",
+            False,
+            f"{path} not found",
+            "run `invoke provision`, or set KUBECONFIG_PATH to an existing kubeconfig",
+        )
+    try:
+        version = (probe or _api_version)(candidate)
+    except Exception as exc:
+        return Check(
+            "Kubeconfig reachable",
+            "deploy, diff, destroy, seal",
+            False,
+            f"{candidate}: {_first_line(exc)}",
+            "check that the API server in that kubeconfig is up and reachable from here",
+        )
+    return Check("Kubeconfig reachable", "deploy, diff, destroy, seal", True, f"{candidate}: {version}", "")
+
+
+def _api_version(kubeconfig: Path) -> str:
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=str(kubeconfig))
+    api_client.configuration.retries = 0
+    try:
+        info = client.VersionApi(api_client).get_code(_request_timeout=5)
+        return f"Kubernetes {info.git_version}"
+    finally:
+        api_client.close()
+
+
+def check_env_file(settings: Settings) -> Check:
+    path = settings.root / ".env"
+    good = path.is_file()
+    return Check(
+        ".env present",
+        "up, deploy, seal",
+        good,
+        str(path) if good else "missing",
+        "" if good else "run `invoke init` (writes .env with generated secrets)",
+    )
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    return [
+        check_python(),
+        check_env_file(settings),
+        check_docker(),
+        check_inventory(settings),
+        *check_ssh_keys(settings),
+        check_kubeconfig(settings),
+    ]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,42 @@
+"""Writes .env from .env.example, with fresh random values for the generated secrets."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+from mlopskit.errors import PlatformError
+from mlopskit.settings import ENV_FILE, GENERATED_KEYS
+
+EXAMPLE_FILE = ".env.example"
+
+
+def generate_secret(key: str) -> str:
+    if key == "S3_ACCESS_KEY":
+        return "mlops" + secrets.token_hex(8)
+    return secrets.token_urlsafe(32)
+
+
+def write_env_file(root: Path) -> list[str]:
+    """Create root/.env (mode 0600) from the example; returns the generated keys. Never overwrites."""
+    target = root / ENV_FILE
+    example = root / EXAMPLE_FILE
+    if target.exists():
+        raise PlatformError(f"{target} already exists; edit it, or move it away to generate a new one")
+    if not example.is_file():
+        raise PlatformError(f"{example} is missing; restore it from git (git checkout -- {EXAMPLE_FILE})")
+    generated: list[str] = []
+    lines = []
+    for line in example.read_text().splitlines():
+        match = re.match(r"^([A-Z0-9_]+)=\s*$", line)
+        if match and match.group(1) in GENERATED_KEYS:
+            key = match.group(1)
+            line = f"{key}={generate_secret(key)}"
+            generated.append(key)
+        lines.append(line)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return generated

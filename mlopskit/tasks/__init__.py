@@ -1,0 +1,15 @@
+"""The Invoke collection: every user-facing command, assembled from one module per concern."""
+
+from __future__ import annotations
+
+from invoke.collection import Collection
+
+from mlopskit.tasks import config
+
+
+def build_collection() -> Collection:
+    ns = Collection()
+    ns.add_task(config.show_config, name="config")
+    ns.add_task(config.doctor)
+    ns.add_task(config.init)
+    return ns

@@ -1,0 +1,45 @@
+"""What every task shares: the settings loader and the translation of expected errors into exits."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from mlopskit.errors import PlatformError
+from mlopskit.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def project_root(c: Context) -> Path:
+    """The repository root, set by tasks.py; the current directory when run outside it."""
+    root = c.config.get("mlopskit", {}).get("root")
+    return Path(root) if root else Path.cwd()
+
+
+def settings_for(c: Context, command: str | None = None) -> Settings:
+    """Load and validate the settings once; with a command, also check the keys it needs."""
+    settings = load_settings(project_root(c))
+    if command:
+        settings.require(command)
+    return settings
+
+
+def expected_errors(func: F) -> F:
+    """Turn PlatformError into a clean exit: the message, no traceback, exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PlatformError as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+
+    return wrapper  # type: ignore[return-value]
