@@ -412,7 +412,7 @@ class Settings(_Model):
     local: LocalSettings = LocalSettings()
 
     # Filled by load_settings; not settings themselves.
-    root: Path = Field(default=Path("."), exclude=True)
+    root: Path = Field(default=Path(), exclude=True)
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @model_validator(mode="after")
