@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from invoke.context import Context
 from invoke.exceptions import Exit
+from invoke.tasks import Task, task
 
 from mlopskit.errors import PlatformError
 from mlopskit.settings import Settings, load_settings
@@ -43,3 +44,12 @@ def expected_errors(func: F) -> F:
             raise Exit("interrupted", code=130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def platform_task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
+    """@task with expected errors turned into clean exits; kwargs go to invoke's @task (help=...)."""
+
+    def decorate(func: Callable[..., Any]) -> Task[Any]:
+        return cast(Task[Any], task(**kwargs)(expected_errors(func)))
+
+    return decorate

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
 
 from mlopskit import console
 from mlopskit.config_view import settings_rows
 from mlopskit.doctor import run_checks
 from mlopskit.envfile import write_env_file
-from mlopskit.tasks.common import expected_errors, project_root, settings_for
+from mlopskit.tasks.common import platform_task, project_root, settings_for
 
 
-@task
-@expected_errors
+@platform_task()
 def show_config(c: Context) -> None:
     """Print the effective settings, secrets masked, with where each value came from."""
     settings = settings_for(c)
     console.table("Effective settings", ["key", "value", "source"], settings_rows(settings))
 
 
-@task
-@expected_errors
+@platform_task()
 def doctor(c: Context) -> None:
     """Check what each command needs (Python, Docker, SSH keys, kubeconfig) and how to fix what is missing."""
     settings = settings_for(c)
@@ -38,8 +35,7 @@ def doctor(c: Context) -> None:
     console.ok("everything every command needs is here")
 
 
-@task
-@expected_errors
+@platform_task()
 def init(c: Context) -> None:
     """Write .env from .env.example with fresh random secrets (never overwrites an existing .env)."""
     root = project_root(c)
