@@ -34,9 +34,7 @@ def settings_rows(settings: Settings) -> list[tuple[str, str, str]]:
     for path, value in settings.leaves():
         if path == "cluster.hosts":
             for index, host in enumerate(value):
-                rows.append(
-                    (f"cluster.hosts[{host.name}]", _show(host), settings.source_of(f"{path}.{index}"))
-                )
+                rows.append((f"cluster.hosts[{host.name}]", _show(host), settings.source_of(f"{path}.{index}")))
             if not value:
                 rows.append((path, "[]", settings.source_of(path)))
             continue

@@ -42,13 +42,9 @@ def check_docker() -> Check:
         client = docker.from_env(timeout=5)
         version = client.version().get("Version", "?")
         client.close()
-        return Check(
-            "Docker engine reachable", "up, build-images, integration tests", True, f"engine {version}", ""
-        )
+        return Check("Docker engine reachable", "up, build-images, integration tests", True, f"engine {version}", "")
     except Exception as exc:
-        return Check(
-            "Docker engine reachable", "up, build-images, integration tests", False, _first_line(exc), fix
-        )
+        return Check("Docker engine reachable", "up, build-images, integration tests", False, _first_line(exc), fix)
 
 
 def check_ssh_keys(settings: Settings) -> list[Check]:
@@ -76,9 +72,7 @@ def check_inventory(settings: Settings) -> Check:
     hosts = settings.cluster.hosts
     good = bool(hosts)
     detail = (
-        f"{len(settings.cluster.servers)} server(s), {len(settings.cluster.agents)} agent(s)"
-        if good
-        else "no hosts"
+        f"{len(settings.cluster.servers)} server(s), {len(settings.cluster.agents)} agent(s)" if good else "no hosts"
     )
     return Check(
         "Inventory",

@@ -621,9 +621,7 @@ def _read_yaml(path: Path, label: str, layers: _Layers, wrap: str | None = None)
             if isinstance(node, list):
                 for index in range(len(node)):
                     item_line = lines.get(f"{file_path}.{index}")
-                    layers.sources[f"{settings_path}.{index}"] = (
-                        f"{label}:{item_line}" if item_line else label
-                    )
+                    layers.sources[f"{settings_path}.{index}"] = f"{label}:{item_line}" if item_line else label
                     _record_item_sources(
                         node[index], f"{file_path}.{index}", f"{settings_path}.{index}", lines, label, layers
                     )

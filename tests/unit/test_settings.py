@@ -44,9 +44,7 @@ def test_yaml_value_records_file_and_line(make_settings: MakeSettings) -> None:
 
 
 def test_env_file_overrides_yaml(make_settings: MakeSettings) -> None:
-    settings = make_settings(
-        platform="platform:\n  namespace: team-a\n", env_file="PLATFORM_NAMESPACE=team-b\n"
-    )
+    settings = make_settings(platform="platform:\n  namespace: team-a\n", env_file="PLATFORM_NAMESPACE=team-b\n")
     assert settings.platform.namespace == "team-b"
     assert settings.source_of("platform.namespace") == ".env"
 
@@ -95,9 +93,7 @@ def test_unknown_yaml_key_names_key_file_line_and_suggestion(make_settings: Make
 def test_unknown_env_file_key_names_key_and_suggestion(make_settings: MakeSettings) -> None:
     with pytest.raises(SettingsError) as exc_info:
         make_settings(env_file="MLFLOW_ADMN_PASSWORD=whatever-long-pass\n")
-    assert "MLFLOW_ADMN_PASSWORD [from .env]: unknown key; did you mean MLFLOW_ADMIN_PASSWORD?" in problems(
-        exc_info
-    )
+    assert "MLFLOW_ADMN_PASSWORD [from .env]: unknown key; did you mean MLFLOW_ADMIN_PASSWORD?" in problems(exc_info)
 
 
 def test_wrong_type_names_key_source_and_value(make_settings: MakeSettings) -> None:
@@ -117,9 +113,8 @@ def test_wrong_type_from_environment_names_the_variable(make_settings: MakeSetti
 def test_choice_outside_the_allowed_values(make_settings: MakeSettings) -> None:
     with pytest.raises(SettingsError) as exc_info:
         make_settings(env_file="OBJECT_STORE=ceph\n")
-    assert (
-        "platform.object_store.kind (OBJECT_STORE) [from .env]: must be one of 'seaweedfs', 'minio' or"
-        in (problems(exc_info))
+    assert "platform.object_store.kind (OBJECT_STORE) [from .env]: must be one of 'seaweedfs', 'minio' or" in (
+        problems(exc_info)
     )
 
 
@@ -208,9 +203,7 @@ def test_weak_admin_password(make_settings: MakeSettings, password: str, expecte
 def test_bucket_name_that_s3_rejects(make_settings: MakeSettings, bucket: str) -> None:
     with pytest.raises(SettingsError) as exc_info:
         make_settings(env_file=f"S3_BUCKET={bucket}\n")
-    assert "platform.object_store.bucket (S3_BUCKET) [from .env]: is not a valid S3 bucket name" in problems(
-        exc_info
-    )
+    assert "platform.object_store.bucket (S3_BUCKET) [from .env]: is not a valid S3 bucket name" in problems(exc_info)
 
 
 @pytest.mark.parametrize("bucket", ["mlflow", "ml-artifacts.team1", "abc", "a" * 63])
@@ -219,9 +212,7 @@ def test_bucket_names_that_s3_accepts(bucket: str) -> None:
 
 
 def test_even_number_of_servers_above_one(make_settings: MakeSettings) -> None:
-    inventory = "hosts:\n" + "".join(
-        f"  - {{name: s{i}, address: 10.0.0.{i}, roles: [server]}}\n" for i in range(1, 5)
-    )
+    inventory = "hosts:\n" + "".join(f"  - {{name: s{i}, address: 10.0.0.{i}, roles: [server]}}\n" for i in range(1, 5))
     with pytest.raises(SettingsError) as exc_info:
         make_settings(inventory=inventory)
     text = problems(exc_info)
@@ -297,9 +288,7 @@ def test_every_problem_is_reported_at_once(make_settings: MakeSettings) -> None:
     ],
     ids=["unknown-key", "wrong-type", "bad-host", "default-password", "bad-bucket", "even-servers"],
 )
-def test_cli_prints_one_clear_message_and_no_traceback(
-    project: Project, files: dict[str, str], expected: str
-) -> None:
+def test_cli_prints_one_clear_message_and_no_traceback(project: Project, files: dict[str, str], expected: str) -> None:
     for relative, text in files.items():
         project.write(relative, text)
     result = project.invoke("config")
