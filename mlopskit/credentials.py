@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from mlopskit.errors import SettingsError
-from mlopskit.settings import Settings
+from mlopskit.settings import ENV_BY_PATH, ENV_FILE, Settings, get_path
 
 # Secret names in the platform namespace.
 POSTGRES_SECRET = "postgres-credentials"
@@ -72,13 +72,10 @@ def database_uris(settings: Settings, host: str, port: int = 5432) -> tuple[str,
 
 
 def _secret(settings: Settings, path: str) -> str:
-    value = settings
-    for part in path.split("."):
-        value = getattr(value, part)
+    value = get_path(settings, path)
     if value is None:
-        settings.require("deploy")  # raises with the key, its variable and how to set it
-        raise SettingsError([f"{path}: not set"])
-    return value.get_secret_value()  # type: ignore[attr-defined, no-any-return]
+        raise SettingsError([f"{path}: not set; set {ENV_BY_PATH[path]} in {ENV_FILE} (see .env.example)"])
+    return str(value.get_secret_value())
 
 
 def credential_secrets(settings: Settings, postgres_host: str) -> list[CredentialSecret]:

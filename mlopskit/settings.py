@@ -444,7 +444,7 @@ class Settings(_Model):
         """Fail unless every key that `command` needs is set; one message lists them all."""
         missing = []
         for path in required_for(self, command):
-            if _get_path(self, path) in (None, "", []):
+            if get_path(self, path) in (None, "", []):
                 env = ENV_BY_PATH.get(path)
                 where = f"set {env} in {ENV_FILE} (see .env.example)" if env else f"set it in {PLATFORM_FILE}"
                 missing.append(f"{path}: required by `invoke {command}` but not set; {where}")
@@ -480,7 +480,8 @@ def required_for(settings: Settings, command: str) -> list[str]:
     return table.get(command, [])
 
 
-def _get_path(obj: Any, path: str) -> Any:
+def get_path(obj: Any, path: str) -> Any:
+    """The value at a dotted settings path, e.g. get_path(settings, 'platform.namespace')."""
     for part in path.split("."):
         obj = getattr(obj, part)
     return obj
