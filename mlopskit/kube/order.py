@@ -1,0 +1,64 @@
+"""The order in which kinds are applied: dependencies first, so every object finds what it refers to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+# Each phase: a name and its kinds. Kinds we do not know go in UNKNOWN_PHASE: after config and secrets
+# (they may reference them), before storage and workloads (which may need them, e.g. a Middleware).
+PHASES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("crds", frozenset({"CustomResourceDefinition"})),
+    ("namespaces", frozenset({"Namespace"})),
+    (
+        "rbac",
+        frozenset({"ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}),
+    ),
+    ("config", frozenset({"ConfigMap", "Secret", "SealedSecret"})),
+    ("other", frozenset()),
+    ("storage", frozenset({"StorageClass", "PersistentVolume", "PersistentVolumeClaim"})),
+    ("services", frozenset({"Service", "Endpoints", "EndpointSlice"})),
+    ("workloads", frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod"})),
+    ("jobs", frozenset({"Job", "CronJob"})),
+    (
+        "ingress",
+        frozenset(
+            {
+                "IngressClass",
+                "Ingress",
+                "NetworkPolicy",
+                "PodDisruptionBudget",
+                "HorizontalPodAutoscaler",
+                "ResourceQuota",
+                "LimitRange",
+            }
+        ),
+    ),
+)
+UNKNOWN_PHASE = "other"
+_PHASE_INDEX = {name: index for index, (name, _) in enumerate(PHASES)}
+_KIND_PHASE = {kind: name for name, kinds in PHASES for kind in kinds}
+
+
+def phase_of(kind: str) -> str:
+    """The phase a kind is applied in; unknown kinds go after config and before storage and workloads."""
+    return _KIND_PHASE.get(kind, UNKNOWN_PHASE)
+
+
+def phase_index(kind: str) -> int:
+    return _PHASE_INDEX[phase_of(kind)]
+
+
+def sort_objects(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Objects in apply order; within a phase the rendered order is kept (a stable sort)."""
+    return sorted(objects, key=lambda obj: phase_index(str(obj.get("kind", ""))))
+
+
+def unknown_kinds(objects: Iterable[dict[str, Any]]) -> list[str]:
+    """Kinds without a known phase, so the caller can say where they went."""
+    return sorted({str(obj.get("kind")) for obj in objects if str(obj.get("kind")) not in _KIND_PHASE})
+
+
+def deletion_order(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The reverse of the apply order: users of a thing go before the thing."""
+    return list(reversed(sort_objects(objects)))
