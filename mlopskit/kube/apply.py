@@ -31,7 +31,7 @@ from mlopskit.kube.applyset import (
     recorded,
     split_group_kind,
 )
-from mlopskit.kube.diff import normalize
+from mlopskit.kube.diff import mask_secret_pair, normalize, unified_diff
 from mlopskit.kube.order import phase_index, phase_of, sort_objects
 from mlopskit.kube.retry import RetryPolicy
 
@@ -53,6 +53,7 @@ class ApplyResult:
     pruned: list[ObjectRef] = field(default_factory=list)
     kept: list[ObjectRef] = field(default_factory=list)
     applied: dict[ObjectRef, dict[str, Any]] = field(default_factory=dict)
+    previous: dict[ObjectRef, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -204,7 +205,7 @@ class Engine:
         new_namespaces = {ref.namespace for ref in desired if ref.namespace} | {self.namespace}
         live = self.live_children(old_kinds | new_kinds, old_namespaces | new_namespaces | {self.namespace})
 
-        result = ApplyResult(dry_run=self.dry_run)
+        result = ApplyResult(dry_run=self.dry_run, previous=live)
         new_namespace_names = {
             ref.name for ref in desired if ref.kind == "Namespace" and ref not in live and not self._exists(ref)
         }
@@ -329,6 +330,36 @@ class Engine:
                 time.sleep(0.5)
         # New kinds exist now; the cached discovery does not know them yet.
         self.dyn.resources.invalidate_cache()
+
+    def diff(self, objects: Iterable[dict[str, Any]]) -> list[tuple[ObjectRef, str]]:
+        """A unified diff per object that a server-side dry-run apply (with prune) would change."""
+        planner = Engine(
+            self.dyn, self.namespace, parent_name=self.parent.name, force=self.force, dry_run=True, retry=self.retry
+        )
+        plan = planner.apply(objects, prune=True)
+        diffs: list[tuple[ObjectRef, str]] = []
+        for ref in plan.created + plan.configured:
+            before = plan.previous.get(ref) or self.live_object(ref, plan.applied[ref])
+            text = unified_diff(str(ref), *mask_secret_pair(before, plan.applied[ref]))
+            if text:
+                diffs.append((ref, text))
+        for ref in plan.pruned:
+            diffs.append((ref, unified_diff(str(ref), *mask_secret_pair(plan.previous[ref], None))))
+        return diffs
+
+    def live_object(self, ref: ObjectRef, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The object as it is in the cluster now, or None when it does not exist."""
+        resolved = self.resolve(str(obj.get("apiVersion")), ref.kind)
+        if resolved.resource is None:
+            return None
+        try:
+            found = self.retry.call(resolved.resource.get, name=ref.name, namespace=ref.namespace or None)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise api_error(exc, "get", ref, resolved.resource.name) from None
+        live: dict[str, Any] = found.to_dict()
+        return live
 
     # --------------------------------------------------------------------------------- deleting
 

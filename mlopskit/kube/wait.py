@@ -1,0 +1,147 @@
+"""Waiting for rollouts: Deployments and StatefulSets ready, Jobs complete; diagnostics on timeout."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from mlopskit.errors import PlatformError
+from mlopskit.kube.applyset import ObjectRef
+from mlopskit.kube.retry import RetryPolicy
+
+WAITED_KINDS = frozenset({"Deployment", "StatefulSet", "Job"})
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    detail: str
+    failed: bool = False
+
+
+def readiness(obj: Mapping[str, Any]) -> Readiness:
+    """Whether a Deployment/StatefulSet has every replica updated and ready, or a Job has completed."""
+    kind = obj.get("kind")
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    generation = (obj.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    if kind == "Job":
+        for condition in status.get("conditions") or []:
+            if condition.get("status") != "True":
+                continue
+            if condition.get("type") == "Complete":
+                return Readiness(True, "complete")
+            if condition.get("type") == "Failed":
+                return Readiness(False, f"failed: {condition.get('reason')}: {condition.get('message')}", True)
+        return Readiness(False, f"{status.get('succeeded', 0) or 0} succeeded, {status.get('active', 0) or 0} active")
+    wanted = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+    ready = int(status.get("readyReplicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    detail = f"{ready}/{wanted} ready, {updated}/{wanted} updated"
+    if generation is not None and (observed is None or observed < generation):
+        return Readiness(False, f"{detail}; controller has not seen generation {generation} yet")
+    if kind == "Deployment":
+        available = int(status.get("availableReplicas") or 0)
+        done = updated >= wanted and ready >= wanted and available >= wanted
+        total = int(status.get("replicas") or 0)
+        # Old replicas still terminating mean the rollout is not over.
+        return Readiness(done and total <= wanted, detail)
+    if kind == "StatefulSet":
+        same_revision = status.get("currentRevision") == status.get("updateRevision") or updated >= wanted
+        return Readiness(ready >= wanted and updated >= wanted and same_revision, detail)
+    return Readiness(True, "not waited for")
+
+
+def wait_for_rollout(
+    dyn: DynamicClient,
+    objects: list[dict[str, Any]],
+    *,
+    timeout: float,
+    on_update: Callable[[ObjectRef, Readiness], None] | None = None,
+    retry: RetryPolicy | None = None,
+    poll: float = 2.0,
+) -> None:
+    """Poll until every Deployment, StatefulSet and Job is ready; a timeout explains what is stuck."""
+    retry = retry or RetryPolicy()
+    pending = {ObjectRef.of(obj): obj for obj in objects if obj.get("kind") in WAITED_KINDS}
+    deadline = time.monotonic() + timeout
+    last: dict[ObjectRef, tuple[dict[str, Any], Readiness]] = {}
+    while pending:
+        for ref, obj in list(pending.items()):
+            resource = dyn.resources.get(api_version=obj["apiVersion"], kind=ref.kind)
+            live = retry.call(resource.get, name=ref.name, namespace=ref.namespace).to_dict()
+            state = readiness(live)
+            last[ref] = (live, state)
+            if on_update:
+                on_update(ref, state)
+            if state.failed:
+                raise PlatformError(f"{ref} {state.detail}\n{diagnose(dyn, live)}")
+            if state.ready:
+                del pending[ref]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            stuck = "\n".join(f"  {ref}: {last[ref][1].detail}\n{diagnose(dyn, last[ref][0])}" for ref in pending)
+            raise PlatformError(
+                f"not ready after {timeout:.0f}s:\n{stuck}\n"
+                "Fix the cause above and rerun `invoke deploy` (a rerun only changes what is still different)."
+            )
+        time.sleep(poll)
+
+
+def diagnose(dyn: DynamicClient, obj: Mapping[str, Any], log_lines: int = 20) -> str:
+    """The pods of a workload: their conditions, recent events and last log lines."""
+    core = client.CoreV1Api(dyn.client)
+    meta = obj.get("metadata") or {}
+    namespace = str(meta.get("namespace") or "")
+    spec = obj.get("spec") or {}
+    labels = (spec.get("selector") or {}).get("matchLabels") or {}
+    if obj.get("kind") == "Job" and not labels:
+        labels = {"job-name": meta.get("name")}
+    if not labels:
+        return "    (no pod selector to inspect)"
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    out: list[str] = []
+    try:
+        pod_api = dyn.resources.get(api_version="v1", kind="Pod")
+        event_api = dyn.resources.get(api_version="v1", kind="Event")
+        pods: list[dict[str, Any]] = pod_api.get(namespace=namespace, label_selector=selector).to_dict()["items"]
+    except ApiException as exc:
+        return f"    (cannot list pods {selector} in {namespace}: HTTP {exc.status})"
+    if not pods:
+        out.append(f"    no pods match {selector} in {namespace} (is there a node to schedule them on?)")
+    for pod in pods[:3]:
+        name = str(pod["metadata"]["name"])
+        status = pod.get("status") or {}
+        out.append(f"    pod {name}: phase {status.get('phase')}")
+        for condition in status.get("conditions") or []:
+            if condition.get("status") != "True":
+                why = f"{condition.get('reason') or ''} {condition.get('message') or ''}".strip()
+                out.append(f"      condition {condition.get('type')}={condition.get('status')}: {why}")
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting")
+            if waiting:
+                out.append(
+                    f"      container {container.get('name')} waiting: {waiting.get('reason')}: "
+                    f"{waiting.get('message') or ''}"
+                )
+        try:
+            events = event_api.get(namespace=namespace, field_selector=f"involvedObject.name={name}").to_dict()
+        except ApiException:
+            events = {}
+        for event in (events.get("items") or [])[-5:]:
+            out.append(f"      event {event.get('type')} {event.get('reason')}: {event.get('message')}")
+        try:
+            log = core.read_namespaced_pod_log(name, namespace, tail_lines=log_lines)
+        except ApiException:
+            log = ""
+        for line in str(log or "").splitlines()[-log_lines:]:
+            out.append(f"      log | {line}")
+    return "\n".join(out)
