@@ -1,0 +1,44 @@
+"""Image delivery without a registry: a `docker save` stream piped into `k3s ctr images import` on a node."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from fabric import Connection
+
+from mlopskit.errors import PlatformError
+from mlopskit.hosts.remote import tail
+
+IMPORT_COMMAND = "k3s ctr images import -"
+
+
+def import_images(connection: Connection, chunks: Iterable[bytes], sudo_password: str | None = None) -> None:
+    """Stream a tarball over the SSH channel's stdin chunk by chunk; the whole tarball is never in memory."""
+    connection.open()
+    transport = connection.client.get_transport()
+    if transport is None:
+        raise PlatformError(f"{connection.host}: SSH connection closed before the image import")
+    channel = transport.open_session()
+    if connection.user == "root":
+        channel.exec_command(IMPORT_COMMAND)
+    elif sudo_password:
+        # sudo reads the password line from stdin, then hands the rest of stdin to ctr.
+        channel.exec_command(f"sudo -S -p '' {IMPORT_COMMAND}")
+        channel.sendall((sudo_password + "\n").encode())
+    else:
+        channel.exec_command(f"sudo -n {IMPORT_COMMAND}")
+    try:
+        for chunk in chunks:
+            channel.sendall(chunk)
+    except OSError:
+        pass  # the remote side ended early; its exit status and output say why
+    channel.shutdown_write()
+    output = channel.makefile("rb").read().decode(errors="replace")
+    errors = channel.makefile_stderr("rb").read().decode(errors="replace")
+    status = channel.recv_exit_status()
+    channel.close()
+    if status != 0:
+        raise PlatformError(
+            f"{connection.host}: `{IMPORT_COMMAND}` failed (exit {status}); check sudo and that K3s runs there\n"
+            + tail(output + errors)
+        )

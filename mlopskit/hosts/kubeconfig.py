@@ -1,0 +1,79 @@
+"""The cluster's kubeconfig: fetched from the first server, rewritten to reach it, saved and optionally merged."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlopskit.errors import PlatformError
+from mlopskit.hosts.outcome import Outcome
+from mlopskit.hosts.remote import HostError, Remote
+from mlopskit.settings import Settings
+
+REMOTE_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
+SECTIONS = (("clusters", "cluster"), ("users", "user"), ("contexts", "context"))
+
+
+def rewrite(kubeconfig: dict[str, Any], server: str, name: str) -> dict[str, Any]:
+    """Point the K3s kubeconfig at `server` and rename its cluster, user and context to `name`."""
+    config = copy.deepcopy(kubeconfig)
+    for section, _ in SECTIONS:
+        entries = config.get(section) or []
+        if len(entries) != 1:
+            raise PlatformError(f"the K3s kubeconfig should have one entry in {section}, found {len(entries)}")
+        entries[0]["name"] = name
+    config["clusters"][0]["cluster"]["server"] = server
+    config["contexts"][0]["context"].update(cluster=name, user=name)
+    config["current-context"] = name
+    return config
+
+
+def merge(existing: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`existing` with the entries of `new` added, replacing entries of the same name; the rest is kept."""
+    merged: dict[str, Any] = (
+        copy.deepcopy(existing) if existing else {"apiVersion": "v1", "kind": "Config", "preferences": {}}
+    )
+    for section, _ in SECTIONS:
+        incoming = new.get(section) or []
+        names = {entry["name"] for entry in incoming}
+        kept = [entry for entry in merged.get(section) or [] if entry.get("name") not in names]
+        merged[section] = kept + copy.deepcopy(incoming)
+    merged["current-context"] = new.get("current-context", merged.get("current-context"))
+    return merged
+
+
+def dump(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def save(path: Path, text: str) -> bool:
+    """Write with mode 0600 (it holds a client key) unless the same content is there; True when it changed."""
+    if path.is_file() and path.read_text() == text and (path.stat().st_mode & 0o777) == 0o600:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    path.chmod(0o600)
+    return True
+
+
+def fetch_kubeconfig(remote: Remote, settings: Settings, merge_into: Path | None = None) -> Outcome:
+    """Fetch, rewrite and save the kubeconfig; with merge_into, also merge it there under the context name."""
+    outcome = Outcome()
+    cluster = settings.cluster
+    text = remote.read(REMOTE_KUBECONFIG)
+    if text is None:
+        raise HostError(remote.name, f"{REMOTE_KUBECONFIG} is missing: K3s did not finish installing")
+    server = f"https://{remote.host.address}:{cluster.api_port}"
+    config = rewrite(yaml.safe_load(text), server, cluster.kube_context)
+    target = cluster.kubeconfig_path
+    outcome.record(save(target, dump(config)), f"saved {target}")
+    if merge_into is not None:
+        existing = yaml.safe_load(merge_into.read_text()) if merge_into.is_file() else {}
+        outcome.record(save(merge_into, dump(merge(existing or {}, config))), f"merged into {merge_into}")
+    return outcome

@@ -1,0 +1,242 @@
+"""Provisioning runs: the plan (which steps on which host, in what order), the run, upgrade and reset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlopskit import console
+from mlopskit.errors import PlatformError
+from mlopskit.hosts import k3s as k3s_steps
+from mlopskit.hosts.kubeconfig import fetch_kubeconfig
+from mlopskit.hosts.nfs import nfs_server
+from mlopskit.hosts.outcome import Outcome, Status
+from mlopskit.hosts.prerequisites import prerequisites
+from mlopskit.hosts.remote import HostError, Remote, access_for, check_key, connect
+from mlopskit.settings import Host, Settings
+
+Connector = Callable[[Settings, Host], Remote]
+
+# Each phase finishes on every host before the next starts; the hosts of one phase run in parallel
+# unless the phase is a single host (servers join embedded etcd one at a time).
+STEP_DESCRIPTIONS = {
+    "prerequisites": "packages (NFS client, curl), kernel modules and sysctl",
+    "nfs-server": "NFS server package, export directory, /etc/exports",
+    "k3s-server": "K3s server: config.yaml, install or join",
+    "k3s-agent": "K3s agent: config.yaml, join with the first server's token",
+    "kubeconfig": "fetch, rewrite and save the kubeconfig",
+    "upgrade": "install the new K3s version, wait until the node is Ready",
+    "uninstall": "run the K3s uninstall script",
+}
+
+Phase = list[tuple[Host, str]]
+
+
+def provision_phases(settings: Settings) -> list[Phase]:
+    cluster = settings.cluster
+    first = k3s_steps.first_server(settings)
+    phases: list[Phase] = [[(host, "prerequisites") for host in cluster.hosts]]
+    if cluster.nfs_host is not None:
+        phases.append([(cluster.nfs_host, "nfs-server")])
+    phases += [[(server, "k3s-server")] for server in cluster.servers]
+    if cluster.agents:
+        phases.append([(agent, "k3s-agent") for agent in cluster.agents])
+    phases.append([(first, "kubeconfig")])
+    return phases
+
+
+def upgrade_phases(settings: Settings) -> list[Phase]:
+    cluster = settings.cluster
+    return [[(host, "upgrade")] for host in [*cluster.servers, *cluster.agents]]
+
+
+def reset_phases(settings: Settings) -> list[Phase]:
+    cluster = settings.cluster
+    phases: list[Phase] = []
+    if cluster.agents:
+        phases.append([(agent, "uninstall") for agent in cluster.agents])
+    # Servers leave last, the first server very last, so etcd keeps quorum while others leave.
+    phases += [[(server, "uninstall")] for server in reversed(cluster.servers)]
+    return phases
+
+
+def plan_rows(phases: list[Phase]) -> list[tuple[str, str, str, str]]:
+    """(order, host, step, what it does) for every step of a run."""
+    rows = []
+    for number, phase in enumerate(phases, start=1):
+        mode = "parallel" if len(phase) > 1 else ""
+        for host, step in phase:
+            rows.append((f"{number}{' ' + mode if mode else ''}", host.name, step, STEP_DESCRIPTIONS[step]))
+    return rows
+
+
+def validate(settings: Settings) -> None:
+    """Everything checkable locally, before any host is touched: hosts, key files, air-gap files."""
+    if not settings.cluster.hosts:
+        raise PlatformError("cluster.hosts: no hosts; copy config/inventory.example.yaml to config/inventory.yaml")
+    for host in settings.cluster.hosts:
+        check_key(host, access_for(settings, host))
+    if settings.cluster.airgap.enabled:
+        k3s_steps.check_airgap_files(settings)
+
+
+@dataclass
+class Report:
+    """Host × step → status, in the order steps ran; the failure messages."""
+
+    steps: list[str] = field(default_factory=list)
+    cells: dict[str, dict[str, Status]] = field(default_factory=dict)
+    details: dict[tuple[str, str], Outcome] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def set(self, host: str, step: str, status: Status) -> None:
+        if step not in self.steps:
+            self.steps.append(step)
+        self.cells.setdefault(host, {})[step] = status
+
+    def rows(self, hosts: list[str]) -> list[list[str]]:
+        return [[name, *(self.cells.get(name, {}).get(step, "") for step in self.steps)] for name in hosts]
+
+    def show(self, title: str, hosts: list[str]) -> None:
+        console.table(title, ["host", *self.steps], self.rows(hosts))
+
+    @property
+    def changed(self) -> bool:
+        return any(status == "changed" for row in self.cells.values() for status in row.values())
+
+
+class RunFailed(PlatformError):
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        super().__init__("\n".join(report.failures))
+
+
+class Runner:
+    """Runs phases over connections kept open for the whole run, recording each step in a Report."""
+
+    def __init__(self, settings: Settings, connector: Connector = connect) -> None:
+        self.settings = settings
+        self.connector = connector
+        self.remotes: dict[str, Remote] = {}
+        self.report = Report()
+
+    def remote(self, host: Host) -> Remote:
+        if host.name not in self.remotes:
+            self.remotes[host.name] = self.connector(self.settings, host)
+        return self.remotes[host.name]
+
+    def run(
+        self,
+        phases: list[Phase],
+        act: Callable[[Remote, str], Outcome],
+        before_phase: Callable[[Phase], None] | None = None,
+    ) -> Report:
+        total = sum(len(phase) for phase in phases)
+        for phase in phases:
+            for host, step in phase:
+                self.report.set(host.name, step, "skipped")
+        try:
+            with console.progress() as bar:
+                task = bar.add_task("provisioning", total=total)
+                for phase in phases:
+                    if before_phase is not None:
+                        self._guard(phase, before_phase)
+                    if self.report.failures:
+                        raise RunFailed(self.report)
+                    with ThreadPoolExecutor(max_workers=max(1, len(phase))) as pool:
+                        futures = [(host, step, pool.submit(self._one, host, step, act)) for host, step in phase]
+                        for host, step, future in futures:
+                            bar.update(task, advance=1, description=f"{host.name}: {step}")
+                            future.result()
+                    if self.report.failures:
+                        raise RunFailed(self.report)
+        finally:
+            for remote in self.remotes.values():
+                remote.close()
+        return self.report
+
+    def _guard(self, phase: Phase, before_phase: Callable[[Phase], None]) -> None:
+        host, step = phase[0]
+        try:
+            before_phase(phase)
+        except PlatformError as exc:
+            self.report.set(host.name, step, "failed")
+            self.report.failures.append(f"step {step} (before it ran): {exc}")
+
+    def _one(self, host: Host, step: str, act: Callable[[Remote, str], Outcome]) -> None:
+        try:
+            outcome = act(self.remote(host), step)
+        except PlatformError as exc:
+            self.report.set(host.name, step, "failed")
+            reason = str(exc) if isinstance(exc, HostError) else f"{host.name}: {exc}"
+            self.report.failures.append(f"step {step} on {reason}")
+            return
+        self.report.set(host.name, step, outcome.status)
+        self.report.details[(host.name, step)] = outcome
+
+
+def provision(settings: Settings, *, connector: Connector = connect, merge_into: Path | None = None) -> Report:
+    """Run every provisioning step; raises RunFailed (with the report so far) at the first failing phase."""
+    validate(settings)
+    runner = Runner(settings, connector)
+    first = k3s_steps.first_server(settings)
+    configured = settings.cluster.token
+    tokens: dict[str, str] = {}
+
+    def token_for(host: Host) -> str | None:
+        if configured is not None:
+            return configured.get_secret_value()
+        if host == first:
+            return None
+        if "token" not in tokens:
+            tokens["token"] = k3s_steps.read_token(runner.remote(first))
+        return tokens["token"]
+
+    def act(remote: Remote, step: str) -> Outcome:
+        if step == "prerequisites":
+            return prerequisites(remote)
+        if step == "nfs-server":
+            return nfs_server(remote, settings)
+        if step in ("k3s-server", "k3s-agent"):
+            return k3s_steps.k3s(remote, settings, token_for(remote.host))
+        if step == "kubeconfig":
+            return fetch_kubeconfig(remote, settings, merge_into)
+        raise AssertionError(step)
+
+    def before_phase(phase: Phase) -> None:
+        # Agents join in parallel: read the token once, before their phase, not from every thread.
+        host, step = phase[0]
+        if step == "k3s-agent":
+            token_for(host)
+
+    return runner.run(provision_phases(settings), act, before_phase)
+
+
+def upgrade(settings: Settings, version: str, *, connector: Connector = connect, ready_timeout: float = 300) -> Report:
+    """Roll `version` through the servers one at a time, then the agents, each back to Ready before the next."""
+    validate(settings)
+    runner = Runner(settings, connector)
+    first = k3s_steps.first_server(settings)
+    token: list[str] = []
+
+    def act(remote: Remote, step: str) -> Outcome:
+        leader = runner.remote(first)
+        if not token:
+            token.append(
+                settings.cluster.token.get_secret_value() if settings.cluster.token else k3s_steps.read_token(leader)
+            )
+        join_token = token[0] if (remote.host != first or settings.cluster.token) else None
+        outcome = k3s_steps.k3s(remote, settings, join_token, version)
+        if outcome.changes:
+            k3s_steps.wait_ready(leader, remote.host.name, timeout=ready_timeout)
+        return outcome
+
+    return runner.run(upgrade_phases(settings), act)
+
+
+def reset(settings: Settings, *, connector: Connector = connect) -> Report:
+    """Uninstall K3s from every host: agents first, then the servers."""
+    validate(settings)
+    return Runner(settings, connector).run(reset_phases(settings), lambda remote, _: k3s_steps.uninstall(remote))
