@@ -157,6 +157,8 @@ class ClusterSettings(_Model):
     k3s_version: str = "v1.34.1+k3s1"
     token: SecretStr | None = None
     api_port: int = Field(default=6443, ge=1, le=65535)
+    # Where hosts fetch the K3s install script when not air-gapped (a mirror or file:// URL also works).
+    install_script_url: str = "https://get.k3s.io"
     tls_san: list[str] = Field(default_factory=list)
     disable: list[str] = Field(default_factory=list)
     kubeconfig: Path = Path("~/.kube/mlops.yaml")
@@ -242,6 +244,8 @@ class StorageSettings(_Model):
     kind: Literal["nfs", "local-path"] = "local-path"
     nfs_server: str | None = None
     nfs_path: str = "/srv/nfs/k8s"
+    # Who may mount the export: addresses or CIDRs; empty means every inventory host's address.
+    nfs_clients: list[str] = Field(default_factory=list)
     storage_class: str = "nfs-client"
     postgres_size: str = "10Gi"
     objectstore_size: str = "50Gi"
