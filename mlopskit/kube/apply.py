@@ -32,7 +32,7 @@ from mlopskit.kube.applyset import (
     split_group_kind,
 )
 from mlopskit.kube.diff import mask_secret_pair, normalize, unified_diff
-from mlopskit.kube.order import phase_index, phase_of, sort_objects
+from mlopskit.kube.order import phase_of, sort_key, sort_objects
 from mlopskit.kube.retry import RetryPolicy
 
 FIELD_MANAGER = "mlopskit"
@@ -449,7 +449,7 @@ def classify(status: int, live: dict[str, Any] | None, applied: dict[str, Any], 
 
 
 def _deletion_sorted(refs: Iterable[ObjectRef]) -> list[ObjectRef]:
-    return sorted(refs, key=lambda ref: (-phase_index(ref.kind), ref))
+    return sorted(refs, key=lambda ref: (tuple(-k for k in sort_key(ref.kind)), ref))
 
 
 def _check_unique(objects: list[dict[str, Any]]) -> None:

@@ -5,39 +5,36 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-# Each phase: a name and its kinds. Kinds we do not know go in UNKNOWN_PHASE: after config and secrets
-# (they may reference them), before storage and workloads (which may need them, e.g. a Middleware).
-PHASES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("crds", frozenset({"CustomResourceDefinition"})),
-    ("namespaces", frozenset({"Namespace"})),
-    (
-        "rbac",
-        frozenset({"ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}),
-    ),
-    ("config", frozenset({"ConfigMap", "Secret", "SealedSecret"})),
-    ("other", frozenset()),
-    ("storage", frozenset({"StorageClass", "PersistentVolume", "PersistentVolumeClaim"})),
-    ("services", frozenset({"Service", "Endpoints", "EndpointSlice"})),
-    ("workloads", frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod"})),
-    ("jobs", frozenset({"Job", "CronJob"})),
+# Each phase: a name and its kinds, in the order they are applied within the phase. Kinds we do not
+# know go in UNKNOWN_PHASE: after config and secrets (they may reference them), before storage and
+# workloads (which may need them, e.g. a Traefik Middleware an Ingress refers to).
+PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("crds", ("CustomResourceDefinition",)),
+    ("namespaces", ("Namespace",)),
+    ("rbac", ("ServiceAccount", "ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding")),
+    ("config", ("ConfigMap", "Secret", "SealedSecret")),
+    ("other", ()),
+    ("storage", ("StorageClass", "PersistentVolume", "PersistentVolumeClaim")),
+    ("services", ("Service", "Endpoints", "EndpointSlice")),
+    ("workloads", ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod")),
+    ("jobs", ("Job", "CronJob")),
     (
         "ingress",
-        frozenset(
-            {
-                "IngressClass",
-                "Ingress",
-                "NetworkPolicy",
-                "PodDisruptionBudget",
-                "HorizontalPodAutoscaler",
-                "ResourceQuota",
-                "LimitRange",
-            }
+        (
+            "IngressClass",
+            "Ingress",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "HorizontalPodAutoscaler",
+            "ResourceQuota",
+            "LimitRange",
         ),
     ),
 )
 UNKNOWN_PHASE = "other"
 _PHASE_INDEX = {name: index for index, (name, _) in enumerate(PHASES)}
 _KIND_PHASE = {kind: name for name, kinds in PHASES for kind in kinds}
+_KIND_INDEX = {kind: index for _, kinds in PHASES for index, kind in enumerate(kinds)}
 
 
 def phase_of(kind: str) -> str:
@@ -49,9 +46,14 @@ def phase_index(kind: str) -> int:
     return _PHASE_INDEX[phase_of(kind)]
 
 
+def sort_key(kind: str) -> tuple[int, int]:
+    """(phase, position of the kind in its phase): StorageClass before PersistentVolumeClaim."""
+    return phase_index(kind), _KIND_INDEX.get(kind, 0)
+
+
 def sort_objects(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Objects in apply order; within a phase the rendered order is kept (a stable sort)."""
-    return sorted(objects, key=lambda obj: phase_index(str(obj.get("kind", ""))))
+    """Objects in apply order; objects of one kind keep their rendered order (a stable sort)."""
+    return sorted(objects, key=lambda obj: sort_key(str(obj.get("kind", ""))))
 
 
 def unknown_kinds(objects: Iterable[dict[str, Any]]) -> list[str]:
