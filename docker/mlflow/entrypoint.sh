@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Entrypoint of the mlopskit MLflow image.
+#
+# Sub-commands:
+#   serve (default)   render the basic-auth ini, then run `mlflow server --app-name basic-auth`
+#   migrate           upgrade the tracking and auth database schemas, then exit (the cluster's Job;
+#                     `invoke up` runs it once before serve); safe to run again
+#   render-auth-config  print the rendered basic-auth ini with the database URI masked
+#   anything else     exec'd as given (e.g. `mlflow --version`, `bash`)
+#
+# Environment contract (mlopskit/credentials.py names the secret ones; the manifests and
+# mlopskit/services.py set exactly these):
+#   secret     MLFLOW_BACKEND_STORE_URI       postgresql+psycopg://user:pass@host:5432/mlflow
+#              MLFLOW_AUTH_DATABASE_URI       postgresql+psycopg://user:pass@host:5432/mlflow_auth
+#              MLFLOW_ADMIN_USER              admin user, created on first start
+#              MLFLOW_ADMIN_PASSWORD          its password (used only while the auth DB has no admin)
+#              MLFLOW_FLASK_SERVER_SECRET_KEY Flask session/CSRF signing key
+#              AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY   S3 key pair of the artifact store
+#   plain      MLFLOW_S3_ENDPOINT_URL         http://s3:8333 (unset for AWS S3)
+#              AWS_DEFAULT_REGION             [us-east-1]
+#              MLFLOW_ARTIFACTS_DESTINATION   s3://<bucket>/ (proxied artifacts)
+#              MLFLOW_AUTH_DEFAULT_PERMISSION [NO_PERMISSIONS]
+#              MLFLOW_AUTH_CACHE_TTL_SECONDS  [30]
+#              MLFLOW_ALLOWED_HOSTS           comma list of accepted Host headers [localhost:*,127.0.0.1:*]
+#              MLFLOW_WORKERS                 server worker processes [2]
+#              MLFLOW_AUTH_CONFIG_TEMPLATE    ini template (a ConfigMap in the cluster) [/etc/mlflow/basic_auth.ini.template]
+#              MLFLOW_PORT                    [5000]
+set -euo pipefail
+
+say() { printf 'mlflow-entrypoint: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+need() {
+  local name
+  for name in "$@"; do
+    [ -n "${!name:-}" ] || die "$name is not set; it is part of the image's environment contract (see the top of this file)"
+  done
+}
+
+: "${MLFLOW_AUTH_DEFAULT_PERMISSION:=NO_PERMISSIONS}"
+: "${MLFLOW_AUTH_CACHE_TTL_SECONDS:=30}"
+: "${MLFLOW_ALLOWED_HOSTS:=localhost:*,127.0.0.1:*}"
+: "${MLFLOW_WORKERS:=2}"
+: "${MLFLOW_PORT:=5000}"
+: "${AWS_DEFAULT_REGION:=us-east-1}"
+export MLFLOW_AUTH_DEFAULT_PERMISSION MLFLOW_AUTH_CACHE_TTL_SECONDS AWS_DEFAULT_REGION
+
+render_auth_config() {
+  # ${NAME} placeholders only; a missing variable is an error, never an empty value.
+  local template="${MLFLOW_AUTH_CONFIG_TEMPLATE:-/etc/mlflow/basic_auth.ini.template}"
+  [ -r "$template" ] || die "auth config template $template is not readable (MLFLOW_AUTH_CONFIG_TEMPLATE)"
+  python3 - "$template" <<'PY'
+import os, re, sys
+text = open(sys.argv[1]).read()
+missing = sorted({n for n in re.findall(r"\$\{([A-Z0-9_]+)\}", text) if not os.environ.get(n)})
+if missing:
+    sys.exit(f"mlflow-entrypoint: error: {sys.argv[1]} needs {', '.join(missing)}; set them in the container's environment")
+sys.stdout.write(re.sub(r"\$\{([A-Z0-9_]+)\}", lambda m: os.environ[m.group(1)], text))
+PY
+}
+
+migrate() {
+  need MLFLOW_BACKEND_STORE_URI MLFLOW_AUTH_DATABASE_URI
+  say "upgrading the tracking database schema"
+  mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"
+  say "upgrading the auth database schema"
+  python3 -m mlflow.server.auth db upgrade --url "$MLFLOW_AUTH_DATABASE_URI"
+  say "schemas are up to date"
+}
+
+serve() {
+  need MLFLOW_BACKEND_STORE_URI MLFLOW_AUTH_DATABASE_URI MLFLOW_ADMIN_USER MLFLOW_ADMIN_PASSWORD \
+    MLFLOW_FLASK_SERVER_SECRET_KEY MLFLOW_ARTIFACTS_DESTINATION
+  # The rendered file holds the auth database password: private to this user, outside the image.
+  local dir
+  dir=$(mktemp -d)
+  chmod 700 "$dir"
+  (umask 077 && render_auth_config >"$dir/basic_auth.ini")
+  export MLFLOW_AUTH_CONFIG_PATH="$dir/basic_auth.ini"
+  # MLflow reads these only to create the admin user in an empty auth database.
+  export MLFLOW_AUTH_ADMIN_USERNAME="$MLFLOW_ADMIN_USER" MLFLOW_AUTH_ADMIN_PASSWORD="$MLFLOW_ADMIN_PASSWORD"
+  say "starting mlflow server on port $MLFLOW_PORT with $MLFLOW_WORKERS workers"
+  exec mlflow server \
+    --app-name basic-auth \
+    --host 0.0.0.0 \
+    --port "$MLFLOW_PORT" \
+    --workers "$MLFLOW_WORKERS" \
+    --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
+    --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
+    --serve-artifacts \
+    --allowed-hosts "$MLFLOW_ALLOWED_HOSTS"
+}
+
+command="${1:-serve}"
+case "$command" in
+  serve) shift || true; serve "$@" ;;
+  migrate) migrate ;;
+  render-auth-config) render_auth_config | sed -E 's#(database_uri = [^:]+://[^:]+:)[^@]*@#\1****@#' ;;
+  *) exec "$@" ;;
+esac
