@@ -3,6 +3,8 @@
 # the files a real install leaves behind (binary, kubeconfig, node token, uninstall scripts).
 set -e
 mkdir -p /var/lib/standin /etc/rancher/k3s
+# Lets tests check that config.yaml was written before the install ran.
+[ -f /etc/rancher/k3s/config.yaml ] && echo "install.sh saw /etc/rancher/k3s/config.yaml" >> /var/log/standin.log
 echo "install.sh $* INSTALL_K3S_VERSION=${INSTALL_K3S_VERSION:-} INSTALL_K3S_SKIP_DOWNLOAD=${INSTALL_K3S_SKIP_DOWNLOAD:-} K3S_URL=${K3S_URL:-} K3S_TOKEN=${K3S_TOKEN:-}" >> /var/log/standin.log
 if [ "${INSTALL_K3S_SKIP_DOWNLOAD:-}" != "true" ]; then
   install -m 0755 /opt/standin/k3s /usr/local/bin/k3s
