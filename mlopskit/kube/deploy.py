@@ -1,0 +1,238 @@
+"""The deploy flow as plain functions: render, validate, seal, apply, prune, wait, verify.
+
+The invoke tasks in mlopskit/tasks/deploy.py only parse flags and print; everything here can be
+called (and tested) without invoke. Rendering and sealing live in sibling modules owned elsewhere;
+they are imported when needed so a checkout without them fails with a clear message.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from kubernetes import client
+from kubernetes.dynamic import DynamicClient
+
+from mlopskit import console
+from mlopskit.errors import PlatformError
+from mlopskit.kube.apply import ApplyResult, Engine
+from mlopskit.kube.applyset import ObjectRef
+from mlopskit.kube.client import api_client, dynamic_client
+from mlopskit.kube.order import unknown_kinds
+from mlopskit.kube.wait import Readiness, wait_for_rollout
+from mlopskit.settings import Settings
+
+SEALED_SECRETS_CRD = "sealedsecrets.bitnami.com"
+MLFLOW_SERVICE = "mlflow"
+
+
+@dataclass
+class DeployOutcome:
+    result: ApplyResult
+    url: str | None = None
+    checks: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _module(name: str, purpose: str) -> ModuleType:
+    try:
+        return importlib.import_module(f"mlopskit.kube.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"mlopskit.kube.{name}":
+            raise
+        raise PlatformError(f"{purpose} (mlopskit/kube/{name}.py) is not in this checkout; update it") from None
+
+
+def _optional_module(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(f"mlopskit.kube.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"mlopskit.kube.{name}":
+            raise
+        return None
+
+
+def kubernetes_version(settings: Settings) -> str:
+    """'v1.34.1+k3s1' -> '1.34.1': the schema version to validate against."""
+    return settings.cluster.k3s_version.split("+")[0].removeprefix("v")
+
+
+def rendered_objects(settings: Settings, mlflow_image: str | None = None) -> list[dict[str, Any]]:
+    """Render the k8s/ templates with the settings and validate them against the cluster's schema."""
+    render = _module("render", "manifest rendering")
+    objects: list[dict[str, Any]] = render.render_manifests(settings, mlflow_image=mlflow_image)
+    validate = _optional_module("validate")
+    if validate is not None:
+        validate.validate_objects(objects, kubernetes_version(settings))
+    else:
+        console.warn("schema validation (mlopskit/kube/validate.py) is not in this checkout; skipped")
+    return objects
+
+
+def is_controller_object(obj: dict[str, Any]) -> bool:
+    """Objects of the Sealed Secrets controller: its CRD and what runs it in kube-system."""
+    meta = obj.get("metadata") or {}
+    if obj.get("kind") == "CustomResourceDefinition":
+        return str(meta.get("name")) == SEALED_SECRETS_CRD
+    labels = meta.get("labels") or {}
+    named = "sealed-secrets" in str(labels.get("app.kubernetes.io/name", "")) or "sealed-secrets" in str(
+        meta.get("name", "")
+    )
+    return named and meta.get("namespace") == "kube-system"
+
+
+def sealed_objects(settings: Settings, api: client.ApiClient, *, reseal: bool) -> tuple[list[dict[str, Any]], str]:
+    """SealedSecret objects for the credentials, resealed with the controller's certificate when asked."""
+    sealing = _optional_module("sealing")
+    if sealing is None:
+        return [], (
+            "Sealed Secrets support (mlopskit/kube/sealing.py) is not in this checkout: credential Secrets "
+            "were not deployed (no plaintext Secret is ever applied instead)"
+        )
+    if reseal:
+        certificate = sealing.fetch_certificate(settings, api)
+        sealing.seal_credentials(settings, certificate)
+    sealed: list[dict[str, Any]] = sealing.load_sealed(settings)
+    return sealed, f"{len(sealed)} sealed credential Secret(s) from config/sealed/{settings.cluster.name}/"
+
+
+def progress_printer(dry_run: bool) -> Callable[[ObjectRef, str], None]:
+    def report(ref: ObjectRef, action: str) -> None:
+        if action != "unchanged":
+            prefix = "(dry run) " if dry_run else ""
+            console.info(f"  {prefix}{action:<10} {ref}")
+
+    return report
+
+
+def connect(settings: Settings) -> tuple[client.ApiClient, DynamicClient]:
+    api = api_client(settings)
+    return api, dynamic_client(api)
+
+
+def deploy(
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    timeout: float = 600.0,
+    verify: bool = True,
+    purge_data: bool = False,
+    mlflow_image: str | None = None,
+) -> DeployOutcome:
+    """Render, validate, seal, apply in order, prune, wait for rollouts and verify MLflow end to end."""
+    settings.require("deploy")
+    console.step("Rendering and validating manifests")
+    objects = rendered_objects(settings, mlflow_image)
+    notes: list[str] = []
+    unknown = unknown_kinds(objects)
+    if unknown:
+        notes.append(f"kinds without a known phase, applied after config and before workloads: {', '.join(unknown)}")
+
+    api, dyn = connect(settings)
+    namespace = settings.platform.namespace
+    engine = Engine(dyn, namespace, force=force, dry_run=dry_run, progress=progress_printer(dry_run))
+
+    controller = [obj for obj in objects if is_controller_object(obj)]
+    if controller:
+        console.step("Sealed Secrets controller")
+        # Its own ApplySet: the platform's prune must never remove the controller that unseals it.
+        controller_engine = Engine(
+            dyn,
+            "kube-system",
+            parent_name="applyset-mlopskit-sealed-secrets",
+            force=force,
+            dry_run=dry_run,
+            progress=progress_printer(dry_run),
+        )
+        controller_engine.apply(controller)
+        if not dry_run:
+            _wait(dyn, controller, timeout)
+
+    console.step("Sealing credentials")
+    sealed, note = sealed_objects(settings, api, reseal=not dry_run)
+    (console.info if sealed else console.warn)(note)
+
+    platform = [obj for obj in objects if not is_controller_object(obj)] + sealed
+    console.step(
+        f"Applying {len(platform)} objects to namespace {namespace}" + (" (server-side dry run)" if dry_run else "")
+    )
+    result = engine.apply(platform, prune=True, purge_data=purge_data)
+    outcome = DeployOutcome(result=result, notes=notes, url=platform_url(settings))
+    if dry_run:
+        return outcome
+
+    console.step("Waiting for rollouts")
+    _wait(dyn, [result.applied.get(ObjectRef.of(obj), obj) for obj in platform], timeout)
+    if verify:
+        console.step("Verifying MLflow: health, login, experiment, run, artifact round trip")
+        outcome.checks = verify_mlflow(settings, api)
+    return outcome
+
+
+def _wait(dyn: DynamicClient, objects: list[dict[str, Any]], timeout: float) -> None:
+    waited = [obj for obj in objects if obj.get("kind") in {"Deployment", "StatefulSet", "Job"}]
+    if not waited:
+        return
+    with console.progress() as bar:
+        task = bar.add_task("rollouts", total=len(waited))
+        done: set[ObjectRef] = set()
+
+        def update(ref: ObjectRef, state: Readiness) -> None:
+            if state.ready:
+                done.add(ref)
+            bar.update(task, completed=len(done), description=f"{ref.kind} {ref.name}: {state.detail}")
+
+        wait_for_rollout(dyn, waited, timeout=timeout, on_update=update)
+
+
+def platform_url(settings: Settings) -> str | None:
+    ingress = settings.platform.ingress
+    if ingress.enabled and ingress.host:
+        scheme = "https" if ingress.tls_secret else "http"
+        return f"{scheme}://{ingress.host}/"
+    return None
+
+
+def verify_mlflow(settings: Settings, api: client.ApiClient) -> list[str]:
+    """The smoke check through a port-forward to the MLflow Service."""
+    from mlopskit.kube.portforward import forward_service
+    from mlopskit.mlflow_admin import MlflowClient, smoke_check, wait_healthy
+
+    mlflow = settings.platform.mlflow
+    if mlflow.admin_password is None:
+        raise PlatformError("platform.mlflow.admin_password (MLFLOW_ADMIN_PASSWORD) is not set; cannot log in")
+    with forward_service(api, settings.platform.namespace, MLFLOW_SERVICE, 5000) as port:
+        mlflow_client = MlflowClient(
+            f"http://127.0.0.1:{port}", mlflow.admin_user, mlflow.admin_password.get_secret_value()
+        )
+        wait_healthy(mlflow_client)
+        return smoke_check(mlflow_client).steps
+
+
+def diff(settings: Settings) -> list[tuple[ObjectRef, str]]:
+    """Per-object unified diffs between the live cluster and a server-side dry run of a deploy."""
+    objects = rendered_objects(settings)
+    api, dyn = connect(settings)
+    # The sealed files on disk, not a fresh seal: sealing is randomized and would always differ.
+    sealed, note = sealed_objects(settings, api, reseal=False)
+    if not sealed:
+        console.warn(note)
+    controller = [obj for obj in objects if is_controller_object(obj)]
+    diffs = (
+        Engine(dyn, "kube-system", parent_name="applyset-mlopskit-sealed-secrets").diff(controller)
+        if controller
+        else []
+    )
+    platform = [obj for obj in objects if not is_controller_object(obj)] + sealed
+    return diffs + Engine(dyn, settings.platform.namespace).diff(platform)
+
+
+def destroy(settings: Settings, *, purge_data: bool = False, dry_run: bool = False) -> ApplyResult:
+    """Delete the platform's ApplySet in reverse order; the Sealed Secrets controller and data stay."""
+    _, dyn = connect(settings)
+    engine = Engine(dyn, settings.platform.namespace, dry_run=dry_run, progress=progress_printer(dry_run))
+    return engine.destroy(purge_data=purge_data)
