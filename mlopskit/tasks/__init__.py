@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from mlopskit.tasks import config
+from mlopskit.tasks import config, deploy
 
 
 def build_collection() -> Collection:
@@ -12,4 +12,7 @@ def build_collection() -> Collection:
     ns.add_task(config.show_config, name="config")
     ns.add_task(config.doctor)
     ns.add_task(config.init)
+    ns.add_task(deploy.deploy)
+    ns.add_task(deploy.diff)
+    ns.add_task(deploy.destroy)
     return ns
