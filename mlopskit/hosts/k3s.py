@@ -96,7 +96,11 @@ def install_command(settings: Settings, host: Host, version: str) -> str:
         env = f"INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_VERSION={shlex.quote(version)}"
         return f"env {env} sh {INSTALL_SCRIPT} {kind}"
     url = shlex.quote(settings.cluster.install_script_url)
-    return f"curl -sfL {url} | env INSTALL_K3S_VERSION={shlex.quote(version)} sh -s - {kind}"
+    # Downloaded first, not piped: `curl | sh` succeeds with an empty script when curl fails.
+    return (
+        f"mkdir -p {posixpath.dirname(INSTALL_SCRIPT)} && curl -sSfL {url} -o {INSTALL_SCRIPT}.download && "
+        f"env INSTALL_K3S_VERSION={shlex.quote(version)} sh {INSTALL_SCRIPT}.download {kind}"
+    )
 
 
 def upload_airgap(remote: Remote, settings: Settings) -> bool:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -23,6 +22,7 @@ from docker.errors import DockerException, ImageNotFound
 from docker.models.containers import Container
 from docker.models.networks import Network
 
+import docker
 from mlopskit.settings import Settings, load_settings
 
 HERE = Path(__file__).resolve().parent
@@ -67,9 +67,7 @@ def _key_pair(directory: Path, name: str) -> KeyPair:
     key = ed25519.Ed25519PrivateKey.generate()
     private = directory / name
     private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
     )
     private.chmod(0o600)
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
@@ -103,7 +101,8 @@ class SshHost:
     def sh(self, command: str) -> tuple[int, str]:
         """Run a command as root inside the host, outside SSH: for checking what provisioning did."""
         code, output = self.container.exec_run(["sh", "-c", command])
-        return int(code), output.decode()
+        assert isinstance(output, bytes) and code is not None
+        return code, output.decode()
 
     def read(self, path: str) -> str:
         code, output = self.sh(f"cat {path}")

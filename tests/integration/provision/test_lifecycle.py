@@ -1,0 +1,125 @@
+"""Air-gapped install, upgrade, reset and image import on real SSH hosts.
+
+Hosts are sshd containers; the K3s install script and the k3s binary are stand-ins that record their
+arguments (see conftest.py), because this machine cannot run K3s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mlopskit.hosts.images import import_images
+from mlopskit.hosts.provision import provision, reset, upgrade
+from mlopskit.hosts.remote import connect
+from mlopskit.settings import Settings
+from tests.integration.provision.conftest import HERE, STANDIN_INSTALL_URL, SUDO_PASSWORD, KeyPair, SshHost
+
+pytestmark = pytest.mark.docker
+
+MakeSettings = Callable[..., Settings]
+NEW_VERSION = "v1.35.0+k3s1"
+
+
+def two_hosts(server: SshHost, agent: SshHost, key: KeyPair, extra: str = "") -> str:
+    return f"""
+ssh: {{user: kit, key_path: {key.private}, connect_timeout: 5}}
+install_script_url: {STANDIN_INSTALL_URL}
+{extra}
+hosts:
+  - {{name: srv, address: {server.address}, roles: [server]}}
+  - {{name: agt, address: {agent.address}, roles: [agent], user: pw, sudo_password: {SUDO_PASSWORD}}}
+"""
+
+
+@pytest.fixture
+def pair(start_host: Callable[[str], SshHost]) -> tuple[SshHost, SshHost]:
+    return start_host("srv"), start_host("agt")
+
+
+@pytest.fixture
+def airgap_files(tmp_path: Path) -> dict[str, Path]:
+    images = tmp_path / "k3s-airgap-images-amd64.tar.zst"
+    images.write_bytes(os.urandom(256 * 1024))
+    return {
+        "k3s_binary": HERE / "sshd/standin-k3s",
+        "images_tarball": images,
+        "install_script": HERE / "sshd/standin-install.sh",
+    }
+
+
+def test_airgap_uploads_files_and_installs_without_download(
+    pair: tuple[SshHost, SshHost], ssh_key: KeyPair, airgap_files: dict[str, Path], make_settings: MakeSettings
+) -> None:
+    server, agent = pair
+    airgap = "airgap: {enabled: true, " + ", ".join(f"{k}: {v}" for k, v in airgap_files.items()) + "}"
+    report = provision(make_settings(two_hosts(server, agent, ssh_key, airgap)))
+    assert report.cells["agt"]["k3s-agent"] == "changed"
+    for host in (server, agent):
+        assert host.sh("stat -c %a /usr/local/bin/k3s")[1].strip() == "755"
+        assert host.read("/usr/local/bin/k3s") == (HERE / "sshd/standin-k3s").read_text()
+        digest = host.sh("sha256sum /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst")[1].split()[0]
+        assert digest == hashlib.sha256(airgap_files["images_tarball"].read_bytes()).hexdigest()
+        assert "INSTALL_K3S_SKIP_DOWNLOAD=true" in host.log()
+
+
+def test_airgap_rerun_uploads_nothing(
+    pair: tuple[SshHost, SshHost], ssh_key: KeyPair, airgap_files: dict[str, Path], make_settings: MakeSettings
+) -> None:
+    server, agent = pair
+    airgap = "airgap: {enabled: true, " + ", ".join(f"{k}: {v}" for k, v in airgap_files.items()) + "}"
+    settings = make_settings(two_hosts(server, agent, ssh_key, airgap))
+    provision(settings)
+    second = provision(settings)
+    assert {status for row in second.cells.values() for status in row.values()} == {"unchanged"}
+
+
+def test_upgrade_rolls_version_and_waits_for_ready(
+    pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
+) -> None:
+    server, agent = pair
+    settings = make_settings(two_hosts(server, agent, ssh_key))
+    provision(settings)
+    report = upgrade(settings, NEW_VERSION, ready_timeout=10)
+    assert report.cells == {"srv": {"upgrade": "changed"}, "agt": {"upgrade": "changed"}}
+    for host in (server, agent):
+        assert f"install.sh {'server' if host is server else 'agent'} INSTALL_K3S_VERSION={NEW_VERSION}" in host.log()
+    log = server.log()
+    assert log.index("k3s kubectl get node srv") < log.index("k3s kubectl get node agt")
+
+
+def test_reset_runs_the_uninstall_scripts_and_then_is_unchanged(
+    pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
+) -> None:
+    server, agent = pair
+    settings = make_settings(two_hosts(server, agent, ssh_key))
+    provision(settings)
+    assert reset(settings).cells == {"srv": {"uninstall": "changed"}, "agt": {"uninstall": "changed"}}
+    assert "k3s-agent-uninstall" in agent.log() and "k3s-uninstall" in server.log()
+    assert reset(settings).cells == {"srv": {"uninstall": "unchanged"}, "agt": {"uninstall": "unchanged"}}
+
+
+def chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
+    for start in range(0, total, size):
+        yield bytes((start // size) % 256 for _ in range(min(size, total - start)))
+
+
+def test_image_import_streams_into_k3s_ctr_with_sudo_password(
+    pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
+) -> None:
+    server, agent = pair
+    settings = make_settings(two_hosts(server, agent, ssh_key))
+    provision(settings)
+    total = 3 * 1024 * 1024 + 17
+    expected = hashlib.sha256(b"".join(chunks(total))).hexdigest()
+    for host in settings.cluster.hosts:
+        remote = connect(settings, host)
+        import_images(remote.connection, chunks(total), remote.access.sudo_password)
+        remote.close()
+    for test_host in (server, agent):
+        assert "k3s ctr images import -" in test_host.log()
+        assert test_host.sh("sha256sum /var/lib/standin/imported.tar")[1].split()[0] == expected
