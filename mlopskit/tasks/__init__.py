@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from mlopskit.tasks import config, deploy
+from mlopskit.tasks import config, deploy, provision
 
 
 def build_collection() -> Collection:
@@ -15,4 +15,7 @@ def build_collection() -> Collection:
     ns.add_task(deploy.deploy)
     ns.add_task(deploy.diff)
     ns.add_task(deploy.destroy)
+    ns.add_task(provision.provision)
+    ns.add_task(provision.upgrade)
+    ns.add_task(provision.reset)
     return ns
