@@ -51,11 +51,13 @@ render_auth_config() {
   [ -r "$template" ] || die "auth config template $template is not readable (MLFLOW_AUTH_CONFIG_TEMPLATE)"
   python3 - "$template" <<'PY'
 import os, re, sys
-text = open(sys.argv[1]).read()
-missing = sorted({n for n in re.findall(r"\$\{([A-Z0-9_]+)\}", text) if not os.environ.get(n)})
+# Comment lines are copied as they are, so they may mention placeholders.
+lines = [line for line in open(sys.argv[1]).read().splitlines() if not line.lstrip().startswith(("#", ";"))]
+pattern = re.compile(r"\$\{([A-Z0-9_]+)\}")
+missing = sorted({n for line in lines for n in pattern.findall(line) if not os.environ.get(n)})
 if missing:
     sys.exit(f"mlflow-entrypoint: error: {sys.argv[1]} needs {', '.join(missing)}; set them in the container's environment")
-sys.stdout.write(re.sub(r"\$\{([A-Z0-9_]+)\}", lambda m: os.environ[m.group(1)], text))
+sys.stdout.write("\n".join(pattern.sub(lambda m: os.environ[m.group(1)], line) for line in lines) + "\n")
 PY
 }
 

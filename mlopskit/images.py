@@ -1,0 +1,484 @@
+"""Container images: the MLflow image, the offline stand-ins, and the choice between registry and local builds.
+
+Builds go through the Docker SDK with a build context generated in memory, so the host's CA bundle and
+package-index settings can be added as build/ca.crt and build/pip.conf: the Dockerfiles copy them into
+their builder stage only (the classic builder has no build secrets). Each built image carries a label
+with a hash of its inputs (context files, build args, base image); an image with the same hash is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+import docker
+from mlopskit.errors import PlatformError
+from mlopskit.services import ImageSet
+from mlopskit.settings import Settings
+
+INPUTS_LABEL = "io.mlopskit.inputs"
+DEBIAN_BASE = "mlopskit/debian:bookworm"
+OFFLINE_PYTHON = "mlopskit/python:3.11-bookworm"
+OFFLINE_POSTGRES = "mlopskit/postgres:15-bookworm"
+SEAWEEDFS_VERSION = "4.48"
+OFFLINE_SEAWEEDFS = f"mlopskit/seaweedfs:{SEAWEEDFS_VERSION}"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+BUILD_DIR = "build"  # inside a generated context: ca.crt and pip.conf, for builder stages only
+
+# pip settings that describe where packages come from; find-links and constraints are host paths.
+_PIP_INDEX_KEYS = ("index-url", "extra-index-url", "trusted-host")
+
+# Reports a line of build output: (image, step number, step count, text).
+Reporter = Callable[[str, int, int, str], None]
+
+
+def _quiet(image: str, step: int, total: int, text: str) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------------------- docker client
+
+
+def docker_client() -> docker.DockerClient:
+    """A client of the local Docker engine, or a PlatformError that says how to find out why not."""
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except DockerException as exc:
+        raise PlatformError(
+            f"the Docker engine is not reachable ({exc}); start Docker (scripts/ensure-docker.sh) "
+            "and run `invoke doctor` to check the setup"
+        ) from None
+    return client
+
+
+# ------------------------------------------------------------------------------ host package settings
+
+
+@dataclass(frozen=True)
+class BuildFiles:
+    """What the builder stages receive from the host: a CA bundle and pip's index settings."""
+
+    ca_bundle: bytes = b""
+    pip_conf: str = ""
+
+
+def parse_pip_config(text: str) -> dict[str, str]:
+    """`pip config list` output (scope.key='value') -> {key: value}; later scopes win, as in pip."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        match = re.match(r"^[^.=]*\.([a-z-]+)='?(.*?)'?$", line.strip())
+        if match:
+            values[match.group(1)] = match.group(2)
+    return values
+
+
+def pip_conf_for_containers(config: Mapping[str, str]) -> str:
+    """A pip.conf with the host's index settings that a container can use: file:// indexes are dropped."""
+    lines = []
+    for key in _PIP_INDEX_KEYS:
+        raw = config.get(key, "")
+        items = [item for item in raw.split() if not item.startswith("file:")]
+        if items:
+            lines.append(f"{key} = {' '.join(items)}")
+    return "[global]\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def host_pip_config() -> dict[str, str]:
+    """pip's effective settings on this host (files and PIP_* variables), read through pip itself."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    )
+    return parse_pip_config(result.stdout) if result.returncode == 0 else {}
+
+
+def ca_bundle_path(pip_config: Mapping[str, str], default: Path = HOST_CA_BUNDLE) -> Path | None:
+    """The CA bundle builds should trust: pip's `cert` setting, else the system bundle, if it exists."""
+    for candidate in (pip_config.get("cert"), str(default)):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def host_build_files() -> BuildFiles:
+    config = host_pip_config()
+    ca = ca_bundle_path(config)
+    return BuildFiles(ca_bundle=ca.read_bytes() if ca else b"", pip_conf=pip_conf_for_containers(config))
+
+
+# ------------------------------------------------------------------------------------ build contexts
+
+
+def _context_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and BUILD_DIR not in p.relative_to(directory).parts)
+
+
+def build_context(directory: Path, files: BuildFiles | None) -> bytes:
+    """The directory as a tar, plus build/ca.crt and build/pip.conf when files are given."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in _context_files(directory):
+            info = tarfile.TarInfo(str(path.relative_to(directory)))
+            data = path.read_bytes()
+            info.size = len(data)
+            info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            tar.addfile(info, io.BytesIO(data))
+        if files is not None:
+            for name, data in (("ca.crt", files.ca_bundle), ("pip.conf", files.pip_conf.encode())):
+                info = tarfile.TarInfo(f"{BUILD_DIR}/{name}")
+                info.size = len(data)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def inputs_hash(directory: Path, buildargs: Mapping[str, str], base_ids: Sequence[str] = ()) -> str:
+    """What defines a build: its context files (not the host's CA or pip settings), args and base images."""
+    digest = hashlib.sha256()
+    for path in _context_files(directory):
+        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        digest.update(b"x" if path.stat().st_mode & 0o111 else b"-")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for key in sorted(buildargs):
+        digest.update(f"{key}={buildargs[key]}\0".encode())
+    for base in base_ids:
+        digest.update(base.encode() + b"\0")
+    return digest.hexdigest()[:24]
+
+
+# ------------------------------------------------------------------------------------- image builds
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """An image mlopskit builds: from a directory under docker/, with build args and tags."""
+
+    name: str
+    context: Path
+    tags: list[str]
+    buildargs: dict[str, str] = field(default_factory=dict)
+    bases: list[str] = field(default_factory=list)  # local images it is built FROM (their ids enter the hash)
+    needs_build_files: bool = False
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    ref: str
+    changed: bool
+    size: int
+
+
+_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)")
+
+
+def _image_id(client: docker.DockerClient, ref: str) -> str | None:
+    try:
+        return str(client.images.get(ref).id)
+    except ImageNotFound:
+        return None
+
+
+def _find_by_inputs(client: docker.DockerClient, digest: str) -> Any:
+    found = client.images.list(filters={"label": f"{INPUTS_LABEL}={digest}"})
+    return found[0] if found else None
+
+
+def build_image(
+    client: docker.DockerClient,
+    spec: BuildSpec,
+    files: BuildFiles | None,
+    report: Reporter = _quiet,
+    no_cache: bool = False,
+) -> BuildResult:
+    """Build spec unless an image with the same inputs exists; tag it with every tag either way."""
+    base_ids = []
+    for base in spec.bases:
+        base_id = _image_id(client, base)
+        if base_id is None:
+            raise PlatformError(f"image {spec.name} is built FROM {base}, which does not exist locally")
+        base_ids.append(base_id)
+    digest = inputs_hash(spec.context, spec.buildargs, base_ids)
+    existing = None if no_cache else _find_by_inputs(client, digest)
+    changed = existing is None
+    if existing is None:
+        context = build_context(spec.context, files if spec.needs_build_files else None)
+        stream = client.api.build(
+            fileobj=io.BytesIO(context),
+            custom_context=True,
+            tag=spec.tags[0],
+            buildargs=spec.buildargs,
+            labels={INPUTS_LABEL: digest},
+            nocache=no_cache,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+        )
+        _follow_build(spec, stream, report)
+        existing = client.images.get(spec.tags[0])
+    for tag in spec.tags:
+        repository, _, name = tag.rpartition(":")
+        existing.tag(repository, name)
+    return BuildResult(spec.tags[0], changed, int(existing.attrs.get("Size", 0)))
+
+
+def _follow_build(spec: BuildSpec, stream: Iterator[dict[str, Any]], report: Reporter) -> None:
+    step, total = 0, 0
+    tail: list[str] = []
+    for chunk in stream:
+        if "error" in chunk:
+            tail.append(str(chunk["error"]))
+            raise PlatformError(
+                f"building image {spec.name} from {spec.context} failed; last output:\n" + "\n".join(tail[-15:])
+            )
+        text = str(chunk.get("stream", "")).rstrip()
+        if not text:
+            continue
+        for line in text.splitlines():
+            tail = [*tail[-30:], line]
+            match = _STEP.match(line)
+            if match:
+                step, total = int(match.group(1)), int(match.group(2))
+                report(spec.name, step, total, match.group(3))
+            else:
+                report(spec.name, step, total, "")
+
+
+def image_size(client: docker.DockerClient, ref: str) -> int:
+    return int(client.images.get(ref).attrs.get("Size", 0))
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+Choice = Literal["local", "pulled", "offline"]
+
+
+def choose_image(
+    source: Literal["auto", "registry", "offline"],
+    official: str,
+    have_local: Callable[[str], bool],
+    pull: Callable[[str], str | None],
+) -> Choice:
+    """Where an official image comes from: already here, pulled, or replaced by its offline stand-in.
+
+    pull returns None on success, else the reason it failed.
+    """
+    if source == "offline":
+        return "offline"
+    if have_local(official):
+        return "local"
+    reason = pull(official)
+    if reason is None:
+        return "pulled"
+    if source == "registry":
+        raise PlatformError(
+            f"could not pull {official} ({reason}); images.source is 'registry', so there is no fallback: "
+            "check the registry and your network, or set IMAGE_SOURCE=auto to build offline stand-ins"
+        )
+    return "offline"
+
+
+def _pull_reason(client: docker.DockerClient, ref: str) -> str | None:
+    try:
+        client.images.pull(ref)
+    except (APIError, DockerException) as exc:
+        return str(getattr(exc, "explanation", None) or exc).splitlines()[0][:200]
+    return None
+
+
+# ------------------------------------------------------------------------------------- what to build
+
+
+def git_short_sha(root: Path) -> str:
+    result = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "nogit"
+
+
+def mlflow_tag(settings: Settings) -> str:
+    """settings.images.tag, else <mlflow version>-<git short sha>."""
+    return settings.images.tag or f"{settings.images.mlflow_version}-{git_short_sha(settings.root)}"
+
+
+def mlflow_repository(settings: Settings) -> str:
+    registry = settings.images.registry
+    repository = settings.images.mlflow_repository
+    return f"{registry.rstrip('/')}/{repository}" if registry else repository
+
+
+def mlflow_image_ref(settings: Settings) -> str:
+    """The MLflow image the platform runs: [registry/]repository:tag."""
+    return f"{mlflow_repository(settings)}:{mlflow_tag(settings)}"
+
+
+def docker_dir(settings: Settings) -> Path:
+    directory = settings.root / "docker"
+    if not (directory / "mlflow" / "Dockerfile").is_file():
+        raise PlatformError(f"{directory}/mlflow/Dockerfile is missing; run the command from the mlopskit repository")
+    return directory
+
+
+def offline_specs(settings: Settings) -> dict[str, BuildSpec]:
+    """The stand-ins for official images, built on the local Debian base."""
+    offline = docker_dir(settings) / "offline"
+    return {
+        "python": BuildSpec("python", offline / "python", [OFFLINE_PYTHON], {"BASE_IMAGE": DEBIAN_BASE}, [DEBIAN_BASE]),
+        "postgres": BuildSpec(
+            "postgres", offline / "postgres", [OFFLINE_POSTGRES], {"BASE_IMAGE": DEBIAN_BASE}, [DEBIAN_BASE]
+        ),
+        "seaweedfs": BuildSpec(
+            "seaweedfs",
+            offline / "seaweedfs",
+            [OFFLINE_SEAWEEDFS],
+            {"BASE_IMAGE": DEBIAN_BASE, "PYTHON_IMAGE": OFFLINE_PYTHON, "SEAWEEDFS_VERSION": SEAWEEDFS_VERSION},
+            [DEBIAN_BASE, OFFLINE_PYTHON],
+            needs_build_files=True,
+        ),
+    }
+
+
+def mlflow_spec(settings: Settings, python_base: str) -> BuildSpec:
+    repository = mlflow_repository(settings)
+    return BuildSpec(
+        "mlflow",
+        docker_dir(settings) / "mlflow",
+        [mlflow_image_ref(settings), f"{repository}:latest"],
+        {"BASE_IMAGE": python_base, "MLFLOW_VERSION": settings.images.mlflow_version},
+        [python_base],
+        needs_build_files=True,
+    )
+
+
+def ensure_debian_base(client: docker.DockerClient | None = None, root: Path | None = None) -> str:
+    """The local Debian base image, built with docker/offline/debian/build.sh (debootstrap) if missing."""
+    client = client or docker_client()
+    if _image_id(client, DEBIAN_BASE) is not None:
+        return DEBIAN_BASE
+    script = (root or Path.cwd()) / "docker" / "offline" / "debian" / "build.sh"
+    if not script.is_file():
+        raise PlatformError(f"{script} is missing; run the command from the mlopskit repository")
+    result = subprocess.run(["bash", str(script), DEBIAN_BASE], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise PlatformError(
+            f"building {DEBIAN_BASE} with {script} failed (exit {result.returncode}):\n{result.stderr[-2000:]}"
+        )
+    return DEBIAN_BASE
+
+
+@dataclass
+class Plan:
+    """What ensure_images did, for the task to print."""
+
+    results: list[BuildResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class ImageBuilder:
+    """Resolves official images or builds their stand-ins, then the MLflow image."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: docker.DockerClient,
+        report: Reporter = _quiet,
+        no_cache: bool = False,
+        files: BuildFiles | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.report = report
+        self.no_cache = no_cache
+        self.files = files
+        self.plan = Plan()
+        self._offline = offline_specs(settings)
+
+    def _files(self) -> BuildFiles:
+        if self.files is None:
+            self.files = host_build_files()
+        return self.files
+
+    def _build(self, spec: BuildSpec) -> str:
+        result = build_image(self.client, spec, self._files(), self.report, self.no_cache)
+        self.plan.results.append(result)
+        return result.ref
+
+    def _offline_image(self, key: str) -> str:
+        ensure_debian_base(self.client, self.settings.root)
+        if key == "seaweedfs":
+            self._offline_image("python")
+        return self._build(self._offline[key])
+
+    def resolve(self, official: str, key: str) -> str:
+        """The image to use for an official one: itself if here or pullable, else (auto/offline) its stand-in."""
+        choice = choose_image(
+            self.settings.images.source,
+            official,
+            lambda ref: _image_id(self.client, ref) is not None,
+            lambda ref: _pull_reason(self.client, ref),
+        )
+        if choice == "offline":
+            if self.settings.images.source == "auto":
+                self.plan.notes.append(f"{official} could not be pulled; built the offline stand-in instead")
+            return self._offline_image(key)
+        return official
+
+    def mlflow(self) -> str:
+        python_base = self.resolve(self.settings.images.python_base, "python")
+        return self._build(mlflow_spec(self.settings, python_base))
+
+    def image_set(self) -> ImageSet:
+        images = self.settings.images
+        return ImageSet(
+            mlflow=self.mlflow(),
+            postgres=self.resolve(images.postgres, "postgres"),
+            s3=self.resolve(images.seaweedfs, "seaweedfs"),
+        )
+
+
+def ensure_images(
+    settings: Settings, progress: Reporter = _quiet, client: docker.DockerClient | None = None
+) -> ImageSet:
+    """The mlflow, postgres and s3 images the local platform runs, building what is missing."""
+    builder = ImageBuilder(settings, client or docker_client(), progress)
+    return builder.image_set()
+
+
+def push_image(client: docker.DockerClient, ref: str) -> None:
+    """Push ref to its registry; a failure names the image and the registry's answer."""
+    repository, _, tag = ref.rpartition(":")
+    for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+        if "error" in chunk:
+            raise PlatformError(
+                f"pushing {ref} failed: {chunk['error']}; check images.registry (IMAGE_REGISTRY) and `docker login`"
+            )
+
+
+def save_images(refs: Sequence[str], client: docker.DockerClient | None = None) -> Iterator[bytes]:
+    """One `docker save` tar stream holding every ref, for `k3s ctr images import -` on a node."""
+    client = client or docker_client()
+    for ref in refs:
+        if _image_id(client, ref) is None:
+            raise PlatformError(f"image {ref} does not exist locally; run `invoke build-images` first")
+    try:
+        # The SDK saves one image per call; the engine's endpoint takes several names into one archive.
+        response = client.api.get(
+            client.api._url("/images/get"),  # type: ignore[attr-defined]
+            params={"names": list(refs)},
+            stream=True,
+            timeout=None,
+        )
+        response.raise_for_status()
+    except (NotFound, DockerException, OSError) as exc:
+        raise PlatformError(f"docker save of {', '.join(refs)} failed: {exc}") from None
+    yield from response.iter_content(chunk_size=1 << 20)
