@@ -1,0 +1,1 @@
+"""Kubernetes: render the k8s/ templates, validate, seal, apply, wait."""

@@ -1,0 +1,327 @@
+"""Render the k8s/ templates from Settings into plain Kubernetes objects, in a stable order.
+
+Templates are Jinja2 files (``k8s/<component>/<kind>.yaml.j2``); each decides from the context
+whether it renders anything, so a component that is off renders no objects. Templates never see a
+secret value: credentials reach pods only through secretKeyRef/secretRef to the Secrets named in
+mlopskit/credentials.py.
+
+Ordering contract with the apply engine (mlopskit/kube/order.py applies workloads before jobs): the
+MLflow Deployment does not depend on that order. Its pods start with an initContainer that waits
+until both databases are at the schema head of the image, which only the migration Job
+(``mlflow-migrate-<hash>``) brings them to; the Job's name carries a hash of the image and the
+database settings, so a change renders a new Job (Jobs are immutable) and the old one is pruned.
+The bucket Job is named the same way and retries until the object store answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+import yaml
+
+from mlopskit import credentials
+from mlopskit.errors import PlatformError
+from mlopskit.settings import Settings
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES_DIR = PACKAGE_ROOT / "k8s"
+POSTGRES_INIT_DIR = PACKAGE_ROOT / "docker" / "postgres-init"
+# Components in render order; files inside a component are rendered in name order.
+COMPONENTS = ("namespace", "storage", "postgres", "objectstore", "mlflow", "ingress", "policies", "sealed-secrets")
+TEMPLATE_ANNOTATION = "mlopskit.io/template"
+PART_OF = "mlopskit"
+
+POSTGRES_SERVICE = "postgres"
+POSTGRES_PORT = 5432
+MLFLOW_SERVICE = "mlflow"
+MLFLOW_PORT = 5000
+SEAWEEDFS_PORT = 8333
+MINIO_PORT = 9000
+AUTH_TEMPLATE_PATH = "/etc/mlflow/basic_auth.ini.template"
+NFS_NAMESPACE = "kube-system"
+
+
+@dataclass(frozen=True)
+class RenderedObject:
+    """One object and the template it came from (relative to the repository, for error messages)."""
+
+    obj: dict[str, Any]
+    template: str
+
+
+def _short_hash(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+
+
+def postgres_host(settings: Settings) -> str:
+    """The in-cluster name of the internal Postgres, for the database URIs in postgres-credentials."""
+    return f"{POSTGRES_SERVICE}.{settings.platform.namespace}.svc.cluster.local"
+
+
+def s3_endpoint(settings: Settings) -> str:
+    """The S3 endpoint MLflow and the bucket Job use."""
+    store = settings.platform.object_store
+    ns = settings.platform.namespace
+    if store.kind == "seaweedfs":
+        return f"http://seaweedfs.{ns}.svc.cluster.local:{SEAWEEDFS_PORT}"
+    if store.kind == "minio":
+        return f"http://minio.{ns}.svc.cluster.local:{MINIO_PORT}"
+    assert store.endpoint is not None  # checked by ObjectStoreSettings
+    return store.endpoint
+
+
+def _external_port(url: str, default: int) -> int:
+    """The port of a URL; only the port leaves this function, never credentials in the URL."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = None
+    if port:
+        return port
+    return 443 if url.startswith("https://") else default
+
+
+def labels(name: str, component: str, instance: str, version: str | None = None) -> dict[str, str]:
+    """The recommended app.kubernetes.io labels every object carries."""
+    result = {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": PART_OF,
+    }
+    if version:
+        result["app.kubernetes.io/version"] = version[:63]
+    return result
+
+
+def selector(name: str, instance: str) -> dict[str, str]:
+    """Labels that select a workload's pods; never the version, because selectors are immutable."""
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": instance}
+
+
+def _image_version(image: str) -> str | None:
+    tail = image.rsplit("/", 1)[-1]
+    return tail.split(":", 1)[1].split("@", 1)[0] if ":" in tail else None
+
+
+def _default_mlflow_image(settings: Settings) -> str:
+    from mlopskit.images import mlflow_image_ref
+
+    return mlflow_image_ref(settings)
+
+
+def template_context(settings: Settings, mlflow_image: str | None) -> dict[str, Any]:
+    """What templates see: plain non-secret values derived from settings (never a secret)."""
+    p = settings.platform
+    image = mlflow_image or _default_mlflow_image(settings)
+    ns = p.namespace
+    store = p.object_store
+    pg = p.postgres
+    endpoint = s3_endpoint(settings)
+    allowed_hosts = [
+        MLFLOW_SERVICE,
+        f"{MLFLOW_SERVICE}:{MLFLOW_PORT}",
+        f"{MLFLOW_SERVICE}.{ns}",
+        f"{MLFLOW_SERVICE}.{ns}:{MLFLOW_PORT}",
+        f"{MLFLOW_SERVICE}.{ns}.svc",
+        f"{MLFLOW_SERVICE}.{ns}.svc:{MLFLOW_PORT}",
+        f"{MLFLOW_SERVICE}.{ns}.svc.cluster.local",
+        f"{MLFLOW_SERVICE}.{ns}.svc.cluster.local:{MLFLOW_PORT}",
+        "localhost:*",
+        "127.0.0.1:*",
+    ]
+    if p.ingress.enabled and p.ingress.host:
+        allowed_hosts += [p.ingress.host, f"{p.ingress.host}:*"]
+    allowed_hosts += [h for h in p.mlflow.allowed_hosts if h not in allowed_hosts]
+    if pg.mode == "external":
+        assert pg.dsn is not None  # checked by PostgresSettings
+        postgres_port = _external_port(pg.dsn.get_secret_value(), POSTGRES_PORT)
+    else:
+        postgres_port = POSTGRES_PORT
+    storage = p.storage
+    return {
+        "namespace": ns,
+        "instance": ns,
+        "images": {
+            "mlflow": image,
+            "postgres": settings.images.postgres,
+            "seaweedfs": settings.images.seaweedfs,
+            "minio": settings.images.minio,
+            "nfs_provisioner": settings.images.nfs_provisioner,
+        },
+        "versions": {
+            "mlflow": settings.images.mlflow_version,
+            "postgres": _image_version(settings.images.postgres),
+            "seaweedfs": _image_version(settings.images.seaweedfs),
+            "minio": _image_version(settings.images.minio),
+            "nfs_provisioner": _image_version(settings.images.nfs_provisioner),
+        },
+        "secrets": {
+            "postgres": credentials.POSTGRES_SECRET,
+            "s3": credentials.S3_SECRET,
+            "mlflow": credentials.MLFLOW_SECRET,
+        },
+        "env": {
+            "backend_store_uri": credentials.ENV_BACKEND_STORE_URI,
+            "auth_database_uri": credentials.ENV_AUTH_DATABASE_URI,
+            "admin_user": credentials.ENV_ADMIN_USER,
+            "admin_password": credentials.ENV_ADMIN_PASSWORD,
+            "flask_secret": credentials.ENV_FLASK_SECRET,
+            "aws_access_key": credentials.ENV_AWS_ACCESS_KEY,
+            "aws_secret_key": credentials.ENV_AWS_SECRET_KEY,
+        },
+        "storage": {
+            "kind": storage.kind,
+            "class_name": storage.storage_class if storage.kind == "nfs" else "local-path",
+            "nfs_server": storage.nfs_server
+            or (settings.cluster.nfs_host.address if settings.cluster.nfs_host else None),
+            "nfs_path": storage.nfs_path,
+            "nfs_namespace": NFS_NAMESPACE,
+            "postgres_size": storage.postgres_size,
+            "objectstore_size": storage.objectstore_size,
+        },
+        "postgres": {
+            "internal": pg.mode == "internal",
+            "service": POSTGRES_SERVICE,
+            "port": postgres_port,
+            "tracking_db": pg.tracking_db,
+            "auth_db": pg.auth_db,
+            "init_scripts": _postgres_init_scripts(),
+        },
+        "object_store": {
+            "kind": store.kind,
+            "endpoint": endpoint,
+            "port": {"seaweedfs": SEAWEEDFS_PORT, "minio": MINIO_PORT}.get(store.kind) or _external_port(endpoint, 80),
+            "bucket": store.bucket,
+            "region": store.region,
+        },
+        "mlflow": {
+            "service": MLFLOW_SERVICE,
+            "port": MLFLOW_PORT,
+            "replicas": p.mlflow.replicas,
+            "workers": p.mlflow.workers or 2,
+            "default_permission": p.mlflow.default_permission,
+            "auth_cache_ttl_seconds": p.mlflow.auth_cache_ttl_seconds,
+            "allowed_hosts": ",".join(allowed_hosts),
+            "auth_template_path": AUTH_TEMPLATE_PATH,
+            "auth_template": (PACKAGE_ROOT / "docker" / "mlflow" / "basic_auth.ini.template").read_text(),
+            "migrate_job": f"mlflow-migrate-{_short_hash(image, pg.mode, pg.tracking_db, pg.auth_db)}",
+            "bucket_job": f"mlflow-bucket-{_short_hash(image, endpoint, store.bucket, store.region)}",
+        },
+        "ingress": {
+            "enabled": p.ingress.enabled,
+            "host": p.ingress.host,
+            "tls_secret": p.ingress.tls_secret,
+            "class_name": p.ingress.class_name,
+        },
+        "resources": {
+            name: {
+                "requests": {"cpu": spec.cpu_request, "memory": spec.memory_request},
+                "limits": {"memory": spec.memory_limit} | ({"cpu": spec.cpu_limit} if spec.cpu_limit else {}),
+            }
+            for name, spec in (
+                ("mlflow", p.resources.mlflow),
+                ("postgres", p.resources.postgres),
+                ("objectstore", p.resources.objectstore),
+            )
+        },
+    }
+
+
+def _postgres_init_scripts() -> dict[str, str]:
+    """The same init scripts the local stack mounts (docker/postgres-init/), so both create the auth DB alike."""
+    return {path.name: path.read_text() for path in sorted(POSTGRES_INIT_DIR.glob("*.sh"))}
+
+
+def environment(templates_dir: Path = TEMPLATES_DIR) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.globals["labels"] = labels
+    env.globals["selector"] = selector
+    env.filters["tojson"] = _tojson
+    return env
+
+
+def _tojson(value: Any) -> str:
+    """Flow-style YAML (valid JSON) for labels and values, safe at any indentation."""
+    import json
+
+    return json.dumps(value, sort_keys=False)
+
+
+def template_files(templates_dir: Path = TEMPLATES_DIR) -> Iterator[Path]:
+    for component in COMPONENTS:
+        folder = templates_dir / component
+        if folder.is_dir():
+            yield from sorted(folder.glob("*.yaml.j2"))
+
+
+def render_sources(
+    settings: Settings, mlflow_image: str | None = None, templates_dir: Path = TEMPLATES_DIR
+) -> list[RenderedObject]:
+    """Every object with the template it came from."""
+    env = environment(templates_dir)
+    context = template_context(settings, mlflow_image)
+    rendered: list[RenderedObject] = []
+    for path in template_files(templates_dir):
+        name = path.relative_to(templates_dir).as_posix()
+        label = f"k8s/{name}"
+        try:
+            text = env.get_template(name).render(context)
+        except jinja2.TemplateError as exc:
+            line = getattr(exc, "lineno", None)
+            where = f"{label}:{line}" if line else label
+            raise PlatformError(f"{where}: template error: {exc}; fix the template") from None
+        try:
+            documents = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{label} (rendered line {mark.line + 1})" if mark else label
+            raise PlatformError(f"{where}: rendered text is not valid YAML ({exc}); fix the template") from None
+        for document in documents:
+            if document is None:
+                continue
+            if not isinstance(document, dict) or "kind" not in document or "apiVersion" not in document:
+                raise PlatformError(f"{label}: renders a document that is not a Kubernetes object (no kind/apiVersion)")
+            metadata = document.setdefault("metadata", {})
+            annotations = metadata.get("annotations") or {}
+            metadata["annotations"] = {**annotations, TEMPLATE_ANNOTATION: label}
+            rendered.append(RenderedObject(document, label))
+    _check_unique(rendered)
+    return rendered
+
+
+def _check_unique(rendered: list[RenderedObject]) -> None:
+    seen: dict[tuple[str, str, str, str], str] = {}
+    for item in rendered:
+        meta = item.obj["metadata"]
+        key = (item.obj["apiVersion"], item.obj["kind"], str(meta.get("namespace", "")), str(meta.get("name")))
+        if key in seen:
+            raise PlatformError(
+                f"{key[1]}/{key[3]} is rendered by both {seen[key]} and {item.template}; names must be unique"
+            )
+        seen[key] = item.template
+
+
+def render_manifests(settings: Settings, mlflow_image: str | None = None) -> list[dict[str, Any]]:
+    """Every object of the platform as plain dicts, in a stable order (components, then files, then documents)."""
+    return [item.obj for item in render_sources(settings, mlflow_image)]
+
+
+def object_label(obj: dict[str, Any]) -> str:
+    """Kind/name for messages."""
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind', '?')}/{meta.get('name', '?')}"
