@@ -136,7 +136,7 @@ class Engine:
                 kind = str((spec.get("names") or {}).get("kind", ""))
                 self._crd_scopes[(str(spec.get("group", "")), kind)] = spec.get("scope") == "Namespaced"
 
-    def _with_namespace(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def with_namespace(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Namespaced objects without a namespace go into the platform namespace; cluster-scoped lose it."""
         resolved = self.resolve(str(obj.get("apiVersion")), str(obj.get("kind")))
         metadata = dict(obj.get("metadata") or {})
@@ -195,7 +195,7 @@ class Engine:
         """Apply objects in dependency order, record them in the ApplySet, prune what is no longer rendered."""
         rendered = list(objects)
         self._remember_crds(rendered)
-        ordered = [self._with_namespace(obj) for obj in sort_objects(rendered)]
+        ordered = [self.with_namespace(obj) for obj in sort_objects(rendered)]
         desired = {ObjectRef.of(obj) for obj in ordered}
         _check_unique(ordered)
 
