@@ -115,7 +115,7 @@ def test_diff_shows_the_changed_object_after_a_setting_change(engine: EngineFact
         ObjectRef("", "ConfigMap", namespace, "mlflow-config"),
         ObjectRef("apps", "Deployment", namespace, "mlflow"),
     }
-    assert '+  workers: "3"' in diffs[ObjectRef("", "ConfigMap", namespace, "mlflow-config")]
+    assert "+  workers: '3'" in diffs[ObjectRef("", "ConfigMap", namespace, "mlflow-config")]
 
 
 @pytest.fixture

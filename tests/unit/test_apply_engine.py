@@ -1,0 +1,322 @@
+"""The engine's decisions: order of writes, ApplySet parent, what is pruned and kept, dry runs.
+
+No API server can run on this machine, so these tests use an in-memory stand-in for the DynamicClient
+(FakeCluster below). It models only what the engine's decision logic depends on: discovery, server-side
+apply answering 201/200 and bumping resourceVersion only on a real change, label-selector lists, deletes,
+dry runs, and CRD kinds appearing after a discovery refresh. The real behaviour against a real API
+server is covered by tests/cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+from mlopskit.errors import PlatformError
+from mlopskit.kube.apply import Engine
+from mlopskit.kube.applyset import GROUP_KINDS_ANNOTATION, PART_OF_LABEL, ObjectRef
+from mlopskit.kube.diff import normalize
+from mlopskit.kube.retry import RetryPolicy
+
+NS = "mlops"
+BUILTIN = {
+    ("v1", "Namespace"): ("namespaces", False),
+    ("v1", "Secret"): ("secrets", True),
+    ("v1", "ConfigMap"): ("configmaps", True),
+    ("v1", "Service"): ("services", True),
+    ("v1", "PersistentVolumeClaim"): ("persistentvolumeclaims", True),
+    ("apps/v1", "Deployment"): ("deployments", True),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): ("customresourcedefinitions", False),
+}
+
+
+def _error(status: int, message: str) -> ApiException:
+    exc = ApiException(status=status, reason=message)
+    exc.body = json.dumps({"message": message})
+    return exc
+
+
+@dataclass
+class FakeResource:
+    cluster: FakeCluster
+    group_version: str
+    kind: str
+    name: str
+    namespaced: bool
+    preferred: bool = True
+
+    def _key(self, name: str, namespace: str | None) -> tuple[str, str, str, str]:
+        return (self.group_version, self.kind, (namespace or "") if self.namespaced else "", name)
+
+    def get(self, name: str | None = None, namespace: str | None = None, label_selector: str | None = None) -> Any:
+        self.cluster.calls.append(("get", self.kind, name or "*"))
+        if name is not None:
+            stored = self.cluster.objects.get(self._key(name, namespace))
+            if stored is None:
+                raise _error(404, f'{self.name} "{name}" not found')
+            return SimpleNamespace(to_dict=lambda: copy.deepcopy(stored))
+        key, _, value = (label_selector or "").partition("=")
+        items = [
+            copy.deepcopy(obj)
+            for (gv, kind, ns, _), obj in self.cluster.objects.items()
+            if gv == self.group_version
+            and kind == self.kind
+            and (namespace is None or ns == namespace)
+            and (not key or obj["metadata"].get("labels", {}).get(key) == value)
+        ]
+        return SimpleNamespace(to_dict=lambda: {"items": items})
+
+    def delete(self, name: str, namespace: str | None = None, dry_run: str | None = None, **_: Any) -> None:
+        self.cluster.calls.append(("delete", self.kind, name))
+        key = self._key(name, namespace)
+        if key not in self.cluster.objects:
+            raise _error(404, "not found")
+        if dry_run is None:
+            del self.cluster.objects[key]
+
+
+@dataclass
+class FakeCluster:
+    """The DynamicClient surface the engine uses, over a dict of stored objects."""
+
+    objects: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+    custom: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
+    discovered_custom: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
+    version: int = 100
+
+    @property
+    def resources(self) -> FakeCluster:
+        return self
+
+    def _table(self) -> dict[tuple[str, str], tuple[str, bool]]:
+        return {**BUILTIN, **self.discovered_custom}
+
+    def get(self, api_version: str, kind: str) -> FakeResource:
+        found = self._table().get((api_version, kind))
+        if found is None:
+            raise ResourceNotFoundError(f"{api_version} {kind}")
+        return FakeResource(self, api_version, kind, found[0], found[1])
+
+    def search(self, group: str, kind: str) -> list[FakeResource]:
+        return [
+            FakeResource(self, gv, k, plural, namespaced)
+            for (gv, k), (plural, namespaced) in self._table().items()
+            if k == kind and (gv.split("/")[0] if "/" in gv else "") == group
+        ]
+
+    def invalidate_cache(self) -> None:
+        self.discovered_custom = dict(self.custom)
+
+    def server_side_apply(
+        self,
+        resource: FakeResource,
+        body: dict[str, Any],
+        name: str,
+        namespace: str | None,
+        field_manager: str,
+        force_conflicts: bool | None = None,
+        dry_run: str | None = None,
+        serialize: bool = True,
+    ) -> Any:
+        assert field_manager == "mlopskit"
+        self.calls.append(("apply", resource.kind, name))
+        if resource.namespaced and ("v1", "Namespace", "", namespace) not in self.objects:
+            raise _error(404, f'namespaces "{namespace}" not found')
+        key = resource._key(name, namespace)
+        old = self.objects.get(key)
+        new = copy.deepcopy(body)
+        if old is not None and normalize(old) == normalize(new):
+            new = old
+        else:
+            self.version += 1
+            new["metadata"]["resourceVersion"] = str(self.version)
+            if body["kind"] == "CustomResourceDefinition":
+                new["status"] = {"conditions": [{"type": "Established", "status": "True"}]}
+                spec = body["spec"]
+                version = spec["versions"][0]["name"]
+                self.custom[(f"{spec['group']}/{version}", spec["names"]["kind"])] = (
+                    spec["names"]["plural"],
+                    spec["scope"] == "Namespaced",
+                )
+        if dry_run is None:
+            self.objects[key] = new
+        status = 201 if old is None else 200
+        return SimpleNamespace(status=status, data=json.dumps(new).encode())
+
+
+def obj(kind: str, name: str, api_version: str = "v1", **extra: Any) -> dict[str, Any]:
+    return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}, **extra}
+
+
+def platform(*, with_store: bool = True, workers: str = "2") -> list[dict[str, Any]]:
+    rendered = [
+        obj("Deployment", "mlflow", "apps/v1", spec={"replicas": 1}),
+        obj("ConfigMap", "mlflow", data={"workers": workers}),
+        obj("Namespace", NS),
+        obj("Service", "mlflow", spec={"ports": [{"port": 5000}]}),
+    ]
+    if with_store:
+        rendered += [obj("PersistentVolumeClaim", "store-data", spec={}), obj("Service", "store", spec={})]
+    return rendered
+
+
+@pytest.fixture
+def cluster() -> FakeCluster:
+    return FakeCluster()
+
+
+def engine(cluster: FakeCluster, **kwargs: Any) -> Engine:
+    return Engine(cluster, NS, retry=RetryPolicy(attempts=1), **kwargs)  # type: ignore[arg-type]
+
+
+def applied_order(cluster: FakeCluster) -> list[str]:
+    return [f"{kind}/{name}" for verb, kind, name in cluster.calls if verb == "apply"]
+
+
+def test_namespace_then_parent_then_children_in_dependency_order(cluster: FakeCluster) -> None:
+    engine(cluster).apply(platform(with_store=False))
+    assert applied_order(cluster) == [
+        f"Namespace/{NS}",
+        "Secret/applyset-mlopskit",
+        "ConfigMap/mlflow",
+        "Service/mlflow",
+        "Deployment/mlflow",
+        "Secret/applyset-mlopskit",
+    ]
+
+
+def test_every_child_carries_the_part_of_label_and_the_parent_lists_their_kinds(cluster: FakeCluster) -> None:
+    e = engine(cluster)
+    e.apply(platform())
+    parent = cluster.objects[("v1", "Secret", NS, "applyset-mlopskit")]
+    assert parent["metadata"]["annotations"][GROUP_KINDS_ANNOTATION] == (
+        "ConfigMap,Deployment.apps,Namespace,PersistentVolumeClaim,Service"
+    )
+    children = [o for k, o in cluster.objects.items() if k[3] != "applyset-mlopskit"]
+    assert len(children) == 6
+    assert all(o["metadata"]["labels"][PART_OF_LABEL] == e.parent.id for o in children)
+
+
+def test_first_apply_creates_and_second_is_unchanged(cluster: FakeCluster) -> None:
+    first = engine(cluster).apply(platform())
+    second = engine(cluster).apply(platform())
+    assert len(first.created) == 6 and first.configured == []
+    assert second.created == [] and second.configured == [] and second.pruned == []
+    assert len(second.unchanged) == 6
+
+
+def test_a_changed_value_configures_only_its_object(cluster: FakeCluster) -> None:
+    engine(cluster).apply(platform())
+    result = engine(cluster).apply(platform(workers="4"))
+    assert result.configured == [ObjectRef("", "ConfigMap", NS, "mlflow")]
+
+
+def test_dropped_component_is_pruned_and_its_claim_kept(cluster: FakeCluster) -> None:
+    engine(cluster).apply(platform())
+    result = engine(cluster).apply(platform(with_store=False))
+    assert result.pruned == [ObjectRef("", "Service", NS, "store")]
+    assert result.kept == [ObjectRef("", "PersistentVolumeClaim", NS, "store-data")]
+    assert ("v1", "PersistentVolumeClaim", NS, "store-data") in cluster.objects
+    parent = cluster.objects[("v1", "Secret", NS, "applyset-mlopskit")]
+    assert "PersistentVolumeClaim" in parent["metadata"]["annotations"][GROUP_KINDS_ANNOTATION]
+
+
+def test_objects_without_our_label_are_never_pruned(cluster: FakeCluster) -> None:
+    engine(cluster).apply(platform())
+    cluster.objects[("v1", "Service", NS, "someone-elses")] = obj("Service", "someone-elses")
+    result = engine(cluster).apply(platform(with_store=False), purge_data=True)
+    assert set(result.pruned) == {
+        ObjectRef("", "Service", NS, "store"),
+        ObjectRef("", "PersistentVolumeClaim", NS, "store-data"),
+    }
+    assert ("v1", "Service", NS, "someone-elses") in cluster.objects
+
+
+def test_dry_run_changes_nothing_and_writes_no_parent(cluster: FakeCluster) -> None:
+    engine(cluster).apply(platform())
+    before = copy.deepcopy(cluster.objects)
+    result = engine(cluster, dry_run=True).apply(platform(with_store=False, workers="9"))
+    assert result.configured == [ObjectRef("", "ConfigMap", NS, "mlflow")]
+    assert result.pruned == [ObjectRef("", "Service", NS, "store")]
+    assert cluster.objects == before
+
+
+def test_dry_run_on_an_empty_cluster_reports_objects_in_a_new_namespace_as_created(cluster: FakeCluster) -> None:
+    result = engine(cluster, dry_run=True).apply(platform(with_store=False))
+    assert len(result.created) == 4
+    assert cluster.objects == {}
+
+
+def test_crd_kinds_become_usable_in_the_same_apply(cluster: FakeCluster) -> None:
+    crd = obj(
+        "CustomResourceDefinition",
+        "widgets.example.com",
+        "apiextensions.k8s.io/v1",
+        spec={
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets"},
+            "versions": [{"name": "v1"}],
+        },
+    )
+    widget = obj("Widget", "w", "example.com/v1")
+    result = engine(cluster).apply([widget, obj("Namespace", NS), crd])
+    assert ObjectRef("example.com", "Widget", NS, "w") in result.created
+    assert applied_order(cluster)[0] == "CustomResourceDefinition/widgets.example.com"
+
+
+def test_unknown_kind_without_a_crd_names_the_kind(cluster: FakeCluster) -> None:
+    with pytest.raises(PlatformError, match=r"no resource for kind 'Gadget' in apiVersion 'example\.com/v1'"):
+        engine(cluster).apply([obj("Gadget", "g", "example.com/v1")])
+
+
+def test_missing_namespace_is_explained(cluster: FakeCluster) -> None:
+    with pytest.raises(PlatformError, match="namespace 'mlops' does not exist"):
+        engine(cluster).apply([obj("ConfigMap", "c")])
+
+
+def test_destroy_deletes_in_reverse_order_and_keeps_claims_and_their_namespace(cluster: FakeCluster) -> None:
+    engine(cluster).apply(platform())
+    cluster.calls.clear()
+    result = engine(cluster).destroy()
+    deleted = [f"{kind}/{name}" for verb, kind, name in cluster.calls if verb == "delete"]
+    assert deleted == ["Deployment/mlflow", "Service/mlflow", "Service/store", "ConfigMap/mlflow"]
+    assert set(result.kept) == {
+        ObjectRef("", "PersistentVolumeClaim", NS, "store-data"),
+        ObjectRef("", "Namespace", "", NS),
+    }
+
+
+def test_destroy_with_purge_data_deletes_everything_and_the_parent(cluster: FakeCluster) -> None:
+    engine(cluster).apply(platform())
+    engine(cluster).destroy(purge_data=True)
+    assert cluster.objects == {}
+
+
+def test_a_parent_owned_by_another_tool_is_left_alone(cluster: FakeCluster) -> None:
+    engine(cluster).apply(platform())
+    parent = cluster.objects[("v1", "Secret", NS, "applyset-mlopskit")]
+    parent["metadata"]["annotations"]["applyset.kubernetes.io/tooling"] = "kubectl/v1.34"
+    with pytest.raises(PlatformError, match="ApplySet parent of another tool"):
+        engine(cluster).apply(platform())
+
+
+def test_diff_is_empty_after_apply(cluster: FakeCluster) -> None:
+    engine(cluster).apply(platform())
+    assert engine(cluster).diff(platform()) == []
+
+
+def test_diff_after_a_change_shows_that_object_and_the_pruned_one(cluster: FakeCluster) -> None:
+    engine(cluster).apply(platform())
+    diffs = dict(engine(cluster).diff(platform(workers="3", with_store=False)))
+    assert set(diffs) == {ObjectRef("", "ConfigMap", NS, "mlflow"), ObjectRef("", "Service", NS, "store")}
+    assert "+  workers: '3'" in diffs[ObjectRef("", "ConfigMap", NS, "mlflow")]
+    assert "+++ /dev/null" in diffs[ObjectRef("", "Service", NS, "store")]
