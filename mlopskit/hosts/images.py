@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from fabric import Connection
 
+from mlopskit import console
 from mlopskit.errors import PlatformError
-from mlopskit.hosts.remote import tail
+from mlopskit.hosts.provision import validate
+from mlopskit.hosts.remote import connect, tail
+from mlopskit.settings import Settings
 
 IMPORT_COMMAND = "k3s ctr images import -"
 
@@ -42,3 +45,19 @@ def import_images(connection: Connection, chunks: Iterable[bytes], sudo_password
             f"{connection.host}: `{IMPORT_COMMAND}` failed (exit {status}); check sudo and that K3s runs there\n"
             + tail(output + errors)
         )
+
+
+def import_to_nodes(settings: Settings, stream: Callable[[], Iterable[bytes]]) -> list[str]:
+    """Import a fresh image stream into every node, one node at a time; returns the node names."""
+    validate(settings)
+    done = []
+    for host in settings.cluster.hosts:
+        remote = connect(settings, host)
+        try:
+            remote.run("true")  # connects, so an unreachable host or a refused key gets its readable error
+            console.step(f"{host.name}: importing images into containerd")
+            import_images(remote.connection, stream(), remote.access.sudo_password)
+        finally:
+            remote.close()
+        done.append(host.name)
+    return done

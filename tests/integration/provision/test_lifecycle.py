@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mlopskit.hosts.images import import_images
+from mlopskit.hosts.images import import_images, import_to_nodes
 from mlopskit.hosts.provision import provision, reset, upgrade
 from mlopskit.hosts.remote import connect
+from mlopskit.images import save_images
 from mlopskit.settings import Settings
 from tests.integration.provision.conftest import HERE, STANDIN_INSTALL_URL, SUDO_PASSWORD, KeyPair, SshHost
 
@@ -123,3 +124,17 @@ def test_image_import_streams_into_k3s_ctr_with_sudo_password(
     for test_host in (server, agent):
         assert "k3s ctr images import -" in test_host.log()
         assert test_host.sh("sha256sum /var/lib/standin/imported.tar")[1].split()[0] == expected
+
+
+def test_build_images_to_nodes_streams_a_docker_save_archive(
+    pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
+) -> None:
+    """The real `docker save` of the local Debian base image, streamed to both nodes over SSH."""
+    server, agent = pair
+    settings = make_settings(two_hosts(server, agent, ssh_key))
+    provision(settings)
+    refs = ["mlopskit/debian:bookworm"]
+    assert import_to_nodes(settings, lambda: save_images(refs)) == ["srv", "agt"]
+    for host in (server, agent):
+        code, listing = host.sh("tar -tf /var/lib/standin/imported.tar")
+        assert code == 0 and "manifest.json" in listing.split()
