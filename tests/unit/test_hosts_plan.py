@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from mlopskit.hosts.provision import Phase, plan_rows, provision_phases, reset_phases, upgrade_phases
 from mlopskit.settings import Settings
-from tests.unit.conftest import Project
+from tests.unit.conftest import REPO, Project
 
 INVENTORY = """
 hosts:
@@ -75,3 +75,9 @@ def test_missing_key_file_fails_before_the_plan(project: Project) -> None:
     assert result.returncode == 1
     assert "s1: SSH key /nonexistent/key cannot be read" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_example_inventory_loads_and_plans(make_settings: Callable[..., Settings]) -> None:
+    example = (REPO / "config/inventory.example.yaml").read_text()
+    phases = provision_phases(make_settings(inventory=example))
+    assert steps(phases)[-2:] == [["k3s-agent-1:k3s-agent", "k3s-agent-2:k3s-agent"], ["k3s-server-1:kubeconfig"]]
