@@ -1,0 +1,49 @@
+"""The deploy flow with the real rendered manifests: a dry run changes nothing, diff is empty after apply.
+
+No API server can run on this machine: the cluster is the in-memory DynamicClient stand-in of
+tests/unit/kube_fake.py, which models only what the engine's decisions depend on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from mlopskit.kube import deploy as flow
+from mlopskit.kube.apply import Engine
+from mlopskit.kube.applyset import ObjectRef
+from mlopskit.settings import Settings
+from tests.unit.kube_fake import FakeCluster
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], sample_env: dict[str, str]) -> Settings:
+    return make_settings(environ=sample_env)
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCluster]:
+    fake = FakeCluster()
+    monkeypatch.setattr(flow, "connect", lambda settings: (None, fake))
+    yield fake
+
+
+def test_dry_run_deploy_reports_every_rendered_object_as_created_and_writes_nothing(
+    cluster: FakeCluster, settings: Settings
+) -> None:
+    rendered = flow.rendered_objects(settings)
+    outcome = flow.deploy(settings, dry_run=True, verify=False)
+    expected = {ObjectRef.of(o) for o in rendered if not flow.is_controller_object(o)}
+    assert {r for r in outcome.result.created if r.kind != "SealedSecret"} == expected
+    assert cluster.objects == {}
+
+
+def test_rendered_manifests_contain_no_plaintext_secret(settings: Settings) -> None:
+    assert [o["metadata"]["name"] for o in flow.rendered_objects(settings) if o["kind"] == "Secret"] == []
+
+
+def test_diff_is_empty_after_the_rendered_platform_is_applied(cluster: FakeCluster, settings: Settings) -> None:
+    platform = [o for o in flow.rendered_objects(settings) if not flow.is_controller_object(o)]
+    Engine(cluster, settings.platform.namespace).apply(platform)  # type: ignore[arg-type]
+    assert [ref for ref, _ in flow.diff(settings) if ref.kind != "SealedSecret"] == []
