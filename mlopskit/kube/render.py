@@ -45,6 +45,7 @@ SEAWEEDFS_PORT = 8333
 MINIO_PORT = 9000
 AUTH_TEMPLATE_PATH = "/etc/mlflow/basic_auth.ini.template"
 NFS_NAMESPACE = "kube-system"
+NFS_PROVISIONER = "mlopskit.io/nfs-subdir"
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,36 @@ def labels(name: str, component: str, instance: str, version: str | None = None)
     return result
 
 
-def selector(name: str, instance: str) -> dict[str, str]:
+def selector(name: str, component: str, instance: str) -> dict[str, str]:
     """Labels that select a workload's pods; never the version, because selectors are immutable."""
-    return {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": instance}
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def pod_security(uid: int) -> dict[str, Any]:
+    """A pod securityContext that satisfies Pod Security "restricted", running as uid."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security(read_only_root: bool = True) -> dict[str, Any]:
+    """A container securityContext for "restricted": no privilege escalation, every capability dropped."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def _image_version(image: str) -> str | None:
@@ -146,6 +174,12 @@ def template_context(settings: Settings, mlflow_image: str | None) -> dict[str, 
     else:
         postgres_port = POSTGRES_PORT
     storage = p.storage
+    nfs_server = storage.nfs_server or (settings.cluster.nfs_host.address if settings.cluster.nfs_host else None)
+    if storage.kind == "nfs" and not nfs_server:
+        raise PlatformError(
+            "platform.storage.nfs_server: storage kind 'nfs' needs an NFS server; set it in config/platform.yaml "
+            "or give one inventory host the role 'nfs'"
+        )
     return {
         "namespace": ns,
         "instance": ns,
@@ -184,6 +218,7 @@ def template_context(settings: Settings, mlflow_image: str | None) -> dict[str, 
             or (settings.cluster.nfs_host.address if settings.cluster.nfs_host else None),
             "nfs_path": storage.nfs_path,
             "nfs_namespace": NFS_NAMESPACE,
+            "provisioner": NFS_PROVISIONER,
             "postgres_size": storage.postgres_size,
             "objectstore_size": storage.objectstore_size,
         },
@@ -244,13 +279,15 @@ def environment(templates_dir: Path = TEMPLATES_DIR) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir)),
         undefined=jinja2.StrictUndefined,
-        autoescape=False,
+        autoescape=False,  # noqa: S701 -- the output is YAML, not HTML; values go through tojson
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
     env.globals["labels"] = labels
     env.globals["selector"] = selector
+    env.globals["pod_security"] = pod_security
+    env.globals["container_security"] = container_security
     env.filters["tojson"] = _tojson
     return env
 
