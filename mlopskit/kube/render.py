@@ -362,3 +362,88 @@ def object_label(obj: dict[str, Any]) -> str:
     """Kind/name for messages."""
     meta = obj.get("metadata") or {}
     return f"{obj.get('kind', '?')}/{meta.get('name', '?')}"
+
+
+# ------------------------------------------------------------------------------------ writing to a folder
+
+MARKER_FILE = ".mlopskit-render"
+
+
+class _ManifestDumper(yaml.SafeDumper):
+    """Multi-line strings (scripts, ini templates) as literal blocks, so the files read like the templates."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ManifestDumper.add_representer(str, _represent_str)
+
+
+def to_yaml(obj: dict[str, Any]) -> str:
+    return yaml.dump(obj, Dumper=_ManifestDumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def manifest_files(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """File name -> YAML text, numbered in apply order so `kubectl apply -f DIR` applies dependencies first."""
+    from mlopskit.kube.order import sort_objects
+
+    files: dict[str, str] = {}
+    for index, obj in enumerate(sort_objects(objects), start=1):
+        name = str(obj["metadata"]["name"]).replace(":", "-")
+        files[f"{index:02d}-{str(obj['kind']).lower()}-{name}.yaml"] = to_yaml(obj)
+    return files
+
+
+@dataclass
+class WriteResult:
+    """What writing the manifests changed, file by file."""
+
+    created: list[str]
+    updated: list[str]
+    removed: list[str]
+    unchanged: list[str]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.removed)
+
+
+def write_manifests(files: dict[str, str], out: Path, *, force: bool = False, dry_run: bool = False) -> WriteResult:
+    """Write one file per object into out; remove files of an earlier render that are no longer rendered.
+
+    Refuses a non-empty folder that an earlier render did not write (no marker file) unless force,
+    so a mistyped --out never mixes manifests into unrelated files.
+    """
+    marker = out / MARKER_FILE
+    previous: set[str] = set()
+    if out.exists() and not out.is_dir():
+        raise PlatformError(f"{out} is a file; --out needs a folder")
+    if out.is_dir():
+        if marker.is_file():
+            previous = {line.strip() for line in marker.read_text().splitlines() if line.strip()}
+        elif any(out.iterdir()) and not force:
+            raise PlatformError(
+                f"{out} is not empty and was not written by `invoke render` (no {MARKER_FILE}); "
+                "choose an empty or new folder, or pass --force to write into it anyway"
+            )
+    result = WriteResult([], [], [], [])
+    for name, text in files.items():
+        path = out / name
+        if not path.is_file():
+            result.created.append(name)
+        elif path.read_text() != text:
+            result.updated.append(name)
+        else:
+            result.unchanged.append(name)
+    result.removed = sorted(name for name in previous - set(files) if (out / name).is_file())
+    if dry_run or (not result.changed and marker.is_file()):
+        return result
+    out.mkdir(parents=True, exist_ok=True)
+    for name in result.created + result.updated:
+        (out / name).write_text(files[name])
+    for name in result.removed:
+        (out / name).unlink()
+    marker.write_text("".join(f"{name}\n" for name in files))
+    return result
