@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoke.collection import Collection
 
 from mlopskit.tasks import config, deploy, provision
+from mlopskit.tasks import render as render_tasks
 
 
 def build_collection() -> Collection:
@@ -12,6 +13,7 @@ def build_collection() -> Collection:
     ns.add_task(config.show_config, name="config")
     ns.add_task(config.doctor)
     ns.add_task(config.init)
+    ns.add_task(render_tasks.render)
     ns.add_task(deploy.deploy)
     ns.add_task(deploy.diff)
     ns.add_task(deploy.destroy)
