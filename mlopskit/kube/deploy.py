@@ -27,6 +27,8 @@ from mlopskit.settings import Settings
 
 SEALED_SECRETS_CRD = "sealedsecrets.bitnami.com"
 MLFLOW_SERVICE = "mlflow"
+CONTROLLER_NAMESPACE = "kube-system"
+CONTROLLER_APPLYSET = "applyset-mlopskit-sealed-secrets"
 
 
 @dataclass
@@ -73,15 +75,22 @@ def rendered_objects(settings: Settings, mlflow_image: str | None = None) -> lis
 
 
 def is_controller_object(obj: dict[str, Any]) -> bool:
-    """Objects of the Sealed Secrets controller: its CRD and what runs it in kube-system."""
+    """Objects of the Sealed Secrets controller: its CRD and everything labelled as part of it."""
     meta = obj.get("metadata") or {}
     if obj.get("kind") == "CustomResourceDefinition":
         return str(meta.get("name")) == SEALED_SECRETS_CRD
-    labels = meta.get("labels") or {}
-    named = "sealed-secrets" in str(labels.get("app.kubernetes.io/name", "")) or "sealed-secrets" in str(
-        meta.get("name", "")
-    )
-    return named and meta.get("namespace") == "kube-system"
+    return (meta.get("labels") or {}).get("app.kubernetes.io/name") == "sealed-secrets"
+
+
+def service_port(objects: list[dict[str, Any]], namespace: str, name: str) -> int:
+    """The first port of a rendered Service, so verification follows the templates."""
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        if obj.get("kind") == "Service" and meta.get("name") == name and meta.get("namespace", namespace) == namespace:
+            ports = (obj.get("spec") or {}).get("ports") or []
+            if ports:
+                return int(ports[0]["port"])
+    raise PlatformError(f"no Service {namespace}/{name} with a port is rendered; cannot verify MLflow")
 
 
 def sealed_objects(settings: Settings, api: client.ApiClient, *, reseal: bool) -> tuple[list[dict[str, Any]], str]:
@@ -142,8 +151,8 @@ def deploy(
         # Its own ApplySet: the platform's prune must never remove the controller that unseals it.
         controller_engine = Engine(
             dyn,
-            "kube-system",
-            parent_name="applyset-mlopskit-sealed-secrets",
+            CONTROLLER_NAMESPACE,
+            parent_name=CONTROLLER_APPLYSET,
             force=force,
             dry_run=dry_run,
             progress=progress_printer(dry_run),
@@ -169,7 +178,8 @@ def deploy(
     _wait(dyn, [result.applied.get(ObjectRef.of(obj), obj) for obj in platform], timeout)
     if verify:
         console.step("Verifying MLflow: health, login, experiment, run, artifact round trip")
-        outcome.checks = verify_mlflow(settings, api)
+        port = service_port(platform, namespace, MLFLOW_SERVICE)
+        outcome.checks = verify_mlflow(settings, api, port)
     return outcome
 
 
@@ -197,7 +207,7 @@ def platform_url(settings: Settings) -> str | None:
     return None
 
 
-def verify_mlflow(settings: Settings, api: client.ApiClient) -> list[str]:
+def verify_mlflow(settings: Settings, api: client.ApiClient, port: int) -> list[str]:
     """The smoke check through a port-forward to the MLflow Service."""
     from mlopskit.kube.portforward import forward_service
     from mlopskit.mlflow_admin import MlflowClient, smoke_check, wait_healthy
@@ -205,9 +215,9 @@ def verify_mlflow(settings: Settings, api: client.ApiClient) -> list[str]:
     mlflow = settings.platform.mlflow
     if mlflow.admin_password is None:
         raise PlatformError("platform.mlflow.admin_password (MLFLOW_ADMIN_PASSWORD) is not set; cannot log in")
-    with forward_service(api, settings.platform.namespace, MLFLOW_SERVICE, 5000) as port:
+    with forward_service(api, settings.platform.namespace, MLFLOW_SERVICE, port) as local_port:
         mlflow_client = MlflowClient(
-            f"http://127.0.0.1:{port}", mlflow.admin_user, mlflow.admin_password.get_secret_value()
+            f"http://127.0.0.1:{local_port}", mlflow.admin_user, mlflow.admin_password.get_secret_value()
         )
         wait_healthy(mlflow_client)
         return smoke_check(mlflow_client).steps
@@ -222,11 +232,7 @@ def diff(settings: Settings) -> list[tuple[ObjectRef, str]]:
     if not sealed:
         console.warn(note)
     controller = [obj for obj in objects if is_controller_object(obj)]
-    diffs = (
-        Engine(dyn, "kube-system", parent_name="applyset-mlopskit-sealed-secrets").diff(controller)
-        if controller
-        else []
-    )
+    diffs = Engine(dyn, CONTROLLER_NAMESPACE, parent_name=CONTROLLER_APPLYSET).diff(controller) if controller else []
     platform = [obj for obj in objects if not is_controller_object(obj)] + sealed
     return diffs + Engine(dyn, settings.platform.namespace).diff(platform)
 

@@ -32,6 +32,8 @@ BUILTIN = {
     ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
     ("v1", "ServiceAccount"): ("serviceaccounts", True),
     ("rbac.authorization.k8s.io/v1", "Role"): ("roles", True),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): ("clusterroles", False),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): ("clusterrolebindings", False),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rolebindings", True),
     ("storage.k8s.io/v1", "StorageClass"): ("storageclasses", False),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): ("customresourcedefinitions", False),

@@ -25,6 +25,12 @@ def settings(make_settings: Callable[..., Settings], sample_env: dict[str, str])
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCluster]:
     fake = FakeCluster()
+    # Every real cluster has kube-system; the Sealed Secrets controller and the NFS provisioner live there.
+    fake.objects[("v1", "Namespace", "", "kube-system")] = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "kube-system"},
+    }
     monkeypatch.setattr(flow, "connect", lambda settings: (None, fake))
     yield fake
 
@@ -36,7 +42,18 @@ def test_dry_run_deploy_reports_every_rendered_object_as_created_and_writes_noth
     outcome = flow.deploy(settings, dry_run=True, verify=False)
     expected = {ObjectRef.of(o) for o in rendered if not flow.is_controller_object(o)}
     assert {r for r in outcome.result.created if r.kind != "SealedSecret"} == expected
-    assert cluster.objects == {}
+    assert list(cluster.objects) == [("v1", "Namespace", "", "kube-system")]
+
+
+def test_controller_phase_holds_exactly_the_sealed_secrets_objects(settings: Settings) -> None:
+    controller = [o for o in flow.rendered_objects(settings) if flow.is_controller_object(o)]
+    kinds = sorted(o["kind"] for o in controller)
+    assert "CustomResourceDefinition" in kinds and "ClusterRole" in kinds and "Deployment" in kinds
+    assert all(
+        o["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "sealed-secrets"
+        or o["metadata"]["name"] == "sealedsecrets.bitnami.com"
+        for o in controller
+    )
 
 
 def test_rendered_manifests_contain_no_plaintext_secret(settings: Settings) -> None:
@@ -44,6 +61,9 @@ def test_rendered_manifests_contain_no_plaintext_secret(settings: Settings) -> N
 
 
 def test_diff_is_empty_after_the_rendered_platform_is_applied(cluster: FakeCluster, settings: Settings) -> None:
-    platform = [o for o in flow.rendered_objects(settings) if not flow.is_controller_object(o)]
+    rendered = flow.rendered_objects(settings)
+    controller = [o for o in rendered if flow.is_controller_object(o)]
+    platform = [o for o in rendered if not flow.is_controller_object(o)]
+    Engine(cluster, flow.CONTROLLER_NAMESPACE, parent_name=flow.CONTROLLER_APPLYSET).apply(controller)  # type: ignore[arg-type]
     Engine(cluster, settings.platform.namespace).apply(platform)  # type: ignore[arg-type]
     assert [ref for ref, _ in flow.diff(settings) if ref.kind != "SealedSecret"] == []
