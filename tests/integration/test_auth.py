@@ -1,0 +1,117 @@
+"""Basic-auth is enforced: anonymous and wrong credentials get 401; other users see nothing by default."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.integration.conftest import Stack
+
+pytestmark = pytest.mark.docker
+
+TIMEOUT = 30
+
+
+@pytest.fixture
+def admin(stack: Stack) -> Iterator[requests.Session]:
+    session = requests.Session()
+    session.auth = (stack.admin_user, stack.admin_password)
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def admin_experiment(stack: Stack, admin: requests.Session) -> str:
+    """An experiment the admin creates."""
+    response = admin.post(
+        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/create",
+        json={"name": f"admin-only-{uuid.uuid4().hex[:8]}"},
+        timeout=TIMEOUT,
+    )
+    response.raise_for_status()
+    return str(response.json()["experiment_id"])
+
+
+@pytest.fixture
+def other_user(stack: Stack, admin: requests.Session) -> Iterator[requests.Session]:
+    """A second user, created by the admin through the auth API, with no permission granted."""
+    username = f"user-{uuid.uuid4().hex[:8]}"
+    password = secrets.token_urlsafe(16)
+    response = admin.post(
+        f"{stack.tracking_uri}/api/2.0/mlflow/users/create",
+        json={"username": username, "password": password},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200, response.text
+    session = requests.Session()
+    session.auth = (username, password)
+    yield session
+    session.close()
+
+
+def _search(stack: Stack, session: requests.Session | None = None) -> requests.Response:
+    url = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/search"
+    return (session or requests).get(url, params={"max_results": 1}, timeout=TIMEOUT)
+
+
+def test_request_without_credentials_gets_401(stack: Stack) -> None:
+    assert _search(stack).status_code == 401
+
+
+def test_request_with_wrong_password_gets_401(stack: Stack) -> None:
+    session = requests.Session()
+    session.auth = (stack.admin_user, stack.admin_password + "-wrong")
+    assert _search(stack, session).status_code == 401
+
+
+def test_admin_reads_its_experiment(stack: Stack, admin: requests.Session, admin_experiment: str) -> None:
+    response = admin.get(
+        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get",
+        params={"experiment_id": admin_experiment},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200
+    assert response.json()["experiment"]["experiment_id"] == admin_experiment
+
+
+def test_other_user_cannot_read_the_admins_experiment(
+    stack: Stack, other_user: requests.Session, admin_experiment: str
+) -> None:
+    response = other_user.get(
+        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get",
+        params={"experiment_id": admin_experiment},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 403
+
+
+def test_other_user_cannot_rename_the_admins_experiment(
+    stack: Stack, other_user: requests.Session, admin: requests.Session, admin_experiment: str
+) -> None:
+    response = other_user.post(
+        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/update",
+        json={"experiment_id": admin_experiment, "new_name": f"taken-{uuid.uuid4().hex[:6]}"},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 403
+    unchanged = admin.get(
+        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get",
+        params={"experiment_id": admin_experiment},
+        timeout=TIMEOUT,
+    )
+    assert unchanged.json()["experiment"]["name"].startswith("admin-only-")
+
+
+def test_other_user_cannot_log_to_the_admins_experiment(
+    stack: Stack, other_user: requests.Session, admin_experiment: str
+) -> None:
+    response = other_user.post(
+        f"{stack.tracking_uri}/api/2.0/mlflow/runs/create",
+        json={"experiment_id": admin_experiment},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 403
