@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -90,6 +92,7 @@ class Engine:
         retry: RetryPolicy | None = None,
         progress: Progress | None = None,
         crd_timeout: float = 60.0,
+        parallelism: int = 8,
     ) -> None:
         self.dyn = dyn
         self.namespace = namespace
@@ -99,6 +102,7 @@ class Engine:
         self.retry = retry or RetryPolicy()
         self.progress = progress or (lambda ref, action: None)
         self.crd_timeout = crd_timeout
+        self.parallelism = max(1, parallelism)
         self._crd_scopes: dict[tuple[str, str], bool] = {}
 
     # ------------------------------------------------------------------------------- discovery
@@ -217,8 +221,12 @@ class Engine:
 
         # The parent lists old and new kinds until pruning is done, so an interrupted run can still prune.
         self._write_parent(old_kinds | new_kinds, old_namespaces | new_namespaces, new_namespace_names)
-        for obj in rest:
-            self._apply_one(obj, live, result, new_namespace_names)
+        # Objects of one kind do not depend on each other: apply them concurrently, kind after kind (a
+        # RoleBinding still waits for its Role, which the API server's escalation check needs).
+        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
+            for _, phase in groupby(rest, key=lambda obj: sort_key(str(obj["kind"]))):
+                batch = list(phase)
+                list(pool.map(lambda obj: self._apply_one(obj, live, result, new_namespace_names), batch))
 
         kept_kinds: set[str] = set()
         if prune:
