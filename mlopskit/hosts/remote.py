@@ -136,7 +136,7 @@ class Remote:
             raise HostError(
                 name,
                 f"sudo for {user} asks for a password; set SSH_SUDO_PASSWORD in .env or hosts[].sudo_password "
-                f"(or give {user} passwordless sudo)",
+                f"(or give {user} passwordless sudo, or connect as root)",
             )
         if "not in the sudoers file" in stderr or "is not allowed to run sudo" in stderr:
             raise HostError(name, f"{user} may not use sudo; add {user} to the sudo group or log in as root")

@@ -124,3 +124,11 @@ hosts:
     with pytest.raises(PlatformError, match="solo: SSH key /nonexistent/id_ed25519 cannot be read"):
         provision(make_settings(inventory))
     assert host.log() == before
+
+
+def test_user_without_sudo_rights_is_told_so(host: SshHost, ssh_key: KeyPair, make_settings: MakeSettings) -> None:
+    inventory = single(host, ssh_key, user="nosudo").replace(
+        "connect_timeout: 5}", f"connect_timeout: 5, sudo_password: {SUDO_PASSWORD}}}"
+    )
+    with pytest.raises(RunFailed, match="solo: nosudo may not use sudo; add nosudo to the sudo group"):
+        provision(make_settings(inventory))

@@ -164,3 +164,25 @@ def test_second_run_reports_every_step_unchanged(cluster: Cluster) -> None:
     assert {status for row in second.cells.values() for status in row.values()} == {"unchanged"}
     for host, log in zip(hosts, before, strict=True):
         assert "install.sh" not in host.log()[len(log) :]
+
+
+def test_further_servers_join_embedded_etcd_with_the_first_servers_token(
+    start_host: Callable[[str], SshHost], ssh_key: KeyPair, make_settings: Callable[..., Settings]
+) -> None:
+    servers = [start_host(f"ha{i}") for i in (1, 2, 3)]
+    hosts = "\n".join(
+        f"  - {{name: ha{i}, address: {h.address}, roles: [server]}}" for i, h in enumerate(servers, start=1)
+    )
+    settings = make_settings(
+        f"ssh: {{user: kit, key_path: {ssh_key.private}}}\ninstall_script_url: {STANDIN_INSTALL_URL}\nhosts:\n{hosts}\n"
+    )
+    report = provision(settings)
+    assert {row["k3s-server"] for row in report.cells.values()} == {"changed"}
+    first = yaml.safe_load(servers[0].read("/etc/rancher/k3s/config.yaml"))
+    assert first["cluster-init"] is True and "server" not in first
+    token = servers[0].read("/var/lib/rancher/k3s/server/node-token").strip()
+    for joiner in servers[1:]:
+        config = yaml.safe_load(joiner.read("/etc/rancher/k3s/config.yaml"))
+        assert config["server"] == f"https://{servers[0].address}:6443"
+        assert config["token"] == token
+        assert "install.sh server" in joiner.log()
