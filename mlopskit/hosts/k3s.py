@@ -133,17 +133,18 @@ def k3s(remote: Remote, settings: Settings, token: str | None, version: str | No
     return outcome
 
 
-def wait_ready(first: Remote, node: str, timeout: float = 300, interval: float = 5) -> None:
-    """Wait until the node reports Ready, asked through `k3s kubectl` on the first server."""
+def wait_ready(first: Remote, node: str, version: str, timeout: float = 300, interval: float = 5) -> None:
+    """Wait until the node reports Ready on `version`, asked through `k3s kubectl` on the first server."""
     deadline = time.monotonic() + timeout
     last = ""
     while True:
         result = first.sudo(f"{BINARY} kubectl get node {shlex.quote(node)} --no-headers", warn=True)
         last = result.stdout + result.stderr
-        if result.ok and re.search(r"\sReady(\s|,)", last):
+        # A node still shows Ready on the old version until its kubelet restarts; wait for both.
+        if result.ok and re.search(r"\sReady(\s|,)", last) and version in last.split():
             return
         if time.monotonic() > deadline:
-            raise HostError(node, f"node did not become Ready within {timeout:.0f}s", last)
+            raise HostError(node, f"node did not report Ready on {version} within {timeout:.0f}s", last)
         time.sleep(interval)
 
 

@@ -230,7 +230,7 @@ def upgrade(settings: Settings, version: str, *, connector: Connector = connect,
         join_token = token[0] if (remote.host != first or settings.cluster.token) else None
         outcome = k3s_steps.k3s(remote, settings, join_token, version)
         if outcome.changes:
-            k3s_steps.wait_ready(leader, remote.host.name, timeout=ready_timeout)
+            k3s_steps.wait_ready(leader, remote.host.name, version, timeout=ready_timeout)
         return outcome
 
     return runner.run(upgrade_phases(settings), act)
