@@ -175,11 +175,8 @@ def template_context(settings: Settings, mlflow_image: str | None) -> dict[str, 
         postgres_port = POSTGRES_PORT
     storage = p.storage
     nfs_server = storage.nfs_server or (settings.cluster.nfs_host.address if settings.cluster.nfs_host else None)
-    if storage.kind == "nfs" and not nfs_server:
-        raise PlatformError(
-            "platform.storage.nfs_server: storage kind 'nfs' needs an NFS server; set it in config/platform.yaml "
-            "or give one inventory host the role 'nfs'"
-        )
+    # StorageSettings refuses kind 'nfs' without a server (its own or the inventory's nfs host).
+    assert storage.kind != "nfs" or nfs_server
     return {
         "namespace": ns,
         "instance": ns,
@@ -189,6 +186,7 @@ def template_context(settings: Settings, mlflow_image: str | None) -> dict[str, 
             "seaweedfs": settings.images.seaweedfs,
             "minio": settings.images.minio,
             "nfs_provisioner": settings.images.nfs_provisioner,
+            "sealed_secrets_controller": settings.images.sealed_secrets_controller,
         },
         "versions": {
             "mlflow": settings.images.mlflow_version,
@@ -196,6 +194,7 @@ def template_context(settings: Settings, mlflow_image: str | None) -> dict[str, 
             "seaweedfs": _image_version(settings.images.seaweedfs),
             "minio": _image_version(settings.images.minio),
             "nfs_provisioner": _image_version(settings.images.nfs_provisioner),
+            "sealed_secrets_controller": _image_version(settings.images.sealed_secrets_controller),
         },
         "secrets": {
             "postgres": credentials.POSTGRES_SECRET,
@@ -214,8 +213,7 @@ def template_context(settings: Settings, mlflow_image: str | None) -> dict[str, 
         "storage": {
             "kind": storage.kind,
             "class_name": storage.storage_class if storage.kind == "nfs" else "local-path",
-            "nfs_server": storage.nfs_server
-            or (settings.cluster.nfs_host.address if settings.cluster.nfs_host else None),
+            "nfs_server": nfs_server,
             "nfs_path": storage.nfs_path,
             "nfs_namespace": NFS_NAMESPACE,
             "provisioner": NFS_PROVISIONER,
