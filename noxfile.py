@@ -61,3 +61,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (opt-in): image size, authenticated throughput, `invoke up` time; writes bench-results/."""
     _install(session, "test")
     session.run("python", "-m", "mlopskit.bench", *session.posargs)
+
+
+@nox.session(python=PYTHON, name="bench-apply", default=False)
+def bench_apply(session: nox.Session) -> None:
+    """Apply benchmark (opt-in): no-op re-deploy vs `kubectl apply --server-side`; no numbers without a cluster."""
+    _install(session, "test")
+    session.run("python", "-m", "mlopskit.kube.bench_apply", *session.posargs)
