@@ -34,9 +34,14 @@ def api_client(settings: Settings) -> client.ApiClient:
     return loaded
 
 
-def dynamic_client(api: client.ApiClient) -> DynamicClient:
-    """A DynamicClient; discovery failures become a PlatformError naming the server."""
+PROBE_TIMEOUT = 10.0
+
+
+def dynamic_client(api: client.ApiClient, probe_timeout: float = PROBE_TIMEOUT) -> DynamicClient:
+    """A DynamicClient; an unreachable server fails within probe_timeout, naming the server."""
     try:
+        # Discovery itself has no timeout: a quick /version first keeps an unreachable server from hanging.
+        client.VersionApi(api).get_code(_request_timeout=probe_timeout)
         return DynamicClient(api)
     except Exception as exc:  # discovery fails in many ways: refused, TLS, 401; all mean "can't reach"
         raise PlatformError(
