@@ -119,7 +119,7 @@ class Certificate:
 
     pem: bytes
     public_key: RSAPublicKey
-    fingerprint: str  # SHA-256 of the DER certificate, lowercase hex with colons
+    fingerprint: str  # SHA-256 of the DER certificate, lowercase hex
     not_after: datetime
     source: str
 
@@ -148,9 +148,8 @@ def load_certificate(pem: bytes, source: str, now: datetime | None = None) -> Ce
             f"{source}: the certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; "
             "check this machine's clock"
         )
-    digest = cert.fingerprint(hashes.SHA256()).hex()
-    fingerprint = ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
-    return Certificate(pem, key, fingerprint, cert.not_valid_after_utc, source)
+    # Plain hex, no colons: rich would turn pairs like ":ab:" into emoji when printed.
+    return Certificate(pem, key, cert.fingerprint(hashes.SHA256()).hex(), cert.not_valid_after_utc, source)
 
 
 def read_certificate(path: Path) -> Certificate:
@@ -289,14 +288,15 @@ def build_sealed_secret(
     return {
         "apiVersion": "bitnami.com/v1alpha1",
         "kind": "SealedSecret",
-        "metadata": {"name": secret.name, "namespace": namespace, "labels": labels, "annotations": annotations},
+        # Copies, not shared dicts: YAML would write shared objects as anchors and aliases.
+        "metadata": {"name": secret.name, "namespace": namespace, "labels": dict(labels), "annotations": annotations},
         "spec": {
             "encryptedData": dict(sorted(encrypted.items())),
             "template": {
                 "metadata": {
                     "name": secret.name,
                     "namespace": namespace,
-                    "labels": labels,
+                    "labels": dict(labels),
                     "annotations": dict(annotations),
                 },
                 "type": "Opaque",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from mlopskit.tasks import config, deploy, provision
+from mlopskit.tasks import config, deploy, provision, secrets
 from mlopskit.tasks import render as render_tasks
 
 
@@ -20,4 +20,6 @@ def build_collection() -> Collection:
     ns.add_task(provision.provision)
     ns.add_task(provision.upgrade)
     ns.add_task(provision.reset)
+    ns.add_task(secrets.seal)
+    ns.add_collection(Collection("secrets", secrets.backup_key))
     return ns

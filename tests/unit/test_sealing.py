@@ -191,7 +191,7 @@ def test_fingerprint_is_the_sha256_of_the_der_certificate(private_key: rsa.RSAPr
     pem = make_certificate(private_key)
     der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
     expected = hashlib.sha256(der).hexdigest()
-    assert sealing.load_certificate(pem, "c").fingerprint.replace(":", "") == expected
+    assert sealing.load_certificate(pem, "c").fingerprint == expected
 
 
 def test_non_pem_certificate_is_rejected_naming_its_source() -> None:
