@@ -101,11 +101,15 @@ def sealed_objects(settings: Settings, api: client.ApiClient, *, reseal: bool) -
             "Sealed Secrets support (mlopskit/kube/sealing.py) is not in this checkout: credential Secrets "
             "were not deployed (no plaintext Secret is ever applied instead)"
         )
+    resealed = ""
     if reseal:
         certificate = sealing.fetch_certificate(settings, api)
-        sealing.seal_credentials(settings, certificate)
+        report = sealing.seal_credentials(settings, certificate)
+        resealed = (
+            f"sealed {', '.join(report.sealed)}; " if report.sealed else "credentials unchanged (nothing resealed); "
+        )
     sealed: list[dict[str, Any]] = sealing.load_sealed(settings)
-    return sealed, f"{len(sealed)} sealed credential Secret(s) from config/sealed/{settings.cluster.name}/"
+    return sealed, f"{resealed}{len(sealed)} SealedSecret(s) from config/sealed/{settings.cluster.name}/"
 
 
 def progress_printer(dry_run: bool) -> Callable[[ObjectRef, str], None]:

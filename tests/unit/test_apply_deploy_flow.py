@@ -6,11 +6,18 @@ tests/unit/kube_fake.py, which models only what the engine's decisions depend on
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from mlopskit.kube import deploy as flow
+from mlopskit.kube import sealing
 from mlopskit.kube.apply import Engine
 from mlopskit.kube.applyset import ObjectRef
 from mlopskit.settings import Settings
@@ -67,3 +74,56 @@ def test_diff_is_empty_after_the_rendered_platform_is_applied(cluster: FakeClust
     Engine(cluster, flow.CONTROLLER_NAMESPACE, parent_name=flow.CONTROLLER_APPLYSET).apply(controller)  # type: ignore[arg-type]
     Engine(cluster, settings.platform.namespace).apply(platform)  # type: ignore[arg-type]
     assert [ref for ref, _ in flow.diff(settings) if ref.kind != "SealedSecret"] == []
+
+
+@pytest.fixture
+def certificate() -> sealing.Certificate:
+    """A controller certificate made here: the real one comes from the controller through the API server."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sealed-secret")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return sealing.load_certificate(cert.public_bytes(serialization.Encoding.PEM), "test certificate")
+
+
+def test_deploy_applies_sealed_credentials_and_never_a_plaintext_secret(
+    cluster: FakeCluster,
+    settings: Settings,
+    certificate: sealing.Certificate,
+    monkeypatch: pytest.MonkeyPatch,
+    sample_env: dict[str, str],
+) -> None:
+    monkeypatch.setattr(sealing, "fetch_certificate", lambda settings, api=None: certificate)
+    monkeypatch.setattr(flow, "_wait", lambda dyn, objects, timeout: None)  # no controllers in the stand-in
+    outcome = flow.deploy(settings, verify=False)
+    stored = list(cluster.objects.values())
+    assert any(o["kind"] == "SealedSecret" for o in stored)
+    secrets = [o for o in stored if o["kind"] == "Secret"]
+    assert {s["metadata"]["name"] for s in secrets} == {"applyset-mlopskit", flow.CONTROLLER_APPLYSET}
+    assert all("data" not in s and "stringData" not in s for s in secrets)
+    dumped = json.dumps(stored)
+    for value in sample_env.values():
+        assert value not in dumped
+    assert outcome.result.created and not outcome.result.configured
+
+
+def test_second_deploy_is_unchanged(
+    cluster: FakeCluster,
+    settings: Settings,
+    certificate: sealing.Certificate,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sealing, "fetch_certificate", lambda settings, api=None: certificate)
+    monkeypatch.setattr(flow, "_wait", lambda dyn, objects, timeout: None)
+    flow.deploy(settings, verify=False)
+    second = flow.deploy(settings, verify=False).result
+    assert not second.changed, second.summary()
