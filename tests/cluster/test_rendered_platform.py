@@ -1,0 +1,30 @@
+"""The real rendered platform (controller phase excluded) applied twice: everything created, then nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from mlopskit.kube import deploy as flow
+from mlopskit.kube.apply import Engine
+from mlopskit.kube.applyset import ObjectRef
+from mlopskit.settings import load_settings
+
+SECRETS = {
+    "MLFLOW_ADMIN_PASSWORD": "cluster-test-admin-passw0rd",
+    "MLFLOW_FLASK_SECRET_KEY": "cluster-test-flask-secret-key",
+    "POSTGRES_PASSWORD": "cluster-test-postgres",
+    "S3_ACCESS_KEY": "clustertestaccess",
+    "S3_SECRET_KEY": "cluster-test-s3-secret",
+}
+
+
+def test_rendered_platform_applies_then_reapplies_unchanged(
+    engine: Callable[..., Engine], namespace: str, tmp_path: Path
+) -> None:
+    settings = load_settings(tmp_path, {**SECRETS, "PLATFORM_NAMESPACE": namespace})
+    platform = [o for o in flow.rendered_objects(settings) if not flow.is_controller_object(o)]
+    first = engine().apply(platform)
+    assert {ObjectRef.of(o) for o in platform} <= set(first.created) | set(first.configured)
+    second = engine().apply(platform)
+    assert second.created == [] and second.configured == [] and second.pruned == [], second.summary()
