@@ -68,4 +68,11 @@ def api_error(exc: ApiException, verb: str, ref: ObjectRef, plural: str | None =
             f"the API server rejected the credentials of your kubeconfig while trying to {verb} {ref} "
             f"(401: {server_message(exc)}); refresh the kubeconfig (invoke provision writes it)"
         )
-    return PlatformError(f"could not {verb} {ref}: HTTP {exc.status}: {server_message(exc)}")
+    message = server_message(exc)
+    if exc.status == 422 and "immutable" in message:
+        where = f"-n {ref.namespace} " if ref.namespace else ""
+        return PlatformError(
+            f"could not {verb} {ref}: HTTP 422: {message}\n  These fields cannot change in place: delete the "
+            f"object (kubectl {where}delete {ref.kind.lower()} {ref.name}) and deploy again."
+        )
+    return PlatformError(f"could not {verb} {ref}: HTTP {exc.status}: {message}")

@@ -130,3 +130,10 @@ def test_other_refusals_name_object_and_server_message() -> None:
     error = api_error(api_exception(422, {"message": "spec.ports: Required value"}), "apply", SECRET)
     assert isinstance(error, PlatformError)
     assert str(error) == "could not apply Secret mlops/s3-credentials: HTTP 422: spec.ports: Required value"
+
+
+def test_immutable_field_error_says_how_to_recreate_the_object() -> None:
+    ref = ObjectRef("batch", "Job", "mlops", "mlflow-migrate")
+    message = 'Job.batch "mlflow-migrate" is invalid: spec.template: Invalid value: ...: field is immutable'
+    text = str(api_error(api_exception(422, {"message": message}), "apply", ref))
+    assert "kubectl -n mlops delete job mlflow-migrate" in text
