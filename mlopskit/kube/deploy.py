@@ -179,7 +179,7 @@ def deploy(
         return outcome
 
     console.step("Waiting for rollouts")
-    _wait(dyn, [result.applied.get(ObjectRef.of(obj), obj) for obj in platform], timeout)
+    _wait(dyn, list(result.applied.values()), timeout)
     if verify:
         console.step("Verifying MLflow: health, login, experiment, run, artifact round trip")
         port = service_port(platform, namespace, MLFLOW_SERVICE)
