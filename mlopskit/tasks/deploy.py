@@ -20,7 +20,7 @@ from mlopskit.tasks.common import platform_task, settings_for
         "timeout": "seconds to wait for rollouts before reporting what is stuck (default: 600)",
         "no-verify": "skip the MLflow smoke check after the rollout (default: verify)",
         "purge-data": "also prune PersistentVolumeClaims that are no longer rendered (default: keep them)",
-        "image": "MLflow image to deploy (default: the one `invoke build-images` recorded)",
+        "image": "MLflow image to deploy (default: the tag `invoke build-images` gives it: <version>-<git sha>)",
     }
 )
 def deploy(
