@@ -46,6 +46,9 @@ CONTROLLER_SERVICE = "sealed-secrets-controller"
 # The controller labels every sealing key it generates with this (value "active" or "compromised").
 SEALING_KEY_LABEL = "sealedsecrets.bitnami.com/sealed-secrets-key"
 
+# What `kubeseal --fetch-cert` requests: the controller's /v1/cert.pem through the API server's service proxy.
+CERT_PROXY_PATH = f"/api/v1/namespaces/{CONTROLLER_NAMESPACE}/services/http:{CONTROLLER_SERVICE}:/proxy/v1/cert.pem"
+
 SESSION_KEY_BYTES = 32
 ZERO_NONCE = bytes(12)
 STATE_VERSION = 1
@@ -164,9 +167,33 @@ def read_certificate(path: Path) -> Certificate:
     return load_certificate(pem, str(path))
 
 
+def _get_raw(api: Any, path: str) -> bytes:
+    """GET a literal API path and return the body as served; ApiException on an error status."""
+    from kubernetes.client.exceptions import ApiException
+
+    headers = {"Accept": "application/x-pem-file, */*"}
+    if hasattr(api, "param_serialize"):  # clients from the newer OpenAPI generator
+        request = api.param_serialize("GET", path, header_params=headers, auth_settings=["BearerToken"])
+        response: Any = api.call_api(*request, _request_timeout=30)
+        body = bytes(response.read())
+        if response.status != 200:
+            raise ApiException(status=response.status, reason=response.reason)
+        return body
+    # Older clients raise ApiException themselves; not exercised by the tests (the venv has a newer client).
+    raw: Any = api.call_api(
+        path,
+        "GET",
+        header_params=headers,
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _return_http_data_only=True,
+        _request_timeout=30,
+    )
+    return bytes(raw.data)
+
+
 def fetch_certificate(settings: Settings, api: Any = None) -> Certificate:
     """The controller's certificate through the API server's service proxy (what kubeseal --fetch-cert does)."""
-    from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
@@ -175,15 +202,9 @@ def fetch_certificate(settings: Settings, api: Any = None) -> Certificate:
     api = api or api_client(settings)
     where = f"service {CONTROLLER_NAMESPACE}/{CONTROLLER_SERVICE}"
     try:
-        # Without preloading, the client returns the raw urllib3 response: the PEM bytes as served.
-        response: Any = client.CoreV1Api(api).connect_get_namespaced_service_proxy_with_path(
-            name=f"http:{CONTROLLER_SERVICE}:",
-            namespace=CONTROLLER_NAMESPACE,
-            path="v1/cert.pem",
-            _preload_content=False,
-            _request_timeout=30,
-        )
-        pem = bytes(response.data)
+        # A literal path, not connect_get_namespaced_service_proxy_with_path: that one sends the "/" of
+        # "v1/cert.pem" as %2F.
+        pem = _get_raw(api, CERT_PROXY_PATH)
     except ApiException as exc:
         raise PlatformError(
             f"cannot fetch the sealing certificate from {where} (HTTP {exc.status} {exc.reason}); deploy the "

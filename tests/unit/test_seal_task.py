@@ -187,3 +187,17 @@ def test_sealed_files_are_plain_yaml_without_anchors(env_project: Project, cert_
     texts = [path.read_text() for path in sealed_dir(env_project).glob("*.yaml")]
     assert texts
     assert not [text for text in texts if "&id" in text or "*id" in text]
+
+
+def test_backup_key_refuses_to_overwrite_an_existing_file(env_project: Project) -> None:
+    existing = env_project.write("keys.yaml", "precious")
+    result = env_project.invoke("secrets.backup-key", "--out", str(existing))
+    assert result.returncode == 1
+    assert "exists" in result.stderr and "Traceback" not in result.stderr
+    assert existing.read_text() == "precious"
+
+
+def test_backup_key_without_out_says_it_is_required(env_project: Project) -> None:
+    result = env_project.invoke("secrets.backup-key")
+    assert result.returncode == 1
+    assert "--out PATH is required" in result.stderr

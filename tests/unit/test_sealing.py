@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import stat
 import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import yaml
@@ -269,3 +275,80 @@ def test_key_backup_without_keys_says_to_deploy_the_controller(tmp_path: Path) -
     with pytest.raises(PlatformError, match="no sealing keys"):
         sealing.write_key_backup([], tmp_path / "keys.yaml")
     assert not (tmp_path / "keys.yaml").exists()
+
+
+class FakeApiServer(ThreadingHTTPServer):
+    """Answers like the API server for the two calls sealing makes (no API server runs on this machine)."""
+
+    def __init__(self, cert_pem: bytes, key_secrets: list[dict[str, Any]], status: int = 200) -> None:
+        super().__init__(("127.0.0.1", 0), FakeApiHandler)
+        self.cert_pem, self.key_secrets, self.status = cert_pem, key_secrets, status
+        self.paths: list[str] = []
+
+
+class FakeApiHandler(BaseHTTPRequestHandler):
+    server: FakeApiServer
+
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)
+        if self.server.status != 200:
+            body, ctype = b'{"kind":"Status","code":503,"message":"no endpoints available"}', "application/json"
+            self.send_response(self.server.status)
+        elif self.path == "/api/v1/namespaces/kube-system/services/http:sealed-secrets-controller:/proxy/v1/cert.pem":
+            body, ctype = self.server.cert_pem, "text/plain"
+            self.send_response(200)
+        else:
+            listing = {"apiVersion": "v1", "kind": "SecretList", "metadata": {}, "items": self.server.key_secrets}
+            body, ctype = json.dumps(listing).encode(), "application/json"
+            self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def fake_api(server: FakeApiServer) -> Iterator[tuple[FakeApiServer, Any]]:
+    from kubernetes import client
+
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    config = client.Configuration()
+    config.host = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield server, client.ApiClient(config)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_certificate_is_fetched_through_the_api_servers_service_proxy(
+    private_key: rsa.RSAPrivateKey, make_settings: Any
+) -> None:
+    pem = make_certificate(private_key)
+    with fake_api(FakeApiServer(pem, [])) as (server, api):
+        fetched = sealing.fetch_certificate(make_settings(), api)
+    assert server.paths == ["/api/v1/namespaces/kube-system/services/http:sealed-secrets-controller:/proxy/v1/cert.pem"]
+    assert fetched.pem == pem
+
+
+def test_unavailable_controller_says_to_deploy_it_or_use_a_cert_file(
+    private_key: rsa.RSAPrivateKey, make_settings: Any
+) -> None:
+    with (
+        fake_api(FakeApiServer(b"", [], status=503)) as (_, api),
+        pytest.raises(PlatformError, match=r"HTTP 503.*--cert PATH"),
+    ):
+        sealing.fetch_certificate(make_settings(), api)
+
+
+def test_sealing_keys_are_listed_by_the_controllers_label(make_settings: Any) -> None:
+    with fake_api(FakeApiServer(b"", [KEY_SECRET])) as (server, api):
+        keys = sealing.fetch_sealing_keys(make_settings(), api)
+    assert unquote(server.paths[0]) == (
+        "/api/v1/namespaces/kube-system/secrets?labelSelector=sealedsecrets.bitnami.com/sealed-secrets-key"
+    )
+    assert [key["metadata"]["name"] for key in keys] == ["sealed-secrets-keyabcde"]
