@@ -1,3 +1,5 @@
+"""Create the MLflow artifact bucket if it is missing; run by the bucket Job with the MLflow image's boto3."""
+
 import os
 import sys
 import time
@@ -9,7 +11,7 @@ bucket = os.environ["S3_BUCKET"]
 region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
 endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
 s3 = boto3.client("s3", endpoint_url=endpoint, region_name=region)
-for attempt in range(60):
+for _attempt in range(60):
     try:
         s3.head_bucket(Bucket=bucket)
         print(f"bucket {bucket} exists at {endpoint or 'AWS S3'}; unchanged", flush=True)
