@@ -8,7 +8,6 @@ Everything before those calls (SSH, sudo, apt, files, tokens, kubeconfig) is rea
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,17 +17,18 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from docker.errors import DockerException, ImageNotFound
+from docker.errors import DockerException
 from docker.models.containers import Container
 from docker.models.networks import Network
 
 import docker
+from mlopskit.images import DEBIAN_BASE, ensure_debian_base
 from mlopskit.settings import Settings, load_settings
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 IMAGE = "mlopskit/test-sshd:dev"
-BASE_IMAGE = "mlopskit/debian:bookworm"
+BASE_IMAGE = DEBIAN_BASE
 SUDO_PASSWORD = "sudo-pass-4711"
 STANDIN_INSTALL_URL = "file:///opt/standin/install.sh"
 
@@ -48,10 +48,7 @@ def docker_client() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def sshd_image(docker_client: docker.DockerClient) -> str:
     """The test-host image, built from the offline Debian base (built first when missing)."""
-    try:
-        docker_client.images.get(BASE_IMAGE)
-    except ImageNotFound:
-        subprocess.run([str(REPO / "docker/offline/debian/build.sh"), BASE_IMAGE], check=True)
+    ensure_debian_base(docker_client, REPO)
     # Always built: layers are cached, and a changed stand-in script must reach the image.
     docker_client.images.build(path=str(HERE / "sshd"), tag=IMAGE, buildargs={"BASE_IMAGE": BASE_IMAGE}, rm=True)
     return IMAGE
