@@ -201,3 +201,13 @@ def test_backup_key_without_out_says_it_is_required(env_project: Project) -> Non
     result = env_project.invoke("secrets.backup-key")
     assert result.returncode == 1
     assert "--out PATH is required" in result.stderr
+
+
+def test_changing_the_scope_reseals_every_value_for_the_new_scope(
+    env_project: Project, cert_file: Path, private_key: rsa.RSAPrivateKey
+) -> None:
+    seal(env_project, cert_file)
+    seal(env_project, cert_file, "--scope", "cluster-wide")
+    files = sealed_files(env_project)
+    assert {sealing.scope_of(obj) for obj in files.values()} == {"cluster-wide"}
+    assert {name: unseal(private_key, obj) for name, obj in files.items()} == expected_secrets(env_project)
