@@ -124,12 +124,16 @@ class Engine:
 
     def _resolve_group_kind(self, value: str) -> Any:
         group, kind = split_group_kind(value)
+        # The discoverer treats an empty group as "any group": name the core API's prefix instead.
+        prefix = "apis" if group else "api"
         try:
-            found = self.retry.call(self.dyn.resources.search, group=group, kind=kind)
+            found = self.retry.call(self.dyn.resources.search, prefix=prefix, group=group, kind=kind)
         except ResourceNotFoundError:
             return None
         # Lists (DeploymentList) and subresources share the kind name; keep the resource itself.
-        candidates = [r for r in found if getattr(r, "kind", None) == kind and "/" not in str(r.name)]
+        candidates = [
+            r for r in found if getattr(r, "kind", None) == kind and (r.group or "") == group and "/" not in str(r.name)
+        ]
         preferred = [r for r in candidates if getattr(r, "preferred", False)]
         return (preferred or candidates or [None])[0]
 

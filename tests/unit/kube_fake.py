@@ -36,6 +36,8 @@ BUILTIN = {
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): ("clusterrolebindings", False),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rolebindings", True),
     ("storage.k8s.io/v1", "StorageClass"): ("storageclasses", False),
+    # Same kind name in another group: the engine must not mistake it for the core Service.
+    ("serving.knative.dev/v1", "Service"): ("services", True),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): ("customresourcedefinitions", False),
 }
 
@@ -54,6 +56,10 @@ class FakeResource:
     name: str
     namespaced: bool
     preferred: bool = True
+
+    @property
+    def group(self) -> str:
+        return self.group_version.split("/")[0] if "/" in self.group_version else ""
 
     def _key(self, name: str, namespace: str | None) -> tuple[str, str, str, str]:
         return (self.group_version, self.kind, (namespace or "") if self.namespaced else "", name)
@@ -108,11 +114,18 @@ class FakeCluster:
             raise ResourceNotFoundError(f"{api_version} {kind}")
         return FakeResource(self, api_version, kind, found[0], found[1])
 
-    def search(self, group: str, kind: str) -> list[FakeResource]:
+    def search(self, group: str, kind: str, prefix: str | None = None) -> list[FakeResource]:
+        def matches(gv: str) -> bool:
+            found_group = gv.split("/")[0] if "/" in gv else ""
+            if group:
+                return found_group == group
+            # Like the real discoverer: an empty group is a wildcard unless the prefix names the core API.
+            return prefix != "api" or found_group == ""
+
         return [
             FakeResource(self, gv, k, plural, namespaced)
             for (gv, k), (plural, namespaced) in self._table().items()
-            if k == kind and (gv.split("/")[0] if "/" in gv else "") == group
+            if k == kind and matches(gv)
         ]
 
     def invalidate_cache(self) -> None:
