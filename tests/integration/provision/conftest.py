@@ -163,6 +163,7 @@ def make_settings(tmp_path: Path) -> Callable[[str, str], Settings]:
         (root / "config").mkdir(parents=True, exist_ok=True)
         (root / "config/inventory.yaml").write_text(inventory)
         (root / "config/platform.yaml").write_text(platform)
-        return load_settings(root, {})
+        # Never the user's ~/.kube: a provision run writes its kubeconfig inside the test's own directory.
+        return load_settings(root, {"KUBECONFIG_PATH": str(root / "kubeconfig.yaml")})
 
     return make
