@@ -188,9 +188,20 @@ def _image_id(client: docker.DockerClient, ref: str) -> str | None:
         return None
 
 
-def _find_by_inputs(client: docker.DockerClient, digest: str) -> Any:
-    found = client.images.list(filters={"label": f"{INPUTS_LABEL}={digest}"})
-    return found[0] if found else None
+def _find_by_inputs(client: docker.DockerClient, digest: str, tags: Sequence[str]) -> Any:
+    """A built image with these inputs, tagged in one of the spec's repositories.
+
+    Images built FROM ours inherit its label (builder stages included), so the label alone proves nothing:
+    the image must also be the one whose last build step set it.
+    """
+    repositories = {tag.rpartition(":")[0] for tag in tags}
+    for image in client.images.list(filters={"label": f"{INPUTS_LABEL}={digest}"}):
+        if not any(tag.rpartition(":")[0] in repositories for tag in image.tags):
+            continue
+        history = client.api.history(image.id)
+        if history and f"LABEL {INPUTS_LABEL}={digest}" in str(history[0].get("CreatedBy", "")):
+            return image
+    return None
 
 
 def build_image(
@@ -208,7 +219,7 @@ def build_image(
             raise PlatformError(f"image {spec.name} is built FROM {base}, which does not exist locally")
         base_ids.append(base_id)
     digest = inputs_hash(spec.context, spec.buildargs, base_ids)
-    existing = None if no_cache else _find_by_inputs(client, digest)
+    existing = None if no_cache else _find_by_inputs(client, digest, spec.tags)
     changed = existing is None
     if existing is None:
         context = build_context(spec.context, files if spec.needs_build_files else None)

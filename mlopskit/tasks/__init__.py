@@ -5,6 +5,8 @@ from __future__ import annotations
 from invoke.collection import Collection
 
 from mlopskit.tasks import config, deploy, provision, secrets
+from mlopskit.tasks import images as image_tasks
+from mlopskit.tasks import local as local_tasks
 from mlopskit.tasks import render as render_tasks
 
 
@@ -20,6 +22,10 @@ def build_collection() -> Collection:
     ns.add_task(provision.provision)
     ns.add_task(provision.upgrade)
     ns.add_task(provision.reset)
+    ns.add_task(image_tasks.build_images, name="build-images")
+    ns.add_task(local_tasks.up)
+    ns.add_task(local_tasks.down)
+    ns.add_task(local_tasks.status)
     ns.add_task(secrets.seal)
     ns.add_collection(Collection("secrets", secrets.backup_key))
     return ns

@@ -1,0 +1,352 @@
+"""The local platform on Docker: one network, named volumes, and the containers of mlopskit/services.py.
+
+Every object carries the label io.mlopskit.project=<settings.local.project>; each container also carries
+a hash of its spec and image, so `up` leaves an unchanged container alone and recreates a changed one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from botocore.client import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from docker.errors import APIError, NotFound
+from docker.models.containers import Container
+
+import docker
+from mlopskit.errors import PlatformError
+from mlopskit.services import (
+    MLFLOW,
+    S3,
+    ImageSet,
+    ServiceSpec,
+    container_name,
+    local_services,
+    migrate_command,
+    network_name,
+)
+from mlopskit.settings import Settings
+
+PROJECT_LABEL = "io.mlopskit.project"
+SERVICE_LABEL = "io.mlopskit.service"
+SPEC_LABEL = "io.mlopskit.spec"
+HEALTH_TIMEOUT = 240.0
+
+# (service, state) -> None; the task turns these into progress lines.
+Report = Callable[[str, str], None]
+
+
+def _silent(service: str, state: str) -> None:
+    return None
+
+
+@dataclass
+class UpResult:
+    url: str
+    actions: dict[str, str] = field(default_factory=dict)  # object -> created/recreated/started/unchanged
+
+    @property
+    def changed(self) -> bool:
+        return any(action != "unchanged" for action in self.actions.values())
+
+
+def mlflow_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.local.bind in {"0.0.0.0", ""} else settings.local.bind  # noqa: S104
+    return f"http://{host}:{settings.local.port}"
+
+
+def desired_hash(spec: ServiceSpec, image_id: str) -> str:
+    """The spec plus the image's id: a rebuilt image under the same tag also counts as a change."""
+    return hashlib.sha256(f"{spec.spec_hash()}:{image_id}".encode()).hexdigest()[:16]
+
+
+def _labels(settings: Settings, **extra: str) -> dict[str, str]:
+    return {PROJECT_LABEL: settings.local.project, **extra}
+
+
+def _container(client: docker.DockerClient, name: str) -> Container | None:
+    try:
+        return client.containers.get(name)
+    except NotFound:
+        return None
+
+
+def _ensure_network(client: docker.DockerClient, settings: Settings, dry_run: bool) -> str:
+    name = network_name(settings)
+    if client.networks.list(names=[name]):
+        return "unchanged"
+    if not dry_run:
+        client.networks.create(name, driver="bridge", labels=_labels(settings))
+    return "created"
+
+
+def _ensure_volumes(
+    client: docker.DockerClient, settings: Settings, specs: list[ServiceSpec], dry_run: bool
+) -> dict[str, str]:
+    actions = {}
+    for spec in specs:
+        for volume in spec.volumes:
+            try:
+                client.volumes.get(volume)
+                actions[f"volume {volume}"] = "unchanged"
+            except NotFound:
+                if not dry_run:
+                    client.volumes.create(volume, labels=_labels(settings))
+                actions[f"volume {volume}"] = "created"
+    return actions
+
+
+def _run_kwargs(settings: Settings, spec: ServiceSpec, digest: str) -> dict[str, Any]:
+    ports: dict[str, Any] = {}
+    if spec.publish:
+        ports[f"{spec.container_port}/tcp"] = (settings.local.bind, spec.host_port)
+    mounts = {volume: {"bind": path, "mode": "rw"} for volume, path in spec.volumes.items()}
+    mounts |= {host: {"bind": path, "mode": "ro"} for host, path in spec.bind_mounts.items()}
+    return {
+        "name": container_name(settings, spec.name),
+        "environment": spec.environment,
+        "command": spec.command,
+        "ports": ports,
+        "volumes": mounts,
+        "healthcheck": spec.healthcheck,
+        "labels": _labels(settings, **{SERVICE_LABEL: spec.name, SPEC_LABEL: digest}),
+        "restart_policy": {"Name": "unless-stopped"},
+        "network": network_name(settings),
+        "detach": True,
+    }
+
+
+def _create(client: docker.DockerClient, settings: Settings, spec: ServiceSpec, digest: str) -> Container:
+    kwargs = _run_kwargs(settings, spec, digest)
+    network = kwargs.pop("network")
+    kwargs.pop("detach")
+    container = client.containers.create(spec.image, **kwargs)
+    # Aliases need the endpoint config, which create() only accepts through connect().
+    client.networks.get(network).connect(container, aliases=spec.network_aliases)
+    with contextlib.suppress(APIError, NotFound):
+        client.networks.get("bridge").disconnect(container)
+    _start(container, spec, settings)
+    return container
+
+
+def _start(container: Container, spec: ServiceSpec, settings: Settings) -> None:
+    try:
+        container.start()
+    except APIError as exc:
+        message = str(exc.explanation or exc)
+        if "port is already allocated" in message or "address already in use" in message:
+            raise PlatformError(
+                f"{spec.name}: port {spec.host_port or spec.container_port} on {settings.local.bind} is already "
+                "in use; stop what uses it, or set LOCAL_PORT in .env to another port"
+            ) from None
+        raise PlatformError(f"{spec.name}: starting container {container.name} failed: {message}") from None
+
+
+def ensure_container(
+    client: docker.DockerClient, settings: Settings, spec: ServiceSpec, dry_run: bool
+) -> tuple[str, Container | None]:
+    """Create, recreate, start or leave the container; returns (action, container)."""
+    image_id = str(client.images.get(spec.image).id)
+    digest = desired_hash(spec, image_id)
+    existing = _container(client, container_name(settings, spec.name))
+    if existing is not None and existing.labels.get(SPEC_LABEL) == digest:
+        if existing.status == "running":
+            return "unchanged", existing
+        if not dry_run:
+            _start(existing, spec, settings)
+        return "started", existing
+    action = "created" if existing is None else "recreated"
+    if dry_run:
+        return action, existing
+    if existing is not None:
+        existing.remove(force=True)
+    return action, _create(client, settings, spec, digest)
+
+
+def last_logs(container: Container, lines: int = 20) -> str:
+    try:
+        return bytes(container.logs(tail=lines)).decode(errors="replace").rstrip()
+    except APIError:
+        return "(no logs)"
+
+
+def wait_healthy(container: Container, service: str, report: Report = _silent, timeout: float = HEALTH_TIMEOUT) -> None:
+    """Wait for the Docker healthcheck to pass; an exited or unhealthy container fails with its last logs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        container.reload()
+        state = container.attrs.get("State", {})
+        health = state.get("Health", {}).get("Status", "none")
+        report(service, health if state.get("Status") == "running" else str(state.get("Status")))
+        if health == "healthy":
+            return
+        if state.get("Status") in {"exited", "dead"} or health == "unhealthy":
+            raise PlatformError(
+                f"{service}: container {container.name} is {state.get('Status')} ({health}), exit code "
+                f"{state.get('ExitCode')}; its last log lines:\n{last_logs(container)}\n"
+                f"(full log: docker logs {container.name})"
+            )
+        if time.monotonic() > deadline:
+            raise PlatformError(
+                f"{service}: container {container.name} not healthy after {timeout:.0f}s; "
+                f"its last log lines:\n{last_logs(container)}"
+            )
+        time.sleep(1.0)
+
+
+def published_port(container: Container, container_port: int) -> int:
+    container.reload()
+    bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{container_port}/tcp") or []
+    if not bindings:
+        raise PlatformError(f"container {container.name} publishes no port for {container_port}")
+    return int(bindings[0]["HostPort"])
+
+
+def ensure_bucket(settings: Settings, endpoint: str) -> str:
+    """Create the artifact bucket if missing (idempotent); returns created/unchanged."""
+    store = settings.platform.object_store
+    assert store.access_key is not None and store.secret_key is not None  # checked by require("up")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=store.region,
+        aws_access_key_id=store.access_key.get_secret_value(),
+        aws_secret_access_key=store.secret_key.get_secret_value(),
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
+    )
+    try:
+        s3.head_bucket(Bucket=store.bucket)
+        return "unchanged"
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket", "NotFound"}:
+            raise PlatformError(
+                f"S3 at {endpoint}: checking bucket {store.bucket} failed ({exc}); "
+                "check S3_ACCESS_KEY / S3_SECRET_KEY in .env"
+            ) from None
+    try:
+        s3.create_bucket(Bucket=store.bucket)
+    except (ClientError, BotoCoreError) as exc:
+        raise PlatformError(f"S3 at {endpoint}: creating bucket {store.bucket} failed: {exc}") from None
+    return "created"
+
+
+def run_migrations(client: docker.DockerClient, settings: Settings, spec: ServiceSpec) -> None:
+    """Upgrade the tracking and auth schemas once with a one-off MLflow container."""
+    container = client.containers.create(
+        spec.image,
+        command=migrate_command(),
+        environment=spec.environment,
+        labels=_labels(settings, **{SERVICE_LABEL: "migrate"}),
+        name=container_name(settings, "migrate"),
+    )
+    try:
+        client.networks.get(network_name(settings)).connect(container)
+        container.start()
+        status = container.wait(timeout=300)
+        if status.get("StatusCode") != 0:
+            raise PlatformError(
+                f"database migrations failed (exit {status.get('StatusCode')}); last log lines:\n{last_logs(container)}"
+            )
+    finally:
+        container.remove(force=True)
+
+
+def up(
+    client: docker.DockerClient,
+    settings: Settings,
+    images: ImageSet,
+    report: Report = _silent,
+    dry_run: bool = False,
+) -> UpResult:
+    """Start (or keep) the local platform; a second call with the same settings changes nothing."""
+    specs = local_services(settings, images)
+    result = UpResult(url=mlflow_url(settings))
+    stale = _container(client, container_name(settings, "migrate"))
+    if stale is not None and not dry_run:
+        stale.remove(force=True)
+    result.actions[f"network {network_name(settings)}"] = _ensure_network(client, settings, dry_run)
+    result.actions |= _ensure_volumes(client, settings, specs, dry_run)
+    for spec in specs:
+        if spec.name == MLFLOW and not dry_run:
+            action_preview, _ = ensure_container(client, settings, spec, dry_run=True)
+            if action_preview in {"created", "recreated"}:
+                report(MLFLOW, "migrating")
+                run_migrations(client, settings, spec)
+        action, container = ensure_container(client, settings, spec, dry_run)
+        result.actions[f"container {container_name(settings, spec.name)}"] = action
+        if dry_run or container is None:
+            continue
+        wait_healthy(container, spec.name, report)
+        report(spec.name, "healthy")
+        if spec.name == S3:
+            endpoint = f"http://127.0.0.1:{published_port(container, spec.container_port)}"
+            result.actions[f"bucket {settings.platform.object_store.bucket}"] = ensure_bucket(settings, endpoint)
+    return result
+
+
+def project_objects(client: docker.DockerClient, settings: Settings) -> tuple[list[Container], list[Any], list[Any]]:
+    label = f"{PROJECT_LABEL}={settings.local.project}"
+    containers = client.containers.list(all=True, filters={"label": label})
+    networks = client.networks.list(filters={"label": label})
+    volumes = client.volumes.list(filters={"label": label})
+    return containers, networks, volumes
+
+
+def down(client: docker.DockerClient, settings: Settings, volumes: bool = False, dry_run: bool = False) -> list[str]:
+    """Stop and remove the containers and network; with volumes, the data too. Returns what was removed."""
+    containers, networks, project_volumes = project_objects(client, settings)
+    removed = [f"container {c.name}" for c in containers] + [f"network {n.name}" for n in networks]
+    if volumes:
+        removed += [f"volume {v.name}" for v in project_volumes]
+    if dry_run:
+        return removed
+    for container in containers:
+        container.remove(force=True)
+    for network in networks:
+        network.remove()
+    if volumes:
+        for volume in project_volumes:
+            volume.remove(force=True)
+    return removed
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    container: str
+    state: str
+    health: str
+    address: str
+    image: str
+
+
+def status(client: docker.DockerClient, settings: Settings) -> list[ServiceStatus]:
+    """One row per service of the local platform, present or not."""
+    rows = []
+    for service in ("postgres", "s3", "mlflow"):
+        name = container_name(settings, service)
+        container = _container(client, name)
+        if container is None:
+            rows.append(ServiceStatus(service, name, "absent", "-", "-", "-"))
+            continue
+        state = container.attrs.get("State", {})
+        ports = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
+        addresses = [f"{b['HostIp']}:{b['HostPort']}" for bindings in ports.values() if bindings for b in bindings]
+        image = container.attrs.get("Config", {}).get("Image", "?")
+        rows.append(
+            ServiceStatus(
+                service,
+                name,
+                str(state.get("Status", "?")),
+                str(state.get("Health", {}).get("Status", "-")),
+                ", ".join(addresses) or "-",
+                str(image),
+            )
+        )
+    return rows
