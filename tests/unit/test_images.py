@@ -1,0 +1,172 @@
+"""Image builds without Docker: build contexts and the CA bundle, pip settings, tags, source choice."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mlopskit import images
+from mlopskit.errors import PlatformError
+from mlopskit.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+CA = b"-----BEGIN CERTIFICATE-----\nproxy CA\n-----END CERTIFICATE-----\n"
+
+
+@pytest.fixture
+def context_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "ctx"
+    directory.mkdir()
+    (directory / "Dockerfile").write_text("FROM scratch\n")
+    script = directory / "entrypoint.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    return directory
+
+
+def tar_members(data: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {member.name: member for member in tar.getmembers()}
+
+
+def tar_text(data: bytes, name: str) -> str:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        handle = tar.extractfile(name)
+        assert handle is not None
+        return handle.read().decode()
+
+
+def settings(tmp_path: Path, **env: str) -> Settings:
+    return load_settings(tmp_path, env)
+
+
+# -------------------------------------------------------------------------------- pip and CA bundle
+
+
+def test_pip_config_output_is_parsed_by_key() -> None:
+    text = ":env:.cert='/etc/ssl/certs/ca.crt'\nglobal.index-url='https://pypi.example/simple'\n"
+    assert images.parse_pip_config(text) == {
+        "cert": "/etc/ssl/certs/ca.crt",
+        "index-url": "https://pypi.example/simple",
+    }
+
+
+def test_file_indexes_of_the_host_are_left_out_of_the_container_pip_conf() -> None:
+    conf = images.pip_conf_for_containers(
+        {"index-url": "https://pypi.example/simple", "extra-index-url": "file:///opt/pypi/simple https://x/simple"}
+    )
+    assert "index-url = https://pypi.example/simple" in conf
+    assert "extra-index-url = https://x/simple" in conf
+    assert "file:" not in conf
+
+
+def test_host_paths_like_find_links_never_reach_the_container() -> None:
+    assert images.pip_conf_for_containers({"find-links": "/opt/wheels", "constraint": "/etc/c.txt"}) == ""
+
+
+def test_the_ca_bundle_is_pips_cert_setting_when_it_exists(tmp_path: Path) -> None:
+    cert = tmp_path / "ca.crt"
+    cert.write_bytes(CA)
+    assert images.ca_bundle_path({"cert": str(cert)}, default=tmp_path / "missing") == cert
+
+
+def test_the_ca_bundle_falls_back_to_the_system_bundle_or_none(tmp_path: Path) -> None:
+    system = tmp_path / "system.crt"
+    assert images.ca_bundle_path({"cert": str(tmp_path / "gone")}, default=system) is None
+    system.write_bytes(CA)
+    assert images.ca_bundle_path({}, default=system) == system
+
+
+# ------------------------------------------------------------------------------------ build context
+
+
+def test_build_context_adds_ca_and_pip_conf_under_build(context_dir: Path) -> None:
+    data = images.build_context(context_dir, images.BuildFiles(CA, "[global]\n"))
+    members = tar_members(data)
+    assert {"Dockerfile", "entrypoint.sh", "build/ca.crt", "build/pip.conf"} <= set(members)
+    assert tar_text(data, "build/ca.crt") == CA.decode()
+
+
+def test_build_context_without_build_files_has_no_build_dir(context_dir: Path) -> None:
+    assert not any(name.startswith("build/") for name in tar_members(images.build_context(context_dir, None)))
+
+
+def test_build_context_keeps_scripts_executable(context_dir: Path) -> None:
+    members = tar_members(images.build_context(context_dir, None))
+    assert members["entrypoint.sh"].mode & 0o111
+    assert not members["Dockerfile"].mode & 0o111
+
+
+def test_inputs_hash_follows_files_and_args_but_not_the_host_ca(context_dir: Path) -> None:
+    base = images.inputs_hash(context_dir, {"A": "1"})
+    assert images.inputs_hash(context_dir, {"A": "2"}) != base
+    (context_dir / "build").mkdir()
+    (context_dir / "build" / "ca.crt").write_bytes(CA)
+    assert images.inputs_hash(context_dir, {"A": "1"}) == base
+    (context_dir / "Dockerfile").write_text("FROM scratch\nENV X=1\n")
+    assert images.inputs_hash(context_dir, {"A": "1"}) != base
+
+
+def test_inputs_hash_changes_with_the_base_image(context_dir: Path) -> None:
+    assert images.inputs_hash(context_dir, {}, ["sha256:a"]) != images.inputs_hash(context_dir, {}, ["sha256:b"])
+
+
+@pytest.mark.parametrize("dockerfile", ["docker/mlflow/Dockerfile", "docker/offline/seaweedfs/Dockerfile"])
+def test_only_the_builder_stage_copies_the_build_files(dockerfile: str) -> None:
+    stages = re.split(r"(?m)^FROM ", (REPO / dockerfile).read_text())[1:]
+    assert "AS builder" in stages[0]
+    assert "COPY build/" in stages[0]
+    assert all("build/" not in stage and "/tmp/build" not in stage for stage in stages[1:])
+
+
+# --------------------------------------------------------------------------------------- tags, refs
+
+
+def test_mlflow_tag_is_version_and_git_sha(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images, "git_short_sha", lambda root: "abc1234")
+    assert images.mlflow_tag(settings(tmp_path)) == "3.17.2-abc1234"
+
+
+def test_image_tag_setting_overrides_the_computed_tag(tmp_path: Path) -> None:
+    assert images.mlflow_tag(settings(tmp_path, IMAGE_TAG="v7")) == "v7"
+
+
+def test_git_sha_outside_a_repository_is_nogit(tmp_path: Path) -> None:
+    assert images.git_short_sha(tmp_path) == "nogit"
+
+
+def test_mlflow_image_ref_carries_the_registry(tmp_path: Path) -> None:
+    ref = images.mlflow_image_ref(settings(tmp_path, IMAGE_REGISTRY="registry.example:5000/", IMAGE_TAG="v7"))
+    assert ref == "registry.example:5000/mlopskit/mlflow:v7"
+
+
+# ----------------------------------------------------------------------------------- source choice
+
+
+def never_pull(ref: str) -> str | None:
+    raise AssertionError(f"must not pull {ref}")
+
+
+def test_offline_source_never_pulls() -> None:
+    assert images.choose_image("offline", "postgres:15", lambda ref: True, never_pull) == "offline"
+
+
+def test_an_image_already_here_is_used_without_pulling() -> None:
+    assert images.choose_image("auto", "postgres:15", lambda ref: True, never_pull) == "local"
+
+
+def test_auto_pulls_and_uses_the_official_image() -> None:
+    assert images.choose_image("auto", "postgres:15", lambda ref: False, lambda ref: None) == "pulled"
+
+
+def test_auto_falls_back_to_the_offline_stand_in_when_the_pull_fails() -> None:
+    assert images.choose_image("auto", "postgres:15", lambda ref: False, lambda ref: "no route") == "offline"
+
+
+def test_registry_source_fails_with_the_reason_when_the_pull_fails() -> None:
+    with pytest.raises(PlatformError, match=r"postgres:15 \(no route\).*IMAGE_SOURCE=auto"):
+        images.choose_image("registry", "postgres:15", lambda ref: False, lambda ref: "no route")
