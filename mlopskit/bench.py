@@ -238,7 +238,8 @@ def run_load(url: str, user: str, password: str, load: Load) -> LoadResult:
     return LoadResult(len(latencies), errors[0], time.perf_counter() - started, latencies)
 
 
-DEFAULT_ADMIN = ("admin", "password1234")  # MLflow's documented defaults, used only by the comparison server
+# MLflow 3.17 ships no default admin password; the comparison server gets a fresh one.
+DEFAULT_ADMIN = ("admin", secrets.token_urlsafe(18))
 
 
 @contextmanager
@@ -263,8 +264,10 @@ def default_server(client: docker.DockerClient, settings: Settings, images: Imag
             "AWS_SECRET_ACCESS_KEY": store.secret_key.get_secret_value(),
             "AWS_DEFAULT_REGION": store.region,
             "MLFLOW_S3_ENDPOINT_URL": f"http://{S3}:{S3_PORT}",
-            # Not a tuning setting: MLflow 3.17 refuses to start basic-auth without a CSRF key.
+            # Not tuning settings: MLflow 3.17 refuses to start basic-auth without a CSRF key and an admin password.
             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(24),
+            "MLFLOW_AUTH_ADMIN_USERNAME": DEFAULT_ADMIN[0],
+            "MLFLOW_AUTH_ADMIN_PASSWORD": DEFAULT_ADMIN[1],
         },
         network=network_name(settings),
         ports={f"{MLFLOW_PORT}/tcp": ("127.0.0.1", port)},
