@@ -1,0 +1,165 @@
+"""`invoke up` end to end, as a user runs it: a copy of the project with no .env, no registry, real Docker.
+
+The copy gets its own project name and port (config/platform.yaml), so it never touches a user's stack.
+Tests run in file order against one stack: up, use it, up again, down and up, down --volumes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from dotenv import dotenv_values
+
+import docker
+from mlopskit.settings import ENV_KEYS
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+UP_TIMEOUT = 1200
+
+
+@dataclass
+class Stack:
+    root: Path
+    project: str
+    port: int
+    first_up: subprocess.CompletedProcess[str]
+
+    def invoke(self, *args: str) -> subprocess.CompletedProcess[str]:
+        invoke = Path(sys.executable).with_name("invoke")
+        # The user's own settings must not leak into the copy: only .env and the copy's config count.
+        env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+        env["COLUMNS"] = "200"  # one line per message, so the output can be matched
+        return subprocess.run(
+            [str(invoke), *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=UP_TIMEOUT,
+            env=env,
+            check=False,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def admin(self) -> tuple[str, str]:
+        password = dotenv_values(self.root / ".env")["MLFLOW_ADMIN_PASSWORD"]
+        assert password
+        return "admin", password
+
+    def api(self, method: str, path: str, **kwargs: object) -> requests.Response:
+        return requests.request(method, f"{self.url}/api/2.0/mlflow/{path}", auth=self.admin(), timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def project_copy(target: Path, project: str, port: int) -> Path:
+    for name in ("tasks.py", ".env.example"):
+        shutil.copy2(REPO / name, target / name)
+    shutil.copytree(REPO / "docker", target / "docker")
+    shutil.copytree(REPO / "config", target / "config")
+    platform = target / "config" / "platform.yaml"
+    platform.write_text(platform.read_text() + f"\nlocal:\n  project: {project}\n  port: {port}\n")
+    return target
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    project = f"mlkit-it-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    root = project_copy(tmp_path_factory.mktemp("project"), project, port)
+    made = Stack(root, project, port, subprocess.CompletedProcess([], 0, "", ""))
+    made.first_up = made.invoke("up")
+    try:
+        yield made
+    finally:
+        made.invoke("down", "--volumes")
+        client = docker.from_env()
+        label = f"io.mlopskit.project={project}"
+        for container in client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True)
+        for volume in client.volumes.list(filters={"label": label}):
+            volume.remove(force=True)
+        for network in client.networks.list(filters={"label": label}):
+            network.remove()
+
+
+def test_up_on_a_fresh_copy_writes_env_and_prints_the_url(stack: Stack) -> None:
+    out = stack.first_up.stdout + stack.first_up.stderr
+    assert stack.first_up.returncode == 0, out
+    assert ".env was missing" in out
+    assert f"MLflow:   {stack.url}" in out
+    assert "MLFLOW_ADMIN_PASSWORD in" in out
+    assert stack.admin()[1] not in out, "the admin password must never be printed"
+
+
+def test_health_answers_200(stack: Stack) -> None:
+    assert requests.get(f"{stack.url}/health", timeout=10).status_code == 200
+
+
+def test_an_unauthenticated_api_call_answers_401(stack: Stack) -> None:
+    response = requests.get(f"{stack.url}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=10)
+    assert response.status_code == 401
+
+
+def test_the_admin_logs_a_run_with_an_artifact(stack: Stack) -> None:
+    experiment = stack.api("POST", "experiments/create", json={"name": "local-up"})
+    assert experiment.status_code == 200, experiment.text
+    run = stack.api("POST", "runs/create", json={"experiment_id": experiment.json()["experiment_id"]})
+    run_id = run.json()["run"]["info"]["run_id"]
+    logged = stack.api("POST", "runs/log-metric", json={"run_id": run_id, "key": "loss", "value": 0.25, "timestamp": 0})
+    assert logged.status_code == 200, logged.text
+    artifact = requests.put(
+        f"{stack.url}/api/2.0/mlflow-artifacts/artifacts/{experiment.json()['experiment_id']}/{run_id}/artifacts/a.txt",
+        data=b"hello",
+        auth=stack.admin(),
+        timeout=30,
+    )
+    assert artifact.status_code == 200, artifact.text
+    stored = requests.get(artifact.url, auth=stack.admin(), timeout=30)
+    assert stored.content == b"hello"
+
+
+def test_a_second_up_changes_nothing_and_says_unchanged(stack: Stack) -> None:
+    again = stack.invoke("up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "unchanged" in again.stdout
+    assert "recreated" not in again.stdout and "created" not in again.stdout
+
+
+def test_data_survives_down_and_up(stack: Stack) -> None:
+    down = stack.invoke("down")
+    assert down.returncode == 0, down.stderr
+    assert f"volume {stack.project}-postgres-data" not in down.stdout
+    up = stack.invoke("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    found = stack.api("GET", "experiments/get-by-name", params={"experiment_name": "local-up"})
+    assert found.status_code == 200, found.text
+    runs = stack.api("POST", "runs/search", json={"experiment_ids": [found.json()["experiment"]["experiment_id"]]})
+    assert [m["value"] for m in runs.json()["runs"][0]["data"]["metrics"]] == [0.25]
+
+
+def test_down_with_volumes_removes_the_data(stack: Stack) -> None:
+    down = stack.invoke("down", "--volumes")
+    assert down.returncode == 0, down.stderr
+    assert re.search(rf"volume {stack.project}-postgres-data", down.stdout)
+    client = docker.from_env()
+    assert client.volumes.list(filters={"label": f"io.mlopskit.project={stack.project}"}) == []
