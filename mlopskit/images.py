@@ -457,6 +457,22 @@ class ImageBuilder:
         )
 
 
+def planned_image_set(settings: Settings, client: docker.DockerClient) -> ImageSet:
+    """The images `up` would run, without pulling or building: what is here now, else the official names."""
+
+    def pick(official: str, offline: str) -> str:
+        if settings.images.source != "offline" and _image_id(client, official) is not None:
+            return official
+        return offline if _image_id(client, offline) is not None else official
+
+    images = settings.images
+    return ImageSet(
+        mlflow=mlflow_image_ref(settings),
+        postgres=pick(images.postgres, OFFLINE_POSTGRES),
+        s3=pick(images.seaweedfs, OFFLINE_SEAWEEDFS),
+    )
+
+
 def ensure_images(
     settings: Settings, progress: Reporter = _quiet, client: docker.DockerClient | None = None
 ) -> ImageSet:

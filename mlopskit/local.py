@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from docker.errors import APIError, NotFound
+from docker.errors import APIError, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 import docker
@@ -152,7 +152,12 @@ def ensure_container(
     client: docker.DockerClient, settings: Settings, spec: ServiceSpec, dry_run: bool
 ) -> tuple[str, Container | None]:
     """Create, recreate, start or leave the container; returns (action, container)."""
-    image_id = str(client.images.get(spec.image).id)
+    try:
+        image_id = str(client.images.get(spec.image).id)
+    except ImageNotFound:
+        if not dry_run:
+            raise PlatformError(f"{spec.name}: image {spec.image} does not exist; run `invoke build-images`") from None
+        image_id = "to be built"
     digest = desired_hash(spec, image_id)
     existing = _container(client, container_name(settings, spec.name))
     if existing is not None and existing.labels.get(SPEC_LABEL) == digest:

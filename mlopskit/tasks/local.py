@@ -7,7 +7,6 @@ from rich.progress import TaskID
 
 from mlopskit import console, images, local
 from mlopskit.envfile import write_env_file
-from mlopskit.services import ImageSet
 from mlopskit.settings import ENV_BY_PATH, ENV_FILE
 from mlopskit.tasks.common import platform_task, project_root, settings_for
 from mlopskit.tasks.images import progress_reporter
@@ -29,7 +28,7 @@ def up(c: Context, dry_run: bool = False) -> None:
     client = images.docker_client()
     with console.progress() as progress:
         if dry_run:
-            image_set = ImageSet(images.mlflow_image_ref(settings), settings.images.postgres, settings.images.seaweedfs)
+            image_set = images.planned_image_set(settings, client)
         else:
             builder = images.ImageBuilder(settings, client, progress_reporter(progress))
             image_set = builder.image_set()
