@@ -1,16 +1,13 @@
 """The deploy flow as plain functions: render, validate, seal, apply, prune, wait, verify.
 
 The invoke tasks in mlopskit/tasks/deploy.py only parse flags and print; everything here can be
-called (and tested) without invoke. Rendering and sealing live in sibling modules owned elsewhere;
-they are imported when needed so a checkout without them fails with a clear message.
+called (and tested) without invoke.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 from kubernetes import client
@@ -18,6 +15,7 @@ from kubernetes.dynamic import DynamicClient
 
 from mlopskit import console
 from mlopskit.errors import PlatformError
+from mlopskit.kube import render, sealing, validate
 from mlopskit.kube.apply import ApplyResult, Engine
 from mlopskit.kube.applyset import ObjectRef
 from mlopskit.kube.client import api_client, dynamic_client
@@ -39,24 +37,6 @@ class DeployOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def _module(name: str, purpose: str) -> ModuleType:
-    try:
-        return importlib.import_module(f"mlopskit.kube.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"mlopskit.kube.{name}":
-            raise
-        raise PlatformError(f"{purpose} (mlopskit/kube/{name}.py) is not in this checkout; update it") from None
-
-
-def _optional_module(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(f"mlopskit.kube.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"mlopskit.kube.{name}":
-            raise
-        return None
-
-
 def kubernetes_version(settings: Settings) -> str:
     """'v1.34.1+k3s1' -> '1.34.1': the schema version to validate against."""
     return settings.cluster.k3s_version.split("+")[0].removeprefix("v")
@@ -64,13 +44,8 @@ def kubernetes_version(settings: Settings) -> str:
 
 def rendered_objects(settings: Settings, mlflow_image: str | None = None) -> list[dict[str, Any]]:
     """Render the k8s/ templates with the settings and validate them against the cluster's schema."""
-    render = _module("render", "manifest rendering")
-    objects: list[dict[str, Any]] = render.render_manifests(settings, mlflow_image=mlflow_image)
-    validate = _optional_module("validate")
-    if validate is not None:
-        validate.validate_objects(objects, kubernetes_version(settings))
-    else:
-        console.warn("schema validation (mlopskit/kube/validate.py) is not in this checkout; skipped")
+    objects = render.render_manifests(settings, mlflow_image=mlflow_image)
+    validate.validate_objects(objects, kubernetes_version(settings))
     return objects
 
 
@@ -95,12 +70,6 @@ def service_port(objects: list[dict[str, Any]], namespace: str, name: str) -> in
 
 def sealed_objects(settings: Settings, api: client.ApiClient, *, reseal: bool) -> tuple[list[dict[str, Any]], str]:
     """SealedSecret objects for the credentials, resealed with the controller's certificate when asked."""
-    sealing = _optional_module("sealing")
-    if sealing is None:
-        return [], (
-            "Sealed Secrets support (mlopskit/kube/sealing.py) is not in this checkout: credential Secrets "
-            "were not deployed (no plaintext Secret is ever applied instead)"
-        )
     resealed = ""
     if reseal:
         certificate = sealing.fetch_certificate(settings, api)
@@ -108,7 +77,7 @@ def sealed_objects(settings: Settings, api: client.ApiClient, *, reseal: bool) -
         resealed = (
             f"sealed {', '.join(report.sealed)}; " if report.sealed else "credentials unchanged (nothing resealed); "
         )
-    sealed: list[dict[str, Any]] = sealing.load_sealed(settings)
+    sealed = sealing.load_sealed(settings)
     return sealed, f"{resealed}{len(sealed)} SealedSecret(s) from config/sealed/{settings.cluster.name}/"
 
 
