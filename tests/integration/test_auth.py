@@ -58,6 +58,14 @@ def _search(stack: Stack, session: requests.Session | None = None) -> requests.R
     return (session or requests).get(url, params={"max_results": 1}, timeout=TIMEOUT)
 
 
+def _get_experiment(stack: Stack, session: requests.Session, experiment_id: str) -> requests.Response:
+    return session.get(
+        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get",
+        params={"experiment_id": experiment_id},
+        timeout=TIMEOUT,
+    )
+
+
 def test_request_without_credentials_gets_401(stack: Stack) -> None:
     assert _search(stack).status_code == 401
 
@@ -69,11 +77,7 @@ def test_request_with_wrong_password_gets_401(stack: Stack) -> None:
 
 
 def test_admin_reads_its_experiment(stack: Stack, admin: requests.Session, admin_experiment: str) -> None:
-    response = admin.get(
-        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get",
-        params={"experiment_id": admin_experiment},
-        timeout=TIMEOUT,
-    )
+    response = _get_experiment(stack, admin, admin_experiment)
     assert response.status_code == 200
     assert response.json()["experiment"]["experiment_id"] == admin_experiment
 
@@ -81,11 +85,7 @@ def test_admin_reads_its_experiment(stack: Stack, admin: requests.Session, admin
 def test_other_user_cannot_read_the_admins_experiment(
     stack: Stack, other_user: requests.Session, admin_experiment: str
 ) -> None:
-    response = other_user.get(
-        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get",
-        params={"experiment_id": admin_experiment},
-        timeout=TIMEOUT,
-    )
+    response = _get_experiment(stack, other_user, admin_experiment)
     assert response.status_code == 403
 
 
@@ -98,11 +98,7 @@ def test_other_user_cannot_rename_the_admins_experiment(
         timeout=TIMEOUT,
     )
     assert response.status_code == 403
-    unchanged = admin.get(
-        f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get",
-        params={"experiment_id": admin_experiment},
-        timeout=TIMEOUT,
-    )
+    unchanged = _get_experiment(stack, admin, admin_experiment)
     assert unchanged.json()["experiment"]["name"].startswith("admin-only-")
 
 
