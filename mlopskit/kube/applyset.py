@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mlopskit import __version__
+from mlopskit.errors import PlatformError
 
 ID_LABEL = "applyset.kubernetes.io/id"
 PART_OF_LABEL = "applyset.kubernetes.io/part-of"
@@ -122,6 +123,16 @@ def label_child(obj: Mapping[str, Any], set_id: str) -> dict[str, Any]:
     metadata.setdefault("labels", {})
     metadata["labels"] = {**(metadata["labels"] or {}), PART_OF_LABEL: set_id}
     return labelled
+
+
+def check_unique(objects: Iterable[dict[str, Any]], source: Callable[[dict[str, Any]], str]) -> None:
+    """PlatformError naming both sources when two objects share an identity (group, kind, namespace, name)."""
+    seen: dict[ObjectRef, str] = {}
+    for obj in objects:
+        ref = ObjectRef.of(obj)
+        if ref in seen:
+            raise PlatformError(f"{ref} is rendered by both {seen[ref]} and {source(obj)}; each object may appear once")
+        seen[ref] = source(obj)
 
 
 def prune_set(live: Iterable[ObjectRef], desired: Iterable[ObjectRef]) -> list[ObjectRef]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from mlopskit.kube.applyset import ObjectRef
+
 # Each phase: a name and its kinds, in the order they are applied within the phase. Kinds we do not
 # know go in UNKNOWN_PHASE: after config and secrets (they may reference them), before storage and
 # workloads (which may need them, e.g. a Traefik Middleware an Ingress refers to).
@@ -61,6 +63,6 @@ def unknown_kinds(objects: Iterable[dict[str, Any]]) -> list[str]:
     return sorted({str(obj.get("kind")) for obj in objects if str(obj.get("kind")) not in _KIND_PHASE})
 
 
-def deletion_order(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The reverse of the apply order: users of a thing go before the thing."""
-    return list(reversed(sort_objects(objects)))
+def deletion_sorted(refs: Iterable[ObjectRef]) -> list[ObjectRef]:
+    """The reverse of the apply order: users of a thing are deleted before the thing."""
+    return sorted(refs, key=lambda ref: (tuple(-k for k in sort_key(ref.kind)), ref))

@@ -27,6 +27,7 @@ import yaml
 
 from mlopskit import credentials
 from mlopskit.errors import PlatformError
+from mlopskit.kube.applyset import check_unique
 from mlopskit.settings import Settings
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -335,20 +336,8 @@ def render_sources(
             annotations = metadata.get("annotations") or {}
             metadata["annotations"] = {**annotations, TEMPLATE_ANNOTATION: label}
             rendered.append(RenderedObject(document, label))
-    _check_unique(rendered)
+    check_unique((item.obj for item in rendered), lambda obj: obj["metadata"]["annotations"][TEMPLATE_ANNOTATION])
     return rendered
-
-
-def _check_unique(rendered: list[RenderedObject]) -> None:
-    seen: dict[tuple[str, str, str, str], str] = {}
-    for item in rendered:
-        meta = item.obj["metadata"]
-        key = (item.obj["apiVersion"], item.obj["kind"], str(meta.get("namespace", "")), str(meta.get("name")))
-        if key in seen:
-            raise PlatformError(
-                f"{key[1]}/{key[3]} is rendered by both {seen[key]} and {item.template}; names must be unique"
-            )
-        seen[key] = item.template
 
 
 def render_manifests(settings: Settings, mlflow_image: str | None = None) -> list[dict[str, Any]]:

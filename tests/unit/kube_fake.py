@@ -2,8 +2,10 @@
 
 No API server can run on this machine. FakeCluster models only what the engine's decisions depend on:
 discovery, server-side apply answering 201/200 and bumping resourceVersion only on a real change,
-label-selector lists, deletes, dry runs, and CRD kinds appearing after a discovery refresh. Real
-behaviour against a real API server is covered by tests/cluster.
+a managedFields entry for the applying manager, label-selector lists, deletes, dry runs, and CRD kinds
+appearing after a discovery refresh. Its apply replaces the whole object (a real one merges field by
+field and keeps what other managers own), so what an apply changes on a live object is tested in
+tests/cluster against a real API server; here only the engine's decisions are.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from mlopskit.kube.diff import normalize
+from mlopskit.kube.managed import owned_fields
 
 BUILTIN = {
     ("v1", "Namespace"): ("namespaces", False),
@@ -40,6 +43,19 @@ BUILTIN = {
     ("serving.knative.dev/v1", "Service"): ("services", True),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): ("customresourcedefinitions", False),
 }
+
+
+def fields_of(body: dict[str, Any]) -> dict[str, Any]:
+    """A fieldsV1 tree for everything an applied body sets (lists atomic), as the server records it."""
+
+    def tree(value: Any) -> dict[str, Any]:
+        if isinstance(value, dict) and value:
+            return {f"f:{key}": tree(sub) for key, sub in value.items()}
+        return {}
+
+    content = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
+    metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k not in ("name", "namespace")}
+    return tree({**content, "metadata": metadata})
 
 
 def _error(status: int, message: str) -> ApiException:
@@ -149,7 +165,9 @@ class FakeCluster:
         key = resource._key(name, namespace)
         old = self.objects.get(key)
         new = copy.deepcopy(body)
-        if old is not None and normalize(old) == normalize(new):
+        entry = {"manager": field_manager, "operation": "Apply", "fieldsV1": fields_of(body)}
+        new["metadata"]["managedFields"] = [entry]
+        if old is not None and normalize(old) == normalize(new) and owned_fields(old) == owned_fields(new):
             new = old
         else:
             self.version += 1

@@ -1,10 +1,10 @@
 """The engine's decisions: order of writes, ApplySet parent, what is pruned and kept, dry runs.
 
-No API server can run on this machine, so these tests use an in-memory stand-in for the DynamicClient
-(tests/unit/kube_fake.py). It models only what the engine's decision logic depends on: discovery, server-side
-apply answering 201/200 and bumping resourceVersion only on a real change, label-selector lists, deletes,
-dry runs, and CRD kinds appearing after a discovery refresh. The real behaviour against a real API
-server is covered by tests/cluster.
+These tests use an in-memory stand-in for the DynamicClient (tests/unit/kube_fake.py) so the decisions
+can be checked in milliseconds and without a cluster. It models only what those decisions depend on:
+discovery, server-side apply answering 201/200, a managedFields entry for our manager, label-selector
+lists, deletes, dry runs, and CRD kinds appearing after a discovery refresh. Whether an apply changes a
+live object that controllers also write to is only tested against a real API server, in tests/cluster.
 """
 
 from __future__ import annotations
@@ -164,6 +164,39 @@ def test_destroy_deletes_in_reverse_order_and_keeps_claims_and_their_namespace(c
         ObjectRef("", "PersistentVolumeClaim", NS, "store-data"),
         ObjectRef("", "Namespace", "", NS),
     }
+
+
+def statefulset_with_claim(cluster: FakeCluster) -> list[dict[str, Any]]:
+    """A StatefulSet with a claim template, and the claim its controller made (it carries no label of ours)."""
+    template = {"metadata": {"name": "data"}, "spec": {}}
+    rendered = [
+        obj("Namespace", NS),
+        obj("StatefulSet", "postgres", "apps/v1", spec={"volumeClaimTemplates": [template]}),
+    ]
+    engine(cluster).apply(rendered)
+    claim = obj("PersistentVolumeClaim", "data-postgres-0", spec={})
+    claim["metadata"]["namespace"] = NS
+    cluster.objects[("v1", "PersistentVolumeClaim", NS, "data-postgres-0")] = claim
+    return rendered
+
+
+def test_destroy_keeps_the_namespace_that_holds_a_statefulsets_claims(cluster: FakeCluster) -> None:
+    statefulset_with_claim(cluster)
+    result = engine(cluster).destroy()
+    assert set(result.kept) == {
+        ObjectRef("", "PersistentVolumeClaim", NS, "data-postgres-0"),
+        ObjectRef("", "Namespace", "", NS),
+    }
+    assert ("v1", "PersistentVolumeClaim", NS, "data-postgres-0") in cluster.objects
+    assert ("v1", "Namespace", "", NS) in cluster.objects
+    assert result.pruned == [ObjectRef("apps", "StatefulSet", NS, "postgres")]
+
+
+def test_destroy_with_purge_data_deletes_the_statefulsets_claims(cluster: FakeCluster) -> None:
+    statefulset_with_claim(cluster)
+    result = engine(cluster).destroy(purge_data=True)
+    assert ObjectRef("", "PersistentVolumeClaim", NS, "data-postgres-0") in result.pruned
+    assert cluster.objects == {}
 
 
 def test_destroy_with_purge_data_deletes_everything_and_the_parent(cluster: FakeCluster) -> None:

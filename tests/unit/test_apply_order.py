@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlopskit.kube.order import deletion_order, phase_of, sort_objects, unknown_kinds
+from mlopskit.kube.applyset import ObjectRef
+from mlopskit.kube.order import deletion_sorted, phase_of, sort_objects, unknown_kinds
 
 
 def obj(kind: str, name: str = "x", api_version: str = "v1") -> dict[str, Any]:
@@ -81,4 +82,5 @@ def test_unknown_kinds_are_reported_by_name() -> None:
 
 def test_deletion_runs_in_reverse_apply_order() -> None:
     rendered = [obj("Namespace"), obj("Deployment"), obj("Secret"), obj("CustomResourceDefinition")]
-    assert kinds(deletion_order(rendered)) == ["Deployment", "Secret", "Namespace", "CustomResourceDefinition"]
+    ordered = deletion_sorted(ObjectRef.of(o) for o in rendered)
+    assert [ref.kind for ref in ordered] == ["Deployment", "Secret", "Namespace", "CustomResourceDefinition"]

@@ -6,6 +6,7 @@ from typing import Any
 
 from mlopskit.kube.apply import classify
 from mlopskit.kube.diff import mask_secret_pair, normalize, unified_diff
+from mlopskit.kube.managed import ABSENT, project
 
 
 def configmap(value: str, **metadata: Any) -> dict[str, Any]:
@@ -56,25 +57,68 @@ def test_secret_values_are_masked_and_changes_still_show() -> None:
     assert "+  a: <secret value (new)>" in text
 
 
+OURS = {"f:data": {"f:key": {}}, "f:metadata": {"f:labels": {".": {}, "f:app": {}}}}
+
+
+def owned(value: str, fields: dict[str, Any] | None = None, **metadata: Any) -> dict[str, Any]:
+    """A live ConfigMap whose `data.key` and `app` label our manager owns, as the API server records it."""
+    entry = {"manager": "mlopskit", "operation": "Apply", "fieldsV1": fields or OURS}
+    obj = configmap(value, managedFields=[entry], **metadata)
+    obj["metadata"]["labels"] = {"app": "mlflow", **(metadata.get("labels") or {})}
+    return obj
+
+
 def test_apply_answering_201_is_created() -> None:
     assert classify(201, None, configmap("a"), dry_run=False) == "created"
 
 
-def test_same_resource_version_after_apply_is_unchanged() -> None:
-    live = configmap("a", resourceVersion="7")
-    assert classify(200, live, configmap("a", resourceVersion="7"), dry_run=False) == "unchanged"
+def test_same_owned_fields_are_unchanged_although_the_resource_version_moved() -> None:
+    before = owned("a", resourceVersion="7")
+    assert classify(200, before, owned("a", resourceVersion="9"), dry_run=False) == "unchanged"
 
 
-def test_new_resource_version_after_apply_is_configured() -> None:
-    live = configmap("a", resourceVersion="7")
-    assert classify(200, live, configmap("b", resourceVersion="8"), dry_run=False) == "configured"
+def test_a_changed_owned_field_is_configured() -> None:
+    assert classify(200, owned("a"), owned("b"), dry_run=False) == "configured"
 
 
-def test_dry_run_compares_content_not_resource_version() -> None:
-    live = configmap("a", resourceVersion="7")
-    assert classify(200, live, configmap("a", resourceVersion="7"), dry_run=True) == "unchanged"
-    assert classify(200, live, configmap("b", resourceVersion="7"), dry_run=True) == "configured"
+def test_what_other_actors_write_does_not_count() -> None:
+    before = owned("a", resourceVersion="7")
+    after = owned(
+        "a",
+        resourceVersion="12",
+        annotations={"deployment.kubernetes.io/revision": "3", "pv.kubernetes.io/bind-completed": "yes"},
+        labels={"added-by-a-controller": "x"},
+        finalizers=["kubernetes.io/pvc-protection"],
+    )
+    after["status"] = {"phase": "Bound"}
+    after["metadata"]["managedFields"].append({"manager": "kube-controller-manager", "operation": "Update"})
+    assert classify(200, before, after, dry_run=False) == "unchanged"
+
+
+def test_a_field_we_stop_setting_is_configured() -> None:
+    fewer = {"f:data": {"f:key": {}}}
+    assert classify(200, owned("a"), owned("a", fields=fewer), dry_run=False) == "configured"
+
+
+def test_dry_run_compares_owned_fields_of_live_and_dry_run_objects() -> None:
+    live = owned("a", resourceVersion="7")
+    assert classify(200, live, owned("a", resourceVersion="8", uid="u-2"), dry_run=True) == "unchanged"
+    assert classify(200, live, owned("b", resourceVersion="7"), dry_run=True) == "configured"
 
 
 def test_existing_object_not_yet_in_the_applyset_is_configured() -> None:
     assert classify(200, None, configmap("a", resourceVersion="3"), dry_run=False) == "configured"
+
+
+def test_list_items_are_matched_by_their_keys_not_their_position() -> None:
+    fields = {"f:spec": {"f:ports": {'k:{"port":80,"protocol":"TCP"}': {".": {}, "f:port": {}, "f:name": {}}}}}
+    before = {"spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "http"}]}}
+    reordered = {"spec": {"ports": [{"port": 9, "protocol": "UDP"}, {"port": 80, "protocol": "TCP", "name": "http"}]}}
+    renamed = {"spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "web"}]}}
+    assert project(before, fields) == project(reordered, fields)
+    assert project(before, fields) != project(renamed, fields)
+
+
+def test_an_owned_field_that_disappears_projects_as_absent() -> None:
+    fields = {"f:data": {"f:key": {}}}
+    assert project({"data": {}}, fields) == {"f:data": {"f:key": ABSENT}}
