@@ -46,8 +46,28 @@ CONTROLLER_SERVICE = "sealed-secrets-controller"
 # The controller labels every sealing key it generates with this (value "active" or "compromised").
 SEALING_KEY_LABEL = "sealedsecrets.bitnami.com/sealed-secrets-key"
 
-# What `kubeseal --fetch-cert` requests: the controller's /v1/cert.pem through the API server's service proxy.
-CERT_PROXY_PATH = f"/api/v1/namespaces/{CONTROLLER_NAMESPACE}/services/http:{CONTROLLER_SERVICE}:/proxy/v1/cert.pem"
+CERT_PATH = "/v1/cert.pem"
+
+
+def cert_proxy_path(port: str) -> str:
+    """The controller's /v1/cert.pem through the API server's service proxy, as `kubeseal --fetch-cert` asks.
+
+    The proxy path is services/<scheme>:<service>:<port>; `port` must be the Service port's name, or its
+    number when it has none: an empty port matches only an unnamed port (the API server answers 503).
+    """
+    return f"/api/v1/namespaces/{CONTROLLER_NAMESPACE}/services/http:{CONTROLLER_SERVICE}:{port}/proxy{CERT_PATH}"
+
+
+def controller_port(api: Any) -> str:
+    """The name (or number, when unnamed) of the controller Service's first port, read from the cluster."""
+    from kubernetes import client
+
+    service = client.CoreV1Api(api).read_namespaced_service(CONTROLLER_SERVICE, CONTROLLER_NAMESPACE)
+    ports = (service.spec.ports if service.spec else None) or []
+    if not ports:
+        raise PlatformError(f"service {CONTROLLER_NAMESPACE}/{CONTROLLER_SERVICE} has no port to fetch the certificate")
+    return str(ports[0].name or ports[0].port)
+
 
 SESSION_KEY_BYTES = 32
 ZERO_NONCE = bytes(12)
@@ -204,7 +224,7 @@ def fetch_certificate(settings: Settings, api: Any = None) -> Certificate:
     try:
         # A literal path, not connect_get_namespaced_service_proxy_with_path: that one sends the "/" of
         # "v1/cert.pem" as %2F.
-        pem = _get_raw(api, CERT_PROXY_PATH)
+        pem = _get_raw(api, cert_proxy_path(controller_port(api)))
     except ApiException as exc:
         raise PlatformError(
             f"cannot fetch the sealing certificate from {where} (HTTP {exc.status} {exc.reason}); deploy the "

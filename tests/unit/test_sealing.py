@@ -278,7 +278,8 @@ def test_key_backup_without_keys_says_to_deploy_the_controller(tmp_path: Path) -
 
 
 class FakeApiServer(ThreadingHTTPServer):
-    """Answers like the API server for the two calls sealing makes (no API server runs on this machine)."""
+    """Answers like the API server for the calls sealing makes, so error handling is tested without a
+    cluster; that the real proxy serves the certificate is tested in tests/cluster."""
 
     def __init__(self, cert_pem: bytes, key_secrets: list[dict[str, Any]], status: int = 200) -> None:
         super().__init__(("127.0.0.1", 0), FakeApiHandler)
@@ -294,7 +295,14 @@ class FakeApiHandler(BaseHTTPRequestHandler):
         if self.server.status != 200:
             body, ctype = b'{"kind":"Status","code":503,"message":"no endpoints available"}', "application/json"
             self.send_response(self.server.status)
-        elif self.path == "/api/v1/namespaces/kube-system/services/http:sealed-secrets-controller:/proxy/v1/cert.pem":
+        elif self.path == "/api/v1/namespaces/kube-system/services/sealed-secrets-controller":
+            service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "sealed-secrets-controller"}}
+            service["spec"] = {"ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}
+            body, ctype = json.dumps(service).encode(), "application/json"
+            self.send_response(200)
+        elif (
+            self.path == "/api/v1/namespaces/kube-system/services/http:sealed-secrets-controller:http/proxy/v1/cert.pem"
+        ):
             body, ctype = self.server.cert_pem, "text/plain"
             self.send_response(200)
         else:
@@ -325,14 +333,22 @@ def fake_api(server: FakeApiServer) -> Iterator[tuple[FakeApiServer, Any]]:
         server.server_close()
 
 
-def test_certificate_is_fetched_through_the_api_servers_service_proxy(
+def test_certificate_is_fetched_through_the_service_proxy_naming_the_services_port(
     private_key: rsa.RSAPrivateKey, make_settings: Any
 ) -> None:
+    """The API server's proxy matches an empty port only to an unnamed one: the path names the port."""
     pem = make_certificate(private_key)
     with fake_api(FakeApiServer(pem, [])) as (server, api):
         fetched = sealing.fetch_certificate(make_settings(), api)
-    assert server.paths == ["/api/v1/namespaces/kube-system/services/http:sealed-secrets-controller:/proxy/v1/cert.pem"]
+    assert server.paths == [
+        "/api/v1/namespaces/kube-system/services/sealed-secrets-controller",
+        "/api/v1/namespaces/kube-system/services/http:sealed-secrets-controller:http/proxy/v1/cert.pem",
+    ]
     assert fetched.pem == pem
+
+
+def test_an_unnamed_service_port_is_named_by_its_number() -> None:
+    assert sealing.cert_proxy_path("8080").endswith("/services/http:sealed-secrets-controller:8080/proxy/v1/cert.pem")
 
 
 def test_unavailable_controller_says_to_deploy_it_or_use_a_cert_file(
