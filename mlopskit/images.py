@@ -23,15 +23,11 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 import docker
 from mlopskit.errors import PlatformError
+from mlopskit.image_names import DEBIAN_BASE, OFFLINE_POSTGRES, OFFLINE_PYTHON, OFFLINE_SEAWEEDFS, SEAWEEDFS_VERSION
 from mlopskit.services import ImageSet
 from mlopskit.settings import Settings
 
 INPUTS_LABEL = "io.mlopskit.inputs"
-DEBIAN_BASE = "mlopskit/debian:bookworm"
-OFFLINE_PYTHON = "mlopskit/python:3.11-bookworm"
-OFFLINE_POSTGRES = "mlopskit/postgres:15-bookworm"
-SEAWEEDFS_VERSION = "4.48"
-OFFLINE_SEAWEEDFS = f"mlopskit/seaweedfs:{SEAWEEDFS_VERSION}"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BUILD_DIR = "build"  # inside a generated context: ca.crt and pip.conf, for builder stages only
 
@@ -263,6 +259,11 @@ def _follow_build(spec: BuildSpec, stream: Iterator[dict[str, Any]], report: Rep
                 report(spec.name, step, total, match.group(3))
             else:
                 report(spec.name, step, total, "")
+
+
+def image_present(client: docker.DockerClient, ref: str) -> bool:
+    """Whether the local Docker engine has an image of that name."""
+    return _image_id(client, ref) is not None
 
 
 def image_size(client: docker.DockerClient, ref: str) -> int:

@@ -47,6 +47,23 @@ def import_images(connection: Connection, chunks: Iterable[bytes], sudo_password
         )
 
 
+def images_to_deliver(settings: Settings, mlflow_image: str, present: Callable[[str], bool]) -> list[str]:
+    """The images the rendered manifests name; PlatformError before anything is sent when one is missing here."""
+    from mlopskit.kube.deploy import rendered_objects
+    from mlopskit.kube.render import manifest_images
+
+    wanted = manifest_images(rendered_objects(settings, mlflow_image))
+    missing = [name for name in wanted if not present(name)]
+    if missing:
+        raise PlatformError(
+            f"the manifests name {', '.join(missing)}, which the local Docker engine does not have, so the nodes "
+            "could not run them. Pull or build them here first; on a machine without a registry set "
+            "IMAGE_SOURCE=offline (images.source in config/platform.yaml) so the manifests name the offline "
+            "stand-ins that `invoke build-images` builds."
+        )
+    return wanted
+
+
 def import_to_nodes(settings: Settings, stream: Callable[[], Iterable[bytes]]) -> list[str]:
     """Import a fresh image stream into every node, one node at a time; returns the node names."""
     validate(settings)

@@ -27,6 +27,7 @@ import yaml
 
 from mlopskit import credentials
 from mlopskit.errors import PlatformError
+from mlopskit.image_names import cluster_image
 from mlopskit.kube.applyset import check_unique
 from mlopskit.settings import Settings
 
@@ -183,19 +184,19 @@ def template_context(settings: Settings, mlflow_image: str | None) -> dict[str, 
         "instance": ns,
         "images": {
             "mlflow": image,
-            "postgres": settings.images.postgres,
-            "seaweedfs": settings.images.seaweedfs,
-            "minio": settings.images.minio,
-            "nfs_provisioner": settings.images.nfs_provisioner,
-            "sealed_secrets_controller": settings.images.sealed_secrets_controller,
+            "postgres": cluster_image(settings, "postgres"),
+            "seaweedfs": cluster_image(settings, "seaweedfs"),
+            "minio": cluster_image(settings, "minio"),
+            "nfs_provisioner": cluster_image(settings, "nfs_provisioner"),
+            "sealed_secrets_controller": cluster_image(settings, "sealed_secrets_controller"),
         },
         "versions": {
             "mlflow": settings.images.mlflow_version,
-            "postgres": _image_version(settings.images.postgres),
-            "seaweedfs": _image_version(settings.images.seaweedfs),
-            "minio": _image_version(settings.images.minio),
-            "nfs_provisioner": _image_version(settings.images.nfs_provisioner),
-            "sealed_secrets_controller": _image_version(settings.images.sealed_secrets_controller),
+            "postgres": _image_version(cluster_image(settings, "postgres")),
+            "seaweedfs": _image_version(cluster_image(settings, "seaweedfs")),
+            "minio": _image_version(cluster_image(settings, "minio")),
+            "nfs_provisioner": _image_version(cluster_image(settings, "nfs_provisioner")),
+            "sealed_secrets_controller": _image_version(cluster_image(settings, "sealed_secrets_controller")),
         },
         "secrets": {
             "postgres": credentials.POSTGRES_SECRET,
@@ -343,6 +344,26 @@ def render_sources(
 def render_manifests(settings: Settings, mlflow_image: str | None = None) -> list[dict[str, Any]]:
     """Every object of the platform as plain dicts, in a stable order (components, then files, then documents)."""
     return [item.obj for item in render_sources(settings, mlflow_image)]
+
+
+def manifest_images(objects: list[dict[str, Any]]) -> list[str]:
+    """Every image that a container or init container of the objects names, sorted and without repeats."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("containers", "initContainers"):
+                for container in node.get(key) or []:
+                    if isinstance(container, dict) and container.get("image"):
+                        found.add(str(container["image"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(objects)
+    return sorted(found)
 
 
 def object_label(obj: dict[str, Any]) -> str:

@@ -6,7 +6,8 @@ from invoke.context import Context
 from rich.progress import Progress, TaskID
 
 from mlopskit import console, images
-from mlopskit.hosts.images import import_to_nodes
+from mlopskit.hosts.images import images_to_deliver, import_to_nodes
+from mlopskit.image_names import OFFLINE_POSTGRES, OFFLINE_PYTHON, OFFLINE_SEAWEEDFS
 from mlopskit.tasks.common import platform_task, settings_for
 
 
@@ -47,7 +48,7 @@ def build_images(
         console.info(f"would build {ref} and {images.mlflow_repository(settings)}:latest from docker/mlflow")
         console.info(
             f"base {settings.images.python_base}, images.source={settings.images.source} "
-            f"(stand-ins: {images.OFFLINE_PYTHON}, {images.OFFLINE_POSTGRES}, {images.OFFLINE_SEAWEEDFS})"
+            f"(stand-ins: {OFFLINE_PYTHON}, {OFFLINE_POSTGRES}, {OFFLINE_SEAWEEDFS})"
         )
         if push:
             console.info(f"would push {ref}")
@@ -69,7 +70,8 @@ def build_images(
         images.push_image(client, ref)
         console.ok(f"pushed {ref}")
     if to_nodes:
-        refs = [image_set.mlflow, image_set.postgres, image_set.s3]
+        # Exactly the images the manifests name, so every pod finds its image on the node.
+        refs = images_to_deliver(settings, ref, lambda name: images.image_present(client, name))
         nodes = import_to_nodes(settings, lambda: images.save_images(refs, client))
         console.ok(f"imported {', '.join(refs)} into {', '.join(nodes)}")
     console.ok(f"MLflow image: {ref}")

@@ -96,7 +96,7 @@ def test_what_other_actors_write_does_not_count() -> None:
 
 
 def test_a_field_we_stop_setting_is_configured() -> None:
-    fewer = {"f:data": {"f:key": {}}}
+    fewer: dict[str, Any] = {"f:data": {"f:key": {}}}
     assert classify(200, owned("a"), owned("a", fields=fewer), dry_run=False) == "configured"
 
 
@@ -111,7 +111,7 @@ def test_existing_object_not_yet_in_the_applyset_is_configured() -> None:
 
 
 def test_list_items_are_matched_by_their_keys_not_their_position() -> None:
-    fields = {"f:spec": {"f:ports": {'k:{"port":80,"protocol":"TCP"}': {".": {}, "f:port": {}, "f:name": {}}}}}
+    fields: dict[str, Any] = {"f:spec": {"f:ports": {'k:{"port":80,"protocol":"TCP"}': {".": {}, "f:port": {}, "f:name": {}}}}}
     before = {"spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "http"}]}}
     reordered = {"spec": {"ports": [{"port": 9, "protocol": "UDP"}, {"port": 80, "protocol": "TCP", "name": "http"}]}}
     renamed = {"spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "web"}]}}
@@ -120,5 +120,5 @@ def test_list_items_are_matched_by_their_keys_not_their_position() -> None:
 
 
 def test_an_owned_field_that_disappears_projects_as_absent() -> None:
-    fields = {"f:data": {"f:key": {}}}
+    fields: dict[str, Any] = {"f:data": {"f:key": {}}}
     assert project({"data": {}}, fields) == {"f:data": {"f:key": ABSENT}}

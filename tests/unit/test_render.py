@@ -11,10 +11,13 @@ import pytest
 import yaml
 
 from mlopskit.errors import PlatformError
+from mlopskit.hosts.images import images_to_deliver
+from mlopskit.image_names import OFFLINE_POSTGRES, OFFLINE_SEAWEEDFS
 from mlopskit.kube.render import (
     MARKER_FILE,
     TEMPLATE_ANNOTATION,
     manifest_files,
+    manifest_images,
     render_manifests,
     template_context,
     write_manifests,
@@ -464,3 +467,32 @@ def test_invoke_render_refuses_a_foreign_folder_without_a_traceback(
 
     assert result.returncode == 1
     assert "--force" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_offline_source_renders_the_stand_in_images_that_build_images_makes(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, dict(SAMPLE_SECRETS) | {"IMAGE_SOURCE": "offline"})
+    images = manifest_images(render_manifests(settings, mlflow_image=IMAGE))
+    assert OFFLINE_POSTGRES in images and OFFLINE_SEAWEEDFS in images
+    assert settings.images.postgres not in images and settings.images.seaweedfs not in images
+
+
+def test_registry_source_renders_the_official_images(settings_for: Callable[..., Settings]) -> None:
+    settings = settings_for()
+    images = manifest_images(render_manifests(settings, mlflow_image=IMAGE))
+    assert {IMAGE, settings.images.postgres, settings.images.seaweedfs} <= set(images)
+    assert OFFLINE_POSTGRES not in images
+
+
+def test_node_delivery_sends_exactly_the_images_the_manifests_name(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, dict(SAMPLE_SECRETS) | {"IMAGE_SOURCE": "offline"})
+    delivered = images_to_deliver(settings, IMAGE, present=lambda name: True)
+    assert delivered == manifest_images(render_manifests(settings, mlflow_image=IMAGE))
+    assert IMAGE in delivered and OFFLINE_POSTGRES in delivered
+
+
+def test_node_delivery_stops_before_sending_when_a_named_image_is_not_here(
+    settings_for: Callable[..., Settings],
+) -> None:
+    settings = settings_for()
+    with pytest.raises(PlatformError, match=r"postgres:15-bookworm.*IMAGE_SOURCE=offline"):
+        images_to_deliver(settings, IMAGE, present=lambda name: name == IMAGE)

@@ -22,7 +22,8 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 
 import docker
-from mlopskit.images import DEBIAN_BASE, ensure_debian_base
+from mlopskit.image_names import DEBIAN_BASE
+from mlopskit.images import ensure_debian_base
 from mlopskit.settings import Settings, load_settings
 
 HERE = Path(__file__).resolve().parent
