@@ -125,23 +125,40 @@ def diagnose(dyn: DynamicClient, obj: Mapping[str, Any], log_lines: int = 20) ->
             if condition.get("status") != "True":
                 why = f"{condition.get('reason') or ''} {condition.get('message') or ''}".strip()
                 out.append(f"      condition {condition.get('type')}={condition.get('status')}: {why}")
-        for container in status.get("containerStatuses") or []:
+        troubled: list[tuple[str, bool]] = []  # (container, restarted) whose log is worth showing
+        for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            cname = str(container.get("name"))
             waiting = (container.get("state") or {}).get("waiting")
             if waiting:
+                out.append(f"      container {cname} waiting: {waiting.get('reason')}: {waiting.get('message') or ''}")
+            last = (container.get("lastState") or {}).get("terminated") or (container.get("state") or {}).get(
+                "terminated"
+            )
+            if last and last.get("exitCode"):
                 out.append(
-                    f"      container {container.get('name')} waiting: {waiting.get('reason')}: "
-                    f"{waiting.get('message') or ''}"
+                    f"      container {cname} exited with code {last.get('exitCode')} ({last.get('reason')}), "
+                    f"{container.get('restartCount', 0)} restart(s)"
                 )
+            if not container.get("ready"):
+                troubled.append((cname, bool(container.get("restartCount"))))
         try:
             events = event_api.get(namespace=namespace, field_selector=f"involvedObject.name={name}").to_dict()
         except ApiException:
             events = {}
         for event in (events.get("items") or [])[-5:]:
             out.append(f"      event {event.get('type')} {event.get('reason')}: {event.get('message')}")
-        try:
-            log = core.read_namespaced_pod_log(name, namespace, tail_lines=log_lines)
-        except ApiException:
-            log = ""
-        for line in str(log or "").splitlines()[-log_lines:]:
-            out.append(f"      log | {line}")
+        for cname, restarted in troubled[:2]:
+            log = _pod_log(core, name, namespace, cname, log_lines, previous=False)
+            if not log.strip() and restarted:  # waiting to restart: the last run has the log
+                log = _pod_log(core, name, namespace, cname, log_lines, previous=True)
+            for line in log.splitlines()[-log_lines:]:
+                out.append(f"      log {cname} | {line}")
     return "\n".join(out)
+
+
+def _pod_log(core: client.CoreV1Api, pod: str, namespace: str, container: str, lines: int, *, previous: bool) -> str:
+    try:
+        log = core.read_namespaced_pod_log(pod, namespace, container=container, tail_lines=lines, previous=previous)
+        return str(log or "")
+    except ApiException:
+        return ""

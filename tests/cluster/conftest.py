@@ -1,12 +1,19 @@
 """Cluster tests run against whatever KUBECONFIG reaches; every test skips, with the reason, when nothing does.
 
-The API server may have no controllers and no nodes: apply, prune and diff tests never wait for pods.
-Each test works in its own throwaway namespace and removes it afterwards.
+Apply, prune and diff tests need only an API server (their pods are never scheduled). Tests that run
+pods (rollout waits, the whole platform) also need a Ready node and a way to put locally built images
+into the node's containerd, since no registry is assumed: the command in MLOPSKIT_NODE_IMAGE_IMPORT
+(default `k3s ctr images import -` when `k3s` is on PATH) reads a `docker save` stream on stdin, the same
+stream `invoke build-images --to-nodes` sends to `k3s ctr images import -` over SSH. Such tests skip, with
+the reason, when either is missing. Each test works in its own throwaway namespace and removes it afterwards.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -51,6 +58,58 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_report_header() -> str:
     return f"cluster tests: {_REASON}"
+
+
+IMPORT_VARIABLE = "MLOPSKIT_NODE_IMAGE_IMPORT"
+
+
+def image_import_command() -> list[str] | None:
+    """The command that imports a `docker save` stream into the node's containerd, if one is known."""
+    configured = os.environ.get(IMPORT_VARIABLE, "").strip()
+    if configured:
+        return shlex.split(configured)
+    return ["k3s", "ctr", "images", "import", "-"] if shutil.which("k3s") else None
+
+
+def _ready_node_reason(api: client.ApiClient) -> str | None:
+    """None when a node is Ready, else why pods cannot run."""
+    nodes = client.CoreV1Api(api).list_node().items
+    for node in nodes:
+        conditions = (node.status.conditions if node.status else None) or []
+        if any(c.type == "Ready" and c.status == "True" for c in conditions):
+            return None
+    return f"the API server has no Ready node ({len(nodes)} registered): pods cannot run"
+
+
+@pytest.fixture(scope="session")
+def node_images(api: client.ApiClient) -> Callable[[list[str]], None]:
+    """Put locally built images into the node's containerd; skips without a Ready node or an import command."""
+    reason = _ready_node_reason(api)
+    if reason:
+        pytest.skip(reason)
+    command = image_import_command()
+    if command is None:
+        pytest.skip(
+            f"set {IMPORT_VARIABLE} to a command that imports a `docker save` stream into the node's containerd"
+        )
+    imported: set[str] = set()
+
+    def put(refs: list[str]) -> None:
+        from mlopskit.images import save_images
+
+        wanted = sorted(set(refs) - imported)
+        if not wanted:
+            return
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            assert proc.stdin is not None and proc.stdout is not None
+            for chunk in save_images(wanted):
+                proc.stdin.write(chunk)
+            proc.stdin.close()
+            output = proc.stdout.read().decode(errors="replace")
+        assert proc.returncode == 0, f"{shlex.join(command)} failed: {output}"
+        imported.update(wanted)
+
+    return put
 
 
 @pytest.fixture(scope="session")

@@ -111,7 +111,9 @@ def test_existing_object_not_yet_in_the_applyset_is_configured() -> None:
 
 
 def test_list_items_are_matched_by_their_keys_not_their_position() -> None:
-    fields: dict[str, Any] = {"f:spec": {"f:ports": {'k:{"port":80,"protocol":"TCP"}': {".": {}, "f:port": {}, "f:name": {}}}}}
+    fields: dict[str, Any] = {
+        "f:spec": {"f:ports": {'k:{"port":80,"protocol":"TCP"}': {".": {}, "f:port": {}, "f:name": {}}}}
+    }
     before = {"spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "http"}]}}
     reordered = {"spec": {"ports": [{"port": 9, "protocol": "UDP"}, {"port": 80, "protocol": "TCP", "name": "http"}]}}
     renamed = {"spec": {"ports": [{"port": 80, "protocol": "TCP", "name": "web"}]}}
