@@ -15,6 +15,10 @@ OFFLINE_PYTHON = "mlopskit/python:3.11-bookworm"
 OFFLINE_POSTGRES = "mlopskit/postgres:15-bookworm"
 SEAWEEDFS_VERSION = "4.48"
 OFFLINE_SEAWEEDFS = f"mlopskit/seaweedfs:{SEAWEEDFS_VERSION}"
+# The upstream release the manifests render (ImageSettings.sealed_secrets_controller); the stand-in's tag says
+# which controller it stands in for, so the rendered version labels stay the same.
+SEALED_SECRETS_VERSION = "0.32.2"
+OFFLINE_SEALED_SECRETS = f"mlopskit/sealed-secrets-controller:{SEALED_SECRETS_VERSION}"
 
 Workload = Literal["postgres", "seaweedfs", "minio", "nfs_provisioner", "sealed_secrets_controller"]
 
@@ -22,6 +26,7 @@ Workload = Literal["postgres", "seaweedfs", "minio", "nfs_provisioner", "sealed_
 STANDINS: dict[str, str] = {
     "postgres": OFFLINE_POSTGRES,
     "seaweedfs": OFFLINE_SEAWEEDFS,
+    "sealed_secrets_controller": OFFLINE_SEALED_SECRETS,
 }
 
 

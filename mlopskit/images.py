@@ -23,11 +23,21 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 import docker
 from mlopskit.errors import PlatformError
-from mlopskit.image_names import DEBIAN_BASE, OFFLINE_POSTGRES, OFFLINE_PYTHON, OFFLINE_SEAWEEDFS, SEAWEEDFS_VERSION
+from mlopskit.image_names import (
+    DEBIAN_BASE,
+    OFFLINE_POSTGRES,
+    OFFLINE_PYTHON,
+    OFFLINE_SEALED_SECRETS,
+    OFFLINE_SEAWEEDFS,
+    SEALED_SECRETS_VERSION,
+    SEAWEEDFS_VERSION,
+    cluster_image,
+)
 from mlopskit.services import ImageSet
 from mlopskit.settings import Settings
 
 INPUTS_LABEL = "io.mlopskit.inputs"
+SEALED_SECRETS_KEY = "sealed-secrets-controller"  # the controller stand-in's key in offline_specs
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BUILD_DIR = "build"  # inside a generated context: ca.crt and pip.conf, for builder stages only
 
@@ -357,6 +367,14 @@ def offline_specs(settings: Settings) -> dict[str, BuildSpec]:
             [DEBIAN_BASE, OFFLINE_PYTHON],
             needs_build_files=True,
         ),
+        SEALED_SECRETS_KEY: BuildSpec(
+            SEALED_SECRETS_KEY,
+            offline / "sealed-secrets-controller",
+            [OFFLINE_SEALED_SECRETS],
+            {"PYTHON_IMAGE": OFFLINE_PYTHON, "SEALED_SECRETS_VERSION": SEALED_SECRETS_VERSION},
+            [OFFLINE_PYTHON],
+            needs_build_files=True,
+        ),
     }
 
 
@@ -427,9 +445,10 @@ class ImageBuilder:
 
     def _offline_image(self, key: str) -> str:
         ensure_debian_base(self.client, self.settings.root)
-        if key == "seaweedfs":
+        spec = self._offline[key]
+        if OFFLINE_PYTHON in spec.bases:
             self._offline_image("python")
-        return self._build(self._offline[key])
+        return self._build(spec)
 
     def resolve(self, official: str, key: str) -> str:
         """The image to use for an official one: itself if here or pullable, else (auto/offline) its stand-in."""
@@ -448,6 +467,12 @@ class ImageBuilder:
     def mlflow(self) -> str:
         python_base = self.resolve(self.settings.images.python_base, "python")
         return self._build(mlflow_spec(self.settings, python_base))
+
+    def sealed_secrets_controller(self) -> str | None:
+        """The controller stand-in, built if missing, when the manifests run it; None when they run upstream's."""
+        if cluster_image(self.settings, "sealed_secrets_controller") != OFFLINE_SEALED_SECRETS:
+            return None
+        return self._offline_image(SEALED_SECRETS_KEY)
 
     def image_set(self) -> ImageSet:
         images = self.settings.images

@@ -7,7 +7,7 @@ from rich.progress import Progress, TaskID
 
 from mlopskit import console, images
 from mlopskit.hosts.images import images_to_deliver, import_to_nodes
-from mlopskit.image_names import OFFLINE_POSTGRES, OFFLINE_PYTHON, OFFLINE_SEAWEEDFS
+from mlopskit.image_names import OFFLINE_POSTGRES, OFFLINE_PYTHON, OFFLINE_SEAWEEDFS, cluster_image
 from mlopskit.tasks.common import platform_task, settings_for
 
 
@@ -50,6 +50,7 @@ def build_images(
             f"base {settings.images.python_base}, images.source={settings.images.source} "
             f"(stand-ins: {OFFLINE_PYTHON}, {OFFLINE_POSTGRES}, {OFFLINE_SEAWEEDFS})"
         )
+        console.info(f"the cluster's Sealed Secrets controller: {cluster_image(settings, 'sealed_secrets_controller')}")
         if push:
             console.info(f"would push {ref}")
         return
@@ -57,10 +58,14 @@ def build_images(
     with console.progress() as progress:
         builder = images.ImageBuilder(settings, client, progress_reporter(progress), no_cache=no_cache)
         image_set = builder.image_set()
+        controller = builder.sealed_secrets_controller()
     for note in builder.plan.notes:
         console.warn(note)
     rows = []
-    for label, name in (("mlflow", image_set.mlflow), ("postgres", image_set.postgres), ("s3", image_set.s3)):
+    services = [("mlflow", image_set.mlflow), ("postgres", image_set.postgres), ("s3", image_set.s3)]
+    if controller is not None:
+        services.append(("sealed-secrets", controller))
+    for label, name in services:
         built = next((r for r in builder.plan.results if r.ref == name), None)
         state = "unchanged" if built is None or not built.changed else "built"
         rows.append((label, name, state, human_size(images.image_size(client, name))))

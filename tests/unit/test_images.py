@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlopskit import images
+from mlopskit import image_names, images
 from mlopskit.errors import PlatformError
 from mlopskit.settings import Settings, load_settings
 
@@ -115,7 +115,14 @@ def test_inputs_hash_changes_with_the_base_image(context_dir: Path) -> None:
     assert images.inputs_hash(context_dir, {}, ["sha256:a"]) != images.inputs_hash(context_dir, {}, ["sha256:b"])
 
 
-@pytest.mark.parametrize("dockerfile", ["docker/mlflow/Dockerfile", "docker/offline/seaweedfs/Dockerfile"])
+@pytest.mark.parametrize(
+    "dockerfile",
+    [
+        "docker/mlflow/Dockerfile",
+        "docker/offline/seaweedfs/Dockerfile",
+        "docker/offline/sealed-secrets-controller/Dockerfile",
+    ],
+)
 def test_only_the_builder_stage_copies_the_build_files(dockerfile: str) -> None:
     stages = re.split(r"(?m)^FROM ", (REPO / dockerfile).read_text())[1:]
     assert "AS builder" in stages[0]
@@ -170,3 +177,44 @@ def test_auto_falls_back_to_the_offline_stand_in_when_the_pull_fails() -> None:
 def test_registry_source_fails_with_the_reason_when_the_pull_fails() -> None:
     with pytest.raises(PlatformError, match=r"postgres:15 \(no route\).*IMAGE_SOURCE=auto"):
         images.choose_image("registry", "postgres:15", lambda ref: False, lambda ref: "no route")
+
+
+# ------------------------------------------------------------------- the Sealed Secrets controller
+
+
+def test_the_controller_stand_in_is_tagged_with_the_release_the_manifests_render(tmp_path: Path) -> None:
+    upstream = settings(tmp_path).images.sealed_secrets_controller
+    assert image_names.OFFLINE_SEALED_SECRETS.rpartition(":")[2] == upstream.rpartition(":")[2]
+
+
+def test_the_controller_stand_in_is_built_from_the_offline_python_with_the_host_pip_settings() -> None:
+    spec = images.offline_specs(load_settings(REPO, {}))[images.SEALED_SECRETS_KEY]
+    assert spec.tags == [image_names.OFFLINE_SEALED_SECRETS]
+    assert spec.bases == [image_names.OFFLINE_PYTHON]
+    assert spec.buildargs["PYTHON_IMAGE"] == image_names.OFFLINE_PYTHON
+    assert spec.needs_build_files
+    assert (spec.context / "Dockerfile").is_file()
+
+
+def test_offline_source_runs_the_controller_stand_in(tmp_path: Path) -> None:
+    chosen = image_names.cluster_image(settings(tmp_path, IMAGE_SOURCE="offline"), "sealed_secrets_controller")
+    assert chosen == image_names.OFFLINE_SEALED_SECRETS
+
+
+@pytest.mark.parametrize("source", ["auto", "registry"])
+def test_other_sources_run_the_configured_controller(tmp_path: Path, source: str) -> None:
+    configured = settings(tmp_path, IMAGE_SOURCE=source)
+    chosen = image_names.cluster_image(configured, "sealed_secrets_controller")
+    assert chosen == configured.images.sealed_secrets_controller
+
+
+def test_the_rendered_controller_deployment_runs_the_stand_in_with_upstreams_version_label(tmp_path: Path) -> None:
+    from mlopskit.kube.render import render_manifests
+
+    objects = render_manifests(settings(tmp_path, IMAGE_SOURCE="offline"), mlflow_image="mlopskit/mlflow:test")
+    (deployment,) = [
+        o for o in objects if o["metadata"]["name"] == "sealed-secrets-controller" and o["kind"] == "Deployment"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == image_names.OFFLINE_SEALED_SECRETS
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == image_names.SEALED_SECRETS_VERSION
