@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import requests
 import sealed_secrets_standin as standin
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -413,6 +414,15 @@ def test_healthz_answers_200(http: str) -> None:
 def test_verify_accepts_what_unseals_and_rejects_what_does_not(http: str, certificate: sealing.Certificate) -> None:
     assert fetch(f"{http}/v1/verify", json.dumps(sealed_secret(certificate)).encode())[0] == 200
     assert fetch(f"{http}/v1/verify", json.dumps(sealed_secret(certificate, name="x")).encode())[0] == 409
+
+
+def test_verify_reads_a_chunked_body_as_the_api_servers_proxy_sends_it(
+    http: str, certificate: sealing.Certificate
+) -> None:
+    body = json.dumps(sealed_secret(certificate)).encode()
+    response = requests.post(f"{http}/v1/verify", data=iter([body[:100], body[100:]]), timeout=10)  # chunked
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert response.status_code == 200
 
 
 def test_unknown_paths_answer_404(http: str) -> None:

@@ -298,19 +298,34 @@ def http_server(keys: SealingKeys, address: tuple[str, int]) -> ThreadingHTTPSer
                 self._reply(404, b"not found\n")
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
             if self.path != "/v1/verify":
                 self._reply(404, b"not found\n")
                 return
-            if length > MAX_BODY:
+            body = self._body()
+            if body is None:
                 self._reply(413, b"too large\n")
                 return
             try:
-                unseal(keys.private_keys, json.loads(self.rfile.read(length)))
+                unseal(keys.private_keys, json.loads(body))
             except (UnsealError, ValueError, AttributeError) as exc:
                 self._reply(409, f"{exc}\n".encode())
                 return
             self._reply(200, b"OK\n")
+
+        def _body(self) -> bytes | None:
+            """The request body, None beyond MAX_BODY; the API server's service proxy sends it chunked."""
+            if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length <= MAX_BODY else None
+            chunks: list[bytes] = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                if sum(map(len, chunks)) + size > MAX_BODY:
+                    return None
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
 
         def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
             self.send_response(status)
