@@ -10,7 +10,11 @@ It does what the real controller does with the SealedSecrets mlopskit (and kubes
 - watches SealedSecrets (bitnami.com/v1alpha1) in every namespace and unseals each into a Secret: the RSA-OAEP
   label comes from the scope annotations, metadata and type from ``spec.template``, an owner reference marks the
   SealedSecret as the controller; a Secret it does not own is never overwritten unless annotated
-  ``sealedsecrets.bitnami.com/managed: "true"``; ``status`` gets a ``Synced`` condition and ``observedGeneration``.
+  ``sealedsecrets.bitnami.com/managed: "true"``; ``status`` gets a ``Synced`` condition and ``observedGeneration``
+  through the status subresource (a CRD without one gets no status; the 404 is logged).
+
+``--key-dir`` (``SEALED_SECRETS_KEY_DIR``) takes the key from a folder and only serves HTTP, for tests without an
+API server. The key namespace comes from ``--key-namespace`` (``SEALED_SECRETS_KEY_NAMESPACE``, default kube-system).
 
 Not implemented: key renewal and rotation, the re-encrypt endpoint (/v1/rotate), metrics on :8081, events,
 Go templates in ``spec.template.data`` (literal values are copied), the deprecated single-blob ``spec.data``,
