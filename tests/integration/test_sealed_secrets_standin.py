@@ -20,6 +20,7 @@ from testcontainers.core.container import DockerContainer
 import docker
 from mlopskit import images
 from mlopskit.credentials import CredentialSecret
+from mlopskit.image_names import OFFLINE_SEALED_SECRETS
 from mlopskit.kube import sealing
 from mlopskit.settings import load_settings
 from tests.integration.conftest import LOOPBACK, ServiceReady, free_loopback_port
@@ -36,7 +37,7 @@ def controller_image() -> str:
     settings = load_settings(REPO, environ={"IMAGE_SOURCE": "offline"})
     builder = images.ImageBuilder(settings, images.docker_client())
     image = builder.sealed_secrets_controller()
-    assert image == images.OFFLINE_SEALED_SECRETS
+    assert image == OFFLINE_SEALED_SECRETS
     return image
 
 
