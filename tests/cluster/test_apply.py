@@ -12,7 +12,7 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
 from mlopskit.errors import PlatformError
-from mlopskit.kube.apply import Engine
+from mlopskit.kube.apply import FIELD_MANAGER, Engine
 from mlopskit.kube.applyset import GROUP_KINDS_ANNOTATION, ID_LABEL, PART_OF_LABEL, ObjectRef
 from tests.cluster.platform_objects import Knobs, objects
 
@@ -23,13 +23,19 @@ def refs(items: list[dict[str, Any]], namespace: str) -> set[ObjectRef]:
     return {ObjectRef.of({**o, "metadata": {**o["metadata"], "namespace": namespace}}) for o in items}
 
 
-def resource_versions(dyn: DynamicClient, namespace: str, items: list[dict[str, Any]]) -> dict[str, str]:
-    versions = {}
+def our_writes(dyn: DynamicClient, namespace: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per object, our field manager's managedFields entries (time included): any write of ours changes them.
+
+    resourceVersion is no measure: controllers write status and annotations to the same objects.
+    """
+    writes = {}
     for obj in items:
         resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-        live = resource.get(name=obj["metadata"]["name"], namespace=namespace)
-        versions[f"{obj['kind']}/{obj['metadata']['name']}"] = live.metadata.resourceVersion
-    return versions
+        live = resource.get(name=obj["metadata"]["name"], namespace=namespace).to_dict()
+        entries = [e for e in live["metadata"].get("managedFields") or [] if e.get("manager") == FIELD_MANAGER]
+        assert entries, f"{obj['kind']}/{obj['metadata']['name']} has no managedFields entry of {FIELD_MANAGER}"
+        writes[f"{obj['kind']}/{obj['metadata']['name']}"] = entries
+    return writes
 
 
 def test_first_apply_creates_every_object_with_the_applyset_label(
@@ -55,11 +61,11 @@ def test_first_apply_creates_every_object_with_the_applyset_label(
 def test_second_apply_changes_nothing(engine: EngineFactory, dyn: DynamicClient, namespace: str) -> None:
     rendered = objects()
     engine().apply(rendered)
-    before = resource_versions(dyn, namespace, rendered)
+    before = our_writes(dyn, namespace, rendered)
     result = engine().apply(rendered)
     assert result.created == [] and result.configured == [] and result.pruned == []
     assert set(result.unchanged) == refs(rendered, namespace)
-    assert resource_versions(dyn, namespace, rendered) == before
+    assert our_writes(dyn, namespace, rendered) == before
 
 
 def test_changing_one_setting_changes_only_the_objects_it_affects(engine: EngineFactory, namespace: str) -> None:
@@ -96,11 +102,11 @@ def test_purge_data_prunes_the_claims_of_a_component_turned_off(engine: EngineFa
 
 def test_dry_run_reports_changes_and_changes_nothing(engine: EngineFactory, dyn: DynamicClient, namespace: str) -> None:
     engine().apply(objects())
-    before = resource_versions(dyn, namespace, objects())
+    before = our_writes(dyn, namespace, objects())
     result = engine(dry_run=True).apply(objects(Knobs(mlflow_workers="8", objectstore=False)))
     assert ObjectRef("", "ConfigMap", namespace, "mlflow-config") in result.configured
     assert ObjectRef("apps", "Deployment", namespace, "objectstore") in result.pruned
-    assert resource_versions(dyn, namespace, objects()) == before
+    assert our_writes(dyn, namespace, objects()) == before
 
 
 def test_diff_is_empty_right_after_apply(engine: EngineFactory) -> None:
