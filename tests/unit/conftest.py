@@ -86,16 +86,22 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         inventory: str | None = None,
         env_file: str | None = None,
         environ: dict[str, str] | None = None,
+        *,
+        platform_bytes: bytes | None = None,
+        inventory_bytes: bytes | None = None,
+        env_file_bytes: bytes | None = None,
     ) -> Settings:
         root = tmp_path / "proj"
         (root / "config").mkdir(parents=True, exist_ok=True)
-        for rel, text in (
-            ("config/platform.yaml", platform),
-            ("config/inventory.yaml", inventory),
-            (".env", env_file),
+        for rel, text, data in (
+            ("config/platform.yaml", platform, platform_bytes),
+            ("config/inventory.yaml", inventory, inventory_bytes),
+            (".env", env_file, env_file_bytes),
         ):
             if text is not None:
                 (root / rel).write_text(text)
+            if data is not None:
+                (root / rel).write_bytes(data)
         return load_settings(root, environ or {})
 
     return make
