@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mlopskit.settings import ENV_KEYS, Settings, load_settings
 
@@ -49,6 +51,7 @@ class Project:
         return subprocess.run(
             [str(invoke), *args],
             cwd=self.root,
+            stdin=subprocess.DEVNULL,  # no terminal, as in CI: a task that asks must refuse, not crash
             capture_output=True,
             text=True,
             timeout=120,
@@ -70,6 +73,20 @@ def project(tmp_path: Path) -> Project:
     shutil.copy(REPO / ".env.example", tmp_path / ".env.example")
     (tmp_path / "config").mkdir()
     return Project(tmp_path)
+
+
+def private_key_text() -> str:
+    """A fresh ed25519 private key in OpenSSH format: what SSH_KEY_PATH must point at."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    return pem.decode()
+
+
+def public_key_text() -> str:
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    return public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + "\n"
 
 
 @pytest.fixture
