@@ -11,10 +11,10 @@ import io
 import ipaddress
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from dotenv.parser import parse_stream
@@ -34,6 +34,7 @@ from mlopskit.errors import SettingsError
 ENV_FILE = ".env"
 PLATFORM_FILE = "config/platform.yaml"
 INVENTORY_FILE = "config/inventory.yaml"
+T = TypeVar("T")
 DEFAULT_SOURCE = "default"
 ENVIRONMENT_SOURCE = "environment"
 
@@ -56,6 +57,29 @@ def _check_host_address(value: str) -> str:
 
 def check_url(value: str, schemes: tuple[str, ...]) -> str:
     return formats.check_url(value, schemes)
+
+
+COMMAND_LINE_SOURCE = "the command line"
+
+
+def check_flag(flag: str, value: str, check: Callable[[str], T], same_as: str | None = None) -> T:
+    """A command-line flag checked like a setting: the same rule, and an error in the same style."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        rule = f"; the same rule as {same_as}" if same_as else ""
+        raise SettingsError([f"{flag} [from {COMMAND_LINE_SOURCE}]: {exc} (got {value!r}){rule}"]) from None
+
+
+def check_seconds(value: str) -> float:
+    """A duration in seconds: a number above zero."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError("must be a number of seconds, such as 600") from None
+    if not 0 < seconds < float("inf"):
+        raise ValueError("must be a number of seconds above zero, such as 600")
+    return seconds
 
 
 def check_k3s_version(value: str) -> str:
