@@ -8,6 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlopskit.errors import PlatformError
+from mlopskit.hosts.remote import private_key_problem
+from mlopskit.kube.client import kubeconfig_file
 from mlopskit.settings import Settings
 
 MIN_PYTHON = (3, 11)
@@ -52,13 +55,14 @@ def check_ssh_keys(settings: Settings) -> list[Check]:
     checks = []
     for key in sorted(keys, key=str):
         path = key.expanduser()
-        readable = path.is_file() and os.access(path, os.R_OK)
+        problem = private_key_problem(path if path.is_absolute() else settings.root / path)
+        readable = problem is None
         checks.append(
             Check(
                 f"SSH key {key}",
                 "provision, upgrade, reset",
                 readable,
-                "readable" if readable else "missing or unreadable",
+                "a private key" if readable else str(problem),
                 ""
                 if readable
                 else f"create it (ssh-keygen -t ed25519 -f {key}) or set SSH_KEY_PATH / ssh.key_path "
@@ -85,8 +89,12 @@ def check_inventory(settings: Settings) -> Check:
 
 def check_kubeconfig(settings: Settings, probe: Callable[[Path], str] | None = None) -> Check:
     path = settings.cluster.kubeconfig_path
+    try:
+        explicit = kubeconfig_file(settings)
+    except PlatformError as exc:
+        return Check("Kubeconfig reachable", "deploy, diff, destroy, seal", False, str(exc), "see the detail")
     env_path = os.environ.get("KUBECONFIG")
-    candidate = path if path.is_file() else Path(env_path) if env_path else None
+    candidate = explicit if explicit else Path(env_path) if env_path else None
     if candidate is None or not candidate.is_file():
         return Check(
             "Kubeconfig reachable",

@@ -21,6 +21,7 @@ from docker.models.containers import Container
 
 import docker
 from mlopskit.errors import PlatformError
+from mlopskit.formats import url
 from mlopskit.services import (
     MLFLOW,
     S3,
@@ -57,8 +58,9 @@ class UpResult:
 
 
 def mlflow_url(settings: Settings) -> str:
-    host = "127.0.0.1" if settings.local.bind in {"0.0.0.0", ""} else settings.local.bind  # noqa: S104
-    return f"http://{host}:{settings.local.port}"
+    # A wildcard bind is reached through loopback of the same family.
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.local.bind, settings.local.bind)  # noqa: S104
+    return url("http", host, settings.local.port)
 
 
 def desired_hash(spec: ServiceSpec, image_id: str) -> str:

@@ -7,16 +7,17 @@ so an error can name the key and the file (or variable) to fix.
 from __future__ import annotations
 
 import difflib
+import io
 import ipaddress
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,11 +28,13 @@ from pydantic import (
     model_validator,
 )
 
+from mlopskit import formats
 from mlopskit.errors import SettingsError
 
 ENV_FILE = ".env"
 PLATFORM_FILE = "config/platform.yaml"
 INVENTORY_FILE = "config/inventory.yaml"
+T = TypeVar("T")
 DEFAULT_SOURCE = "default"
 ENVIRONMENT_SOURCE = "environment"
 
@@ -41,32 +44,58 @@ PUBLISHED_DEFAULT_PASSWORDS = frozenset(
 )
 MIN_ADMIN_PASSWORD_LENGTH = 12
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-)
-_K3S_VERSION = re.compile(r"^v\d+\.\d+\.\d+\+k3s\d+$")
-_QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+_K3S_VERSION = re.compile(r"v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)")
 
 
 def _check_dns_label(value: str) -> str:
-    if not _DNS_LABEL.match(value):
-        raise ValueError(
-            "must be a DNS label: lowercase letters, digits and '-', 1 to 63 characters, "
-            "starting and ending with a letter or digit"
-        )
-    return value
+    return formats.check_dns_label(value)
 
 
 def _check_host_address(value: str) -> str:
+    return formats.check_host(value)
+
+
+def check_url(value: str, schemes: tuple[str, ...]) -> str:
+    return formats.check_url(value, schemes)
+
+
+COMMAND_LINE_SOURCE = "the command line"
+
+
+def check_flag(flag: str, value: str, check: Callable[[str], T], same_as: str | None = None) -> T:
+    """A command-line flag checked like a setting: the same rule, and an error in the same style."""
     try:
-        ipaddress.ip_address(value)
-        return value
+        return check(value)
+    except ValueError as exc:
+        rule = f"; the same rule as {same_as}" if same_as else ""
+        raise SettingsError([f"{flag} [from {COMMAND_LINE_SOURCE}]: {exc} (got {value!r}){rule}"]) from None
+
+
+def check_seconds(value: str) -> float:
+    """A duration in seconds: a number above zero."""
+    try:
+        seconds = float(value)
     except ValueError:
-        pass
-    if not _HOSTNAME.match(value) or value.replace(".", "").isdigit():
-        raise ValueError("must be a host name (letters, digits, '-' and '.') or an IP address")
+        raise ValueError("must be a number of seconds, such as 600") from None
+    if not 0 < seconds < float("inf"):
+        raise ValueError("must be a number of seconds above zero, such as 600")
+    return seconds
+
+
+def check_k3s_version(value: str) -> str:
+    """A K3s release as the install script takes it: v1.34.1+k3s1."""
+    if not _K3S_VERSION.fullmatch(value):
+        raise ValueError("must be a K3s release such as v1.34.1+k3s1")
     return value
+
+
+def k3s_version_key(value: str) -> tuple[int, int, int, int] | None:
+    """(major, minor, patch, k3s build) for comparing releases; None for a version in another format."""
+    match = _K3S_VERSION.fullmatch(value)
+    if match is None:
+        return None
+    major, minor, patch, build = (int(part) for part in match.groups())
+    return major, minor, patch, build
 
 
 def check_bucket_name(value: str) -> str:
@@ -95,6 +124,26 @@ def check_bucket_name(value: str) -> str:
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        for text in _texts(value):
+            formats.check_no_control_characters(text)
+        return value
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """The plain text inside a value (secrets excluded: they are not str), for checks that apply to all text."""
+    if isinstance(value, str | Path):
+        yield str(value)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _texts(key)
+            yield from _texts(item)
+
 
 # --------------------------------------------------------------------------------------------- cluster
 
@@ -115,26 +164,38 @@ class Host(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return _check_hostname_label(value)
+        # K3s registers the host as a Node under this name.
+        return formats.check_dns_subdomain(value, "node name")
 
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
         return _check_host_address(value)
 
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            try:
+                formats.check_label_key(key)
+                formats.check_label_value(text)
+            except ValueError as exc:
+                raise ValueError(f"node label {key}={text!r}: {exc}") from None
+        return value
+
     @field_validator("taints")
     @classmethod
     def _taints(cls, value: list[str]) -> list[str]:
         for taint in value:
-            if not re.fullmatch(r"[\w./-]+(=[\w.-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)", taint):
-                raise ValueError(f"taint {taint!r} must look like key=value:NoSchedule")
+            match = re.fullmatch(r"([^=:]+)(?:=([^:]*))?:(NoSchedule|PreferNoSchedule|NoExecute)", taint)
+            try:
+                if match is None:
+                    raise ValueError("must look like key=value:NoSchedule (or PreferNoSchedule, NoExecute)")
+                formats.check_label_key(match[1])
+                formats.check_label_value(match[2] or "")
+            except ValueError as exc:
+                raise ValueError(f"taint {taint!r}: {exc}") from None
         return value
-
-
-def _check_hostname_label(value: str) -> str:
-    if not _HOSTNAME.match(value):
-        raise ValueError("must be a host name: letters, digits, '-' and '.'")
-    return value
 
 
 class SSHSettings(_Model):
@@ -176,9 +237,26 @@ class ClusterSettings(_Model):
     @field_validator("k3s_version")
     @classmethod
     def _k3s_version(cls, value: str) -> str:
-        if not _K3S_VERSION.match(value):
-            raise ValueError("must be a K3s release such as v1.34.1+k3s1")
+        return check_k3s_version(value)
+
+    @field_validator("tls_san")
+    @classmethod
+    def _tls_san(cls, value: list[str]) -> list[str]:
+        for name in value:
+            formats.check_host(name.removeprefix("*."))
         return value
+
+    @field_validator("disable")
+    @classmethod
+    def _disable(cls, value: list[str]) -> list[str]:
+        for component in value:
+            formats.check_dns_label(component)
+        return value
+
+    @field_validator("install_script_url")
+    @classmethod
+    def _install_script_url(cls, value: str) -> str:
+        return check_url(value, ("https", "http", "file"))
 
     @field_validator("hosts")
     @classmethod
@@ -236,6 +314,34 @@ class ImageSettings(_Model):
     sealed_secrets_controller: str = "docker.io/bitnami/sealed-secrets-controller:0.32.2"
     nfs_provisioner: str = "registry.k8s.io/sig-storage/nfs-subdir-external-provisioner:v4.0.2"
 
+    @field_validator("python_base", "postgres", "seaweedfs", "minio", "sealed_secrets_controller", "nfs_provisioner")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return formats.check_image(value)
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str | None) -> str | None:
+        return None if value is None else formats.check_registry(value)
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, value: str | None) -> str | None:
+        return None if value is None else formats.check_image_tag(value)
+
+    @field_validator("mlflow_repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        return formats.check_repository(value)
+
+    @field_validator("mlflow_version")
+    @classmethod
+    def _mlflow_version(cls, value: str) -> str:
+        # It labels every MLflow object (app.kubernetes.io/version) and pins pip's mlflow==.
+        if not value:
+            raise ValueError("must be an MLflow release such as 3.17.2")
+        return formats.check_label_value(value)
+
 
 # -------------------------------------------------------------------------------------------- platform
 
@@ -253,16 +359,32 @@ class StorageSettings(_Model):
     @field_validator("postgres_size", "objectstore_size")
     @classmethod
     def _size(cls, value: str) -> str:
-        if not _QUANTITY.match(value):
-            raise ValueError("must be a Kubernetes quantity such as 10Gi")
-        return value
+        return formats.check_positive_quantity(value)
 
     @field_validator("nfs_path")
     @classmethod
     def _abs(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must be an absolute path such as /srv/nfs/k8s")
+        # The path is written into /etc/exports, where a space would start a client list.
+        if not re.fullmatch(r"/[A-Za-z0-9._/+@-]*", value):
+            raise ValueError("must be an absolute path such as /srv/nfs/k8s, without spaces or special characters")
         return value
+
+    @field_validator("nfs_server")
+    @classmethod
+    def _nfs_server(cls, value: str | None) -> str | None:
+        return None if value is None else formats.check_host(value)
+
+    @field_validator("nfs_clients")
+    @classmethod
+    def _nfs_clients(cls, value: list[str]) -> list[str]:
+        for client in value:
+            formats.check_host_or_network(client)
+        return value
+
+    @field_validator("storage_class")
+    @classmethod
+    def _storage_class(cls, value: str) -> str:
+        return formats.check_dns_subdomain(value, "StorageClass name")
 
 
 class ObjectStoreSettings(_Model):
@@ -281,9 +403,7 @@ class ObjectStoreSettings(_Model):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be a URL such as https://s3.example.com")
-        return value
+        return None if value is None else check_url(value, ("https", "http"))
 
     @model_validator(mode="after")
     def _external(self) -> ObjectStoreSettings:
@@ -323,6 +443,15 @@ class MlflowSettings(_Model):
     workers: int | None = Field(default=None, ge=1)
     replicas: int = Field(default=1, ge=1)
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            # Joined with ',' into MLflow's --allowed-hosts; wildcards (*.example.com, host:*) are MLflow's own.
+            if not re.fullmatch(r"[A-Za-z0-9*.\[\]:_-]+", entry):
+                raise ValueError(f"{entry!r} must be a host, host:port or pattern such as *.example.com or host:*")
+        return value
+
     @field_validator("admin_password")
     @classmethod
     def _password(cls, value: SecretStr | None) -> SecretStr | None:
@@ -352,12 +481,25 @@ class IngressSettings(_Model):
     tls_secret: str | None = None
     class_name: str = "traefik"
 
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, value: str | None) -> str | None:
+        return None if value is None else formats.check_ingress_host(value)
+
+    @field_validator("tls_secret")
+    @classmethod
+    def _tls_secret(cls, value: str | None) -> str | None:
+        return None if value is None else formats.check_dns_subdomain(value, "Secret name")
+
+    @field_validator("class_name")
+    @classmethod
+    def _class_name(cls, value: str) -> str:
+        return formats.check_dns_subdomain(value, "IngressClass name")
+
     @model_validator(mode="after")
     def _host(self) -> IngressSettings:
         if self.enabled and not self.host:
             raise ValueError("an enabled ingress needs a host (INGRESS_HOST)")
-        if self.host is not None:
-            _check_host_address(self.host)
         return self
 
 
@@ -370,9 +512,16 @@ class ResourceSpec(_Model):
     @field_validator("cpu_request", "memory_request", "cpu_limit", "memory_limit")
     @classmethod
     def _quantity(cls, value: str | None) -> str | None:
-        if value is not None and not _QUANTITY.match(value):
-            raise ValueError("must be a Kubernetes quantity such as 500m or 1Gi")
-        return value
+        return None if value is None else formats.check_positive_quantity(value)
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> ResourceSpec:
+        # The API server refuses a container whose request is above its limit.
+        pairs = (("cpu", self.cpu_request, self.cpu_limit), ("memory", self.memory_request, self.memory_limit))
+        for name, request, limit in pairs:
+            if limit is not None and formats.parse_quantity(request) > formats.parse_quantity(limit):
+                raise ValueError(f"{name}_request {request} is above {name}_limit {limit}; raise the limit or lower it")
+        return self
 
 
 class ResourceSettings(_Model):
@@ -407,6 +556,15 @@ class LocalSettings(_Model):
     @classmethod
     def _project(cls, value: str) -> str:
         return _check_dns_label(value)
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address of this machine, such as 127.0.0.1 or ::1") from None
+        return value
 
 
 class Settings(_Model):
@@ -574,15 +732,41 @@ class _Layers:
         self.sources[path] = source
 
 
-def _yaml_lines(text: str) -> dict[str, int]:
-    """Line number of each key path in a YAML document (lists by index), for error messages."""
+def _read_text(path: Path, label: str, layers: _Layers) -> str | None:
+    """A config file's text; None (and a problem naming the file and line) when it is not UTF-8 text."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        layers.problems.append(
+            f"{label}:{line}: is not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8 "
+            "(for example: iconv -f latin1 -t utf-8)"
+        )
+        return None
+
+
+def _yaml_lines(text: str, label: str, problems: list[str]) -> dict[str, int]:
+    """Line number of each key path in a YAML document (lists by index); duplicate keys become problems.
+
+    Anchors and aliases must already have been refused (see _refuse_aliases): the walk follows every node,
+    and a document of nested aliases ("billion laughs") would make it run for ever.
+    """
     lines: dict[str, int] = {}
 
     def walk(node: yaml.Node, prefix: str) -> None:
         if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
             for key, value in node.value:
                 path = f"{prefix}{key.value}"
-                lines[path] = key.start_mark.line + 1
+                line = key.start_mark.line + 1
+                if key.value in first_line:
+                    problems.append(
+                        f"{label}:{line}: key {path} is given twice (first on line {first_line[key.value]}); "
+                        "keep one of them"
+                    )
+                first_line.setdefault(key.value, line)
+                lines[path] = line
                 walk(value, path + ".")
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
@@ -590,19 +774,36 @@ def _yaml_lines(text: str) -> dict[str, int]:
                 lines[path] = item.start_mark.line + 1
                 walk(item, path + ".")
 
-    root = yaml.compose(text)
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is not None:
         walk(root, "")
     return lines
 
 
+def _refuse_aliases(text: str, label: str) -> str | None:
+    """A problem for the first YAML anchor or alias; settings files have no use for them."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            kind = "alias" if isinstance(event, yaml.AliasEvent) else "anchor"
+            where = f"{label}:{event.start_mark.line + 1}" if event.start_mark else label
+            return f"{where}: YAML {kind} '{anchor}' is not allowed in settings files; write the values out in full"
+    return None
+
+
 def _read_yaml(path: Path, label: str, layers: _Layers, wrap: str | None = None) -> None:
     if not path.is_file():
         return
-    text = path.read_text()
+    text = _read_text(path, label, layers)
+    if text is None:
+        return
     try:
+        refused = _refuse_aliases(text, label)
+        if refused:
+            layers.problems.append(refused)
+            return
+        lines = _yaml_lines(text, label, layers.problems)
         content = yaml.safe_load(text)
-        lines = _yaml_lines(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label
@@ -660,18 +861,55 @@ def _suggest(name: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
+def _read_env_file(env_file: Path, layers: _Layers) -> None:
+    """.env is data: KEY=value lines, no ${VAR} expansion; a line it cannot read or a repeated key is a problem."""
+    text = _read_text(env_file, ENV_FILE, layers)
+    if text is None:
+        return
+    first_line: dict[str, int] = {}
+    # python-dotenv's own parser (as dotenv_values(interpolate=False) uses), for the line of each binding.
+    for binding in parse_stream(io.StringIO(text)):
+        original = binding.original.string
+        # A binding's text starts with the blank lines before it; its line is the first one with text.
+        line = binding.original.line + original[: len(original) - len(original.lstrip())].count("\n")
+        where = f"{ENV_FILE}:{line}"
+        if binding.error:
+            # The line may hold a secret: name at most its key, never the value.
+            key = re.match(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=", binding.original.string)
+            what = f"the line for {key[1]}" if key else "this line"
+            layers.problems.append(
+                f"{where}: {what} cannot be read as KEY=value; close every quote and quote values with spaces "
+                "(KEY='a value')"
+            )
+            continue
+        key_name = binding.key
+        if key_name is None:
+            continue  # a blank or comment line
+        if key_name in first_line:
+            layers.problems.append(
+                f"{key_name} [from {where}]: is given twice (first on line {first_line[key_name]}); keep one of them"
+            )
+            continue
+        first_line[key_name] = line
+        if key_name not in ENV_KEYS:
+            layers.problems.append(
+                f"{key_name} [from {where}]: unknown key{_suggest(key_name, list(ENV_KEYS))} "
+                "(every key is listed in .env.example)"
+            )
+            continue
+        if binding.value is None:
+            layers.problems.append(
+                f"{key_name} [from {where}]: has no '='; write {key_name}=value, or {key_name}= to leave it unset"
+            )
+            continue
+        if binding.value == "":
+            continue  # an empty value in .env means "not set", as in .env.example
+        layers.put(ENV_KEYS[key_name], _env_value(ENV_KEYS[key_name], binding.value), where)
+
+
 def _read_env(env_file: Path, environ: Mapping[str, str], layers: _Layers) -> None:
     if env_file.is_file():
-        for key, raw in dotenv_values(env_file).items():
-            if key not in ENV_KEYS:
-                layers.problems.append(
-                    f"{key} [from {ENV_FILE}]: unknown key{_suggest(key, list(ENV_KEYS))} "
-                    "(every key is listed in .env.example)"
-                )
-                continue
-            if raw is None or raw == "":
-                continue  # an empty line in .env means "not set", as in .env.example
-            layers.put(ENV_KEYS[key], _env_value(ENV_KEYS[key], raw), ENV_FILE)
+        _read_env_file(env_file, layers)
     for key, path in ENV_KEYS.items():
         raw = environ.get(key)
         if raw:

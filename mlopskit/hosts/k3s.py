@@ -11,9 +11,10 @@ from pathlib import Path
 import yaml
 
 from mlopskit.errors import PlatformError
+from mlopskit.formats import url
 from mlopskit.hosts.outcome import Outcome
 from mlopskit.hosts.remote import HostError, Remote
-from mlopskit.settings import Host, Settings
+from mlopskit.settings import Host, Settings, k3s_version_key
 
 CONFIG_FILE = "/etc/rancher/k3s/config.yaml"
 TOKEN_FILE = "/var/lib/rancher/k3s/server/node-token"
@@ -44,7 +45,7 @@ def render_config(settings: Settings, host: Host, token: str | None) -> str:
         if cluster.api_port != 6443:
             config["https-listen-port"] = cluster.api_port
     if host != first:
-        config["server"] = f"https://{first.address}:{cluster.api_port}"
+        config["server"] = url("https", first.address, cluster.api_port)
     if token:
         config["token"] = token
     if host.labels:
@@ -60,6 +61,26 @@ def installed_version(remote: Remote) -> str | None:
     result = remote.run(f"{BINARY} --version", warn=True)
     match = re.search(r"k3s version (\S+)", result.stdout) if result.ok else None
     return match.group(1) if match else None
+
+
+def check_upgrade(host: str, current: str | None, target: str) -> str | None:
+    """Refuse to install an older K3s than `host` runs; a warning when the step skips a minor version."""
+    installed, wanted = k3s_version_key(current or ""), k3s_version_key(target)
+    if installed is None or wanted is None:
+        return None  # not installed yet, or a build we cannot compare: the install decides
+    if wanted < installed:
+        raise HostError(
+            host,
+            f"runs K3s {current}, newer than {target}: K3s upgrades only go forward (Kubernetes does not support "
+            f"downgrades); set K3S_VERSION (or --version) to {current} or a newer release",
+        )
+    major, minor = installed[:2]
+    if wanted[0] == major and wanted[1] > minor + 1:
+        return (
+            f"{current} → {target} skips Kubernetes {major}.{minor + 1}: Kubernetes supports upgrading one minor "
+            f"version at a time; consider upgrading to a v{major}.{minor + 1} release first"
+        )
+    return None
 
 
 def read_token(remote: Remote) -> str:
@@ -120,6 +141,7 @@ def k3s(remote: Remote, settings: Settings, token: str | None, version: str | No
     uploaded = settings.cluster.airgap.enabled and upload_airgap(remote, settings)
     outcome.record(uploaded, "uploaded air-gap files")
     current = installed_version(remote)
+    check_upgrade(host.name, current, version)
     if current != version or uploaded:
         remote.sudo(install_command(settings, host, version))
         outcome.changes.append(f"K3s {current or 'absent'} → {version}")

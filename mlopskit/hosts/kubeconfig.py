@@ -10,8 +10,10 @@ from typing import Any
 import yaml
 
 from mlopskit.errors import PlatformError
+from mlopskit.formats import url
 from mlopskit.hosts.outcome import Outcome
 from mlopskit.hosts.remote import HostError, Remote
+from mlopskit.kube.client import parse_kubeconfig, read_kubeconfig
 from mlopskit.settings import Settings
 
 REMOTE_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
@@ -69,11 +71,26 @@ def fetch_kubeconfig(remote: Remote, settings: Settings, merge_into: Path | None
     text = remote.read(REMOTE_KUBECONFIG)
     if text is None:
         raise HostError(remote.name, f"{REMOTE_KUBECONFIG} is missing: K3s did not finish installing")
-    server = f"https://{remote.host.address}:{cluster.api_port}"
-    config = rewrite(yaml.safe_load(text), server, cluster.kube_context)
+    server = url("https", remote.host.address, cluster.api_port)
+    try:
+        fetched = parse_kubeconfig(text.encode(), f"{remote.name}:{REMOTE_KUBECONFIG}", "check the K3s install there")
+    except PlatformError as exc:
+        raise HostError(remote.name, str(exc)) from None
+    config = rewrite(fetched, server, cluster.kube_context)
     target = cluster.kubeconfig_path
     outcome.record(save(target, dump(config)), f"saved {target}")
     if merge_into is not None:
-        existing = yaml.safe_load(merge_into.read_text()) if merge_into.is_file() else {}
-        outcome.record(save(merge_into, dump(merge(existing or {}, config))), f"merged into {merge_into}")
+        existing = read_kubeconfig(merge_into) if merge_into.is_file() else {}
+        outcome.record(save(merge_into, dump(merge(existing, config))), f"merged into {merge_into}")
     return outcome
+
+
+def merge_target(settings: Settings) -> Path | None:
+    """~/.kube/config when the settings ask to merge into it."""
+    return Path("~/.kube/config").expanduser() if settings.cluster.merge_kubeconfig else None
+
+
+def check_merge_target(path: Path | None) -> None:
+    """Before any host is touched: the kubeconfig to merge into, when it exists, must be one."""
+    if path is not None and path.is_file():
+        read_kubeconfig(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 from mlopskit import console
 from mlopskit.errors import PlatformError
 from mlopskit.hosts import k3s as k3s_steps
-from mlopskit.hosts.kubeconfig import fetch_kubeconfig
+from mlopskit.hosts.kubeconfig import check_merge_target, fetch_kubeconfig, merge_target
 from mlopskit.hosts.nfs import nfs_server
 from mlopskit.hosts.outcome import Outcome, Status
 from mlopskit.hosts.prerequisites import prerequisites
@@ -77,9 +77,10 @@ def validate(settings: Settings) -> None:
     if not settings.cluster.hosts:
         raise PlatformError("cluster.hosts: no hosts; copy config/inventory.example.yaml to config/inventory.yaml")
     for host in settings.cluster.hosts:
-        check_key(host, access_for(settings, host))
+        check_key(settings, host, access_for(settings, host))
     if settings.cluster.airgap.enabled:
         k3s_steps.check_airgap_files(settings)
+    check_merge_target(merge_target(settings))
 
 
 @dataclass
@@ -157,6 +158,32 @@ class Runner:
                 remote.close()
         return self.report
 
+    def probe_versions(self, target: str) -> None:
+        """Before any step: refuse a K3s downgrade on any host, warn when a minor version is skipped."""
+        hosts = self.settings.cluster.hosts
+
+        def probe(host: Host) -> str | None:
+            try:
+                return k3s_steps.installed_version(self.remote(host))
+            except HostError:
+                return None  # unreachable or refused: the run reports it in its table, with the step
+
+        with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+            installed = list(pool.map(probe, hosts))
+        refusals = []
+        for host, current in zip(hosts, installed, strict=True):
+            try:
+                warning = k3s_steps.check_upgrade(host.name, current, target)
+            except HostError as exc:
+                refusals.append(str(exc))
+                continue
+            if warning:
+                console.warn(f"{host.name}: {warning}")
+        if refusals:
+            for remote in self.remotes.values():
+                remote.close()
+            raise PlatformError("\n".join(refusals) + "\nNo host was changed.")
+
     def _guard(self, phase: Phase, before_phase: Callable[[Phase], None]) -> None:
         host, step = phase[0]
         try:
@@ -181,6 +208,7 @@ def provision(settings: Settings, *, connector: Connector = connect, merge_into:
     """Run every provisioning step; raises RunFailed (with the report so far) at the first failing phase."""
     validate(settings)
     runner = Runner(settings, connector)
+    runner.probe_versions(settings.cluster.k3s_version)
     first = k3s_steps.first_server(settings)
     configured = settings.cluster.token
     tokens: dict[str, str] = {}
@@ -218,6 +246,7 @@ def upgrade(settings: Settings, version: str, *, connector: Connector = connect,
     """Roll `version` through the servers one at a time, then the agents, each back to Ready before the next."""
     validate(settings)
     runner = Runner(settings, connector)
+    runner.probe_versions(version)
     first = k3s_steps.first_server(settings)
     token: list[str] = []
 

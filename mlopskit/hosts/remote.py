@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import posixpath
+import re
 import shlex
 import socket
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from invoke.exceptions import AuthFailure, UnexpectedExit
 from paramiko.ssh_exception import AuthenticationException, NoValidConnectionsError, SSHException
 
 from mlopskit.errors import PlatformError
+from mlopskit.formats import host_port
 from mlopskit.settings import Host, Settings
 
 TAIL_LINES = 12
@@ -64,15 +66,31 @@ def access_for(settings: Settings, host: Host) -> Access:
     )
 
 
-def check_key(host: Host, access: Access) -> None:
-    """Fail before any host is touched when a private key is missing or unreadable."""
+def check_key(settings: Settings, host: Host, access: Access) -> None:
+    """Fail before any host is touched when a private key is missing, unreadable or not a private key."""
+    if host.key_path and host in settings.cluster.hosts:
+        source = settings.source_of(f"cluster.hosts.{settings.cluster.hosts.index(host)}.key_path")
+        setting = f"cluster.hosts[{host.name}].key_path [from {source}]"
+    else:
+        setting = settings.describe("cluster.ssh.key_path")
+    fix = f"set {setting} to a private key file such as ~/.ssh/id_ed25519 (not its .pub half)"
+    problem = private_key_problem(access.key_path)
+    if problem:
+        raise PlatformError(f"{host.name}: SSH key {access.key_path} {problem}; {fix}")
+
+
+def private_key_problem(path: Path) -> str | None:
+    """Why `path` cannot serve as an SSH private key (unreadable, a public key, something else); None when it can."""
     try:
-        access.key_path.read_bytes()
+        head = path.read_bytes()[:200]
     except OSError as exc:
-        raise PlatformError(
-            f"{host.name}: SSH key {access.key_path} cannot be read ({exc.strerror}); "
-            "set cluster.ssh.key_path (SSH_KEY_PATH) or hosts[].key_path to a private key file"
-        ) from None
+        return f"cannot be read ({exc.strerror})"
+    first_line = head.split(b"\n", 1)[0].strip()
+    if first_line.startswith(b"-----BEGIN ") and first_line.endswith(b"PRIVATE KEY-----"):
+        return None
+    if path.suffix == ".pub" or re.match(rb"(ssh|ecdsa|sk)-[\w@.-]+ ", first_line):
+        return "is a public key"
+    return "is not a private key (it has no -----BEGIN ... PRIVATE KEY----- line)"
 
 
 class Remote:
@@ -143,7 +161,7 @@ class Remote:
 
     def _call(self, action: Any, command: str, *, via_sudo: bool = False) -> Any:
         a, name = self.access, self.name
-        where = f"{a.user}@{self.host.address}:{a.port}"
+        where = f"{a.user}@{host_port(self.host.address, a.port)}"
         try:
             result = action()
         except AuthFailure:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import jinja2
 import yaml
 
-from mlopskit import credentials
+from mlopskit import credentials, formats
 from mlopskit.errors import PlatformError
 from mlopskit.image_names import cluster_image
 from mlopskit.kube.applyset import check_unique
@@ -99,8 +99,10 @@ def labels(name: str, component: str, instance: str, version: str | None = None)
         "app.kubernetes.io/part-of": PART_OF,
         "app.kubernetes.io/managed-by": PART_OF,
     }
-    if version:
-        result["app.kubernetes.io/version"] = version[:63]
+    # Derived from image tags, which allow more than a label value does: cut to a valid label.
+    label = formats.label_value(version) if version else None
+    if label:
+        result["app.kubernetes.io/version"] = label
     return result
 
 

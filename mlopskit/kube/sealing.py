@@ -354,8 +354,8 @@ def _read_sealed(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        loaded = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise PlatformError(
             f"{path}: not valid YAML ({exc}); delete it and run `invoke seal` to write it again"
         ) from None

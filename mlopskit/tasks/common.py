@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -29,6 +30,17 @@ def settings_for(c: Context, command: str | None = None) -> Settings:
     if command:
         settings.require(command)
     return settings
+
+
+def confirm(question: str, accepted: set[str], refusal: str) -> bool:
+    """Ask on the terminal; without one, refuse with `refusal` (which names --yes) instead of failing in input()."""
+    if not sys.stdin.isatty():
+        raise PlatformError(f"{refusal}: there is no terminal to ask for confirmation; rerun with --yes")
+    try:
+        answer = input(question)
+    except EOFError:
+        raise PlatformError(f"{refusal}: no answer (end of input); rerun with --yes") from None
+    return answer.strip() in accepted
 
 
 def expected_errors(func: F) -> F:

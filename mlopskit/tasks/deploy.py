@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from mlopskit import console
+from mlopskit import console, formats
 from mlopskit.errors import PlatformError
 from mlopskit.kube import deploy as flow
-from mlopskit.tasks.common import platform_task, settings_for
+from mlopskit.settings import check_flag, check_seconds
+from mlopskit.tasks.common import confirm, platform_task, settings_for
 
 
 @platform_task(
@@ -27,18 +26,21 @@ def deploy(
     c: Context,
     dry_run: bool = False,
     force: bool = False,
-    timeout: int = 600,
+    timeout: str = "600",
     no_verify: bool = False,
     purge_data: bool = False,
     image: str | None = None,
 ) -> None:
     """Render, seal and apply the platform to the cluster, prune leftovers, wait for it and verify MLflow."""
+    seconds = check_flag("--timeout", timeout, check_seconds)
+    if image is not None:
+        check_flag("--image", image, formats.check_image, "images.* in config/platform.yaml")
     settings = settings_for(c, "deploy")
     outcome = flow.deploy(
         settings,
         dry_run=dry_run,
         force=force,
-        timeout=float(timeout),
+        timeout=seconds,
         verify=not no_verify,
         purge_data=purge_data,
         mlflow_image=image,
@@ -85,14 +87,9 @@ def destroy(c: Context, yes: bool = False, purge_data: bool = False, dry_run: bo
     settings = settings_for(c)
     namespace = settings.platform.namespace
     if not yes and not dry_run:
-        if not sys.stdin.isatty():
-            raise PlatformError(
-                f"refusing to destroy the platform in namespace {namespace!r} without confirmation: "
-                "there is no terminal to ask; rerun with --yes"
-            )
         what = "everything, data volumes included" if purge_data else "everything but the data volumes"
-        answer = input(f"Delete {what} that mlopskit deployed to namespace {namespace!r}? Type the namespace: ")
-        if answer.strip() != namespace:
+        question = f"Delete {what} that mlopskit deployed to namespace {namespace!r}? Type the namespace: "
+        if not confirm(question, {namespace}, f"refusing to destroy the platform in namespace {namespace!r}"):
             raise PlatformError("not confirmed: nothing was deleted")
     result = flow.destroy(settings, purge_data=purge_data, dry_run=dry_run)
     deleted = f"{len(result.pruned)} object(s) {'would be ' if dry_run else ''}deleted"

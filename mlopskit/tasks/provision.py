@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from invoke.context import Context
 
 from mlopskit import console
 from mlopskit.errors import PlatformError
 from mlopskit.hosts import provision as runs
-from mlopskit.settings import Settings
-from mlopskit.tasks.common import platform_task, settings_for
+from mlopskit.hosts.kubeconfig import merge_target
+from mlopskit.settings import Settings, check_flag, check_k3s_version
+from mlopskit.tasks.common import confirm, platform_task, settings_for
 
 
 def _show_plan(settings: Settings, phases: list[runs.Phase], title: str) -> None:
@@ -47,7 +47,7 @@ def provision(c: Context, dry_run: bool = False) -> None:
     if dry_run:
         console.info("dry run: no host was touched")
         return
-    merge_into = Path("~/.kube/config").expanduser() if settings.cluster.merge_kubeconfig else None
+    merge_into = merge_target(settings)
     report = _run(settings, "provision", lambda: runs.provision(settings, merge_into=merge_into))
     path = settings.cluster.kubeconfig_path
     console.ok("cluster " + ("provisioned" if report.changed else "unchanged: every step was already done"))
@@ -62,6 +62,8 @@ def provision(c: Context, dry_run: bool = False) -> None:
 )
 def upgrade(c: Context, version: str | None = None, dry_run: bool = False) -> None:
     """Roll a K3s version through the servers one at a time, then the agents, each back to Ready."""
+    if version is not None:
+        check_flag("--version", version, check_k3s_version, "K3S_VERSION")
     settings = settings_for(c, "upgrade")
     target = version or settings.cluster.k3s_version
     runs.validate(settings)
@@ -91,8 +93,8 @@ def reset(c: Context, yes: bool = False, dry_run: bool = False) -> None:
         return
     if not yes:
         names = ", ".join(host.name for host in settings.cluster.hosts)
-        answer = input(f"Uninstall K3s from {names}? Workloads and their local data are deleted. [y/N] ")
-        if answer.strip().lower() not in {"y", "yes"}:
+        question = f"Uninstall K3s from {names}? Workloads and their local data are deleted. [y/N] "
+        if not confirm(question, {"y", "Y", "yes", "YES", "Yes"}, f"refusing to uninstall K3s from {names}"):
             raise PlatformError("reset cancelled; nothing was changed")
     report = _run(settings, "reset", lambda: runs.reset(settings))
     console.ok("K3s uninstalled" if report.changed else "unchanged: K3s was not installed on any host")

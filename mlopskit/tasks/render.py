@@ -6,9 +6,10 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from mlopskit import console
+from mlopskit import console, formats
 from mlopskit.kube.render import manifest_files, render_manifests, write_manifests
 from mlopskit.kube.validate import validate_objects
+from mlopskit.settings import check_flag
 from mlopskit.tasks.common import platform_task, project_root, settings_for
 
 
@@ -24,6 +25,8 @@ def render(
     c: Context, out: str = "build/manifests", image: str | None = None, force: bool = False, dry_run: bool = False
 ) -> None:
     """Render and validate the k8s/ templates into one file per object (credentials are sealed separately)."""
+    if image is not None:
+        check_flag("--image", image, formats.check_image, "images.* in config/platform.yaml")
     settings = settings_for(c)
     objects = render_manifests(settings, mlflow_image=image)
     validate_objects(objects, settings.cluster.k3s_version)

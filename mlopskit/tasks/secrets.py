@@ -24,8 +24,8 @@ def seal(
     c: Context, cert: str | None = None, reencrypt: bool = False, scope: str | None = None, dry_run: bool = False
 ) -> None:
     """Seal the credentials from .env into config/sealed/<cluster>/ as SealedSecrets to commit."""
+    chosen = sealing.check_scope(scope) if scope is not None else None
     settings = settings_for(c, "seal")
-    chosen = sealing.check_scope(scope) if scope else None
     certificate = sealing.read_certificate(Path(cert)) if cert else sealing.fetch_certificate(settings)
     console.info(
         f"certificate {certificate.source}: SHA-256 {certificate.fingerprint} "

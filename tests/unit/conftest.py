@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mlopskit.settings import ENV_KEYS, Settings, load_settings
 
@@ -49,6 +51,7 @@ class Project:
         return subprocess.run(
             [str(invoke), *args],
             cwd=self.root,
+            stdin=subprocess.DEVNULL,  # no terminal, as in CI: a task that asks must refuse, not crash
             capture_output=True,
             text=True,
             timeout=120,
@@ -72,6 +75,20 @@ def project(tmp_path: Path) -> Project:
     return Project(tmp_path)
 
 
+def private_key_text() -> str:
+    """A fresh ed25519 private key in OpenSSH format: what SSH_KEY_PATH must point at."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    return pem.decode()
+
+
+def public_key_text() -> str:
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    return public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + "\n"
+
+
 @pytest.fixture
 def sample_env() -> dict[str, str]:
     return dict(SAMPLE_SECRETS)
@@ -86,16 +103,22 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         inventory: str | None = None,
         env_file: str | None = None,
         environ: dict[str, str] | None = None,
+        *,
+        platform_bytes: bytes | None = None,
+        inventory_bytes: bytes | None = None,
+        env_file_bytes: bytes | None = None,
     ) -> Settings:
         root = tmp_path / "proj"
         (root / "config").mkdir(parents=True, exist_ok=True)
-        for rel, text in (
-            ("config/platform.yaml", platform),
-            ("config/inventory.yaml", inventory),
-            (".env", env_file),
+        for rel, text, data in (
+            ("config/platform.yaml", platform, platform_bytes),
+            ("config/inventory.yaml", inventory, inventory_bytes),
+            (".env", env_file, env_file_bytes),
         ):
             if text is not None:
                 (root / rel).write_text(text)
+            if data is not None:
+                (root / rel).write_bytes(data)
         return load_settings(root, environ or {})
 
     return make

@@ -14,7 +14,7 @@ from mlopskit.envfile import write_env_file
 from mlopskit.errors import PlatformError
 from mlopskit.settings import GENERATED_KEYS, load_settings
 
-from .conftest import REPO, Project
+from .conftest import REPO, Project, private_key_text, public_key_text
 
 INVENTORY = """
 ssh:
@@ -111,9 +111,9 @@ def test_doctor_reports_missing_key_with_fix(tmp_path: Path) -> None:
     assert "ssh-keygen -t ed25519" in check.fix
 
 
-def test_doctor_accepts_a_readable_key(tmp_path: Path) -> None:
+def test_doctor_accepts_a_readable_private_key(tmp_path: Path) -> None:
     key = tmp_path / "id_ed25519"
-    key.write_text("not checked for content")
+    key.write_text(private_key_text())
     (tmp_path / "config").mkdir()
     (tmp_path / "config/inventory.yaml").write_text(INVENTORY.format(key=key))
     [check] = check_ssh_keys(load_settings(tmp_path, {}))
@@ -139,3 +139,20 @@ def test_doctor_cli_prints_table_and_fails_when_something_is_missing(project: Pr
     assert result.returncode == 1
     assert "SSH key" in result.stdout and "MISSING" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_doctor_reports_a_public_key_given_as_the_private_key(tmp_path: Path) -> None:
+    key = tmp_path / "id_ed25519.pub"
+    key.write_text(public_key_text())
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/inventory.yaml").write_text(INVENTORY.format(key=key))
+    [check] = check_ssh_keys(load_settings(tmp_path, {}))
+    assert not check.ok
+    assert check.detail == "is a public key"
+
+
+def test_doctor_reports_an_explicit_kubeconfig_path_that_does_not_exist(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, {"KUBECONFIG_PATH": str(tmp_path / "missing.yaml")})
+    check = check_kubeconfig(settings, probe=lambda path: "never asked")
+    assert not check.ok
+    assert "cluster.kubeconfig (KUBECONFIG_PATH) [from environment $KUBECONFIG_PATH]" in check.detail

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from mlopskit.hosts.provision import Phase, plan_rows, provision_phases, reset_phases, upgrade_phases
 from mlopskit.settings import Settings
-from tests.unit.conftest import REPO, Project
+from tests.unit.conftest import REPO, Project, private_key_text, public_key_text
 
 INVENTORY = """
 hosts:
@@ -60,7 +60,7 @@ def test_plan_rows_mark_parallel_phases(make_settings: Callable[..., Settings]) 
 
 
 def test_dry_run_prints_the_plan_and_touches_nothing(project: Project) -> None:
-    key = project.write("keys/id_ed25519", "not a real key; a dry run never connects")
+    key = project.write("keys/id_ed25519", private_key_text())
     # The addresses are never contacted: a dry run stops after printing the plan.
     project.write("config/inventory.yaml", f"ssh: {{key_path: {key}}}\n" + INVENTORY)
     result = project.invoke("provision", "--dry-run")
@@ -81,3 +81,42 @@ def test_example_inventory_loads_and_plans(make_settings: Callable[..., Settings
     example = (REPO / "config/inventory.example.yaml").read_text()
     phases = provision_phases(make_settings(inventory=example))
     assert steps(phases)[-2:] == [["k3s-agent-1:k3s-agent", "k3s-agent-2:k3s-agent"], ["k3s-server-1:kubeconfig"]]
+
+
+def test_public_key_given_as_ssh_key_path_is_refused_before_the_plan(project: Project) -> None:
+    key = project.write("keys/id_ed25519.pub", public_key_text())
+    project.write(".env", f"SSH_KEY_PATH={key}\n")
+    project.write("config/inventory.yaml", INVENTORY)
+    result = project.invoke("provision", "--dry-run")
+    assert result.returncode == 1
+    assert f"s1: SSH key {key} is a public key; set cluster.ssh.key_path (SSH_KEY_PATH) [from .env:1]" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_file_that_is_not_a_private_key_is_refused(project: Project) -> None:
+    key = project.write("keys/id_ed25519", "hello\n")
+    project.write("config/inventory.yaml", f"ssh: {{key_path: {key}}}\n" + INVENTORY)
+    result = project.invoke("provision", "--dry-run")
+    assert result.returncode == 1
+    assert f"SSH key {key} is not a private key" in result.stderr
+
+
+def test_host_key_path_names_the_host_entry(project: Project) -> None:
+    key = project.write("keys/host.pub", public_key_text())
+    project.write(
+        "config/inventory.yaml", f"hosts:\n  - {{name: s1, address: 10.0.0.1, roles: [server], key_path: {key}}}\n"
+    )
+    result = project.invoke("provision", "--dry-run")
+    assert result.returncode == 1
+    assert "cluster.hosts[s1].key_path [from config/inventory.yaml:2]" in result.stderr
+
+
+def test_reset_without_a_terminal_refuses_and_says_to_pass_yes(project: Project) -> None:
+    key = project.write("keys/id_ed25519", private_key_text())
+    # The addresses are never contacted: the confirmation comes before any connection.
+    project.write("config/inventory.yaml", f"ssh: {{key_path: {key}, connect_timeout: 1}}\n" + INVENTORY)
+    result = project.invoke("reset")
+    assert result.returncode == 1
+    assert "refusing to uninstall K3s from s1, s2, s3, w1, w2: there is no terminal" in result.stderr
+    assert "rerun with --yes" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -368,3 +368,12 @@ def test_sealing_keys_are_listed_by_the_controllers_label(make_settings: Any) ->
         "/api/v1/namespaces/kube-system/secrets?labelSelector=sealedsecrets.bitnami.com/sealed-secrets-key"
     )
     assert [key["metadata"]["name"] for key in keys] == ["sealed-secrets-keyabcde"]
+
+
+def test_sealed_file_that_is_not_utf8_is_an_error_naming_it(tmp_path: Path) -> None:
+    from mlopskit.kube.sealing import _read_sealed
+
+    path = tmp_path / "mlflow-credentials.yaml"
+    path.write_bytes("kind: SealedSecret # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(PlatformError, match=rf"{path}: not valid YAML"):
+        _read_sealed(path)

@@ -46,7 +46,7 @@ def test_yaml_value_records_file_and_line(make_settings: MakeSettings) -> None:
 def test_env_file_overrides_yaml(make_settings: MakeSettings) -> None:
     settings = make_settings(platform="platform:\n  namespace: team-a\n", env_file="PLATFORM_NAMESPACE=team-b\n")
     assert settings.platform.namespace == "team-b"
-    assert settings.source_of("platform.namespace") == ".env"
+    assert settings.source_of("platform.namespace") == ".env:1"
 
 
 def test_environment_overrides_env_file(make_settings: MakeSettings) -> None:
@@ -93,7 +93,7 @@ def test_unknown_yaml_key_names_key_file_line_and_suggestion(make_settings: Make
 def test_unknown_env_file_key_names_key_and_suggestion(make_settings: MakeSettings) -> None:
     with pytest.raises(SettingsError) as exc_info:
         make_settings(env_file="MLFLOW_ADMN_PASSWORD=whatever-long-pass\n")
-    assert "MLFLOW_ADMN_PASSWORD [from .env]: unknown key; did you mean MLFLOW_ADMIN_PASSWORD?" in problems(exc_info)
+    assert "MLFLOW_ADMN_PASSWORD [from .env:1]: unknown key; did you mean MLFLOW_ADMIN_PASSWORD?" in problems(exc_info)
 
 
 def test_wrong_type_names_key_source_and_value(make_settings: MakeSettings) -> None:
@@ -113,7 +113,7 @@ def test_wrong_type_from_environment_names_the_variable(make_settings: MakeSetti
 def test_choice_outside_the_allowed_values(make_settings: MakeSettings) -> None:
     with pytest.raises(SettingsError) as exc_info:
         make_settings(env_file="OBJECT_STORE=ceph\n")
-    assert "platform.object_store.kind (OBJECT_STORE) [from .env]: must be one of 'seaweedfs', 'minio' or" in (
+    assert "platform.object_store.kind (OBJECT_STORE) [from .env:1]: must be one of 'seaweedfs', 'minio' or" in (
         problems(exc_info)
     )
 
@@ -160,7 +160,7 @@ def test_external_postgres_does_not_require_internal_password(make_settings: Mak
         ),
         (
             "hosts:\n  - {name: 'my host', address: 10.0.0.1, roles: [server]}\n",
-            "cluster.hosts[my host].name [from config/inventory.yaml:2]: must be a host name",
+            "cluster.hosts[my host].name [from config/inventory.yaml:2]: must be a Kubernetes node name",
         ),
         (
             "hosts:\n  - {name: s1, address: 10.0.0.1, port: 70000, roles: [server]}\n",
@@ -192,7 +192,7 @@ def test_weak_admin_password(make_settings: MakeSettings, password: str, expecte
     with pytest.raises(SettingsError) as exc_info:
         make_settings(env_file=f"MLFLOW_ADMIN_PASSWORD={password}\n")
     text = problems(exc_info)
-    assert f"platform.mlflow.admin_password (MLFLOW_ADMIN_PASSWORD) [from .env]: {expected}" in text
+    assert f"platform.mlflow.admin_password (MLFLOW_ADMIN_PASSWORD) [from .env:1]: {expected}" in text
     assert password not in text  # a secret is never echoed back, even a bad one
 
 
@@ -203,7 +203,7 @@ def test_weak_admin_password(make_settings: MakeSettings, password: str, expecte
 def test_bucket_name_that_s3_rejects(make_settings: MakeSettings, bucket: str) -> None:
     with pytest.raises(SettingsError) as exc_info:
         make_settings(env_file=f"S3_BUCKET={bucket}\n")
-    assert "platform.object_store.bucket (S3_BUCKET) [from .env]: is not a valid S3 bucket name" in problems(exc_info)
+    assert "platform.object_store.bucket (S3_BUCKET) [from .env:1]: is not a valid S3 bucket name" in problems(exc_info)
 
 
 @pytest.mark.parametrize("bucket", ["mlflow", "ml-artifacts.team1", "abc", "a" * 63])
@@ -277,7 +277,7 @@ def test_every_problem_is_reported_at_once(make_settings: MakeSettings) -> None:
             {".env": "MLFLOW_ADMIN_PASSWORD=password1234\n"},
             "platform.mlflow.admin_password (MLFLOW_ADMIN_PASSWORD)",
         ),
-        ({".env": "S3_BUCKET=Bad_Bucket\n"}, "platform.object_store.bucket (S3_BUCKET) [from .env]"),
+        ({".env": "S3_BUCKET=Bad_Bucket\n"}, "platform.object_store.bucket (S3_BUCKET) [from .env:1]"),
         (
             {
                 "config/inventory.yaml": "hosts:\n  - {name: s1, address: 10.0.0.1, roles: [server]}\n"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from mlopskit.errors import PlatformError
 from mlopskit.hosts.images import import_images, import_to_nodes
 from mlopskit.hosts.provision import provision, reset, upgrade
 from mlopskit.hosts.remote import connect
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.docker
 
 MakeSettings = Callable[..., Settings]
 NEW_VERSION = "v1.35.0+k3s1"
+OLD_VERSION = "v1.33.5+k3s1"
 
 
 def two_hosts(server: SshHost, agent: SshHost, key: KeyPair, extra: str = "") -> str:
@@ -91,6 +93,21 @@ def test_upgrade_rolls_version_and_waits_for_ready(
         assert f"install.sh {'server' if host is server else 'agent'} INSTALL_K3S_VERSION={NEW_VERSION}" in host.log()
     log = server.log()
     assert log.index("k3s kubectl get node srv") < log.index("k3s kubectl get node agt")
+
+
+def test_upgrade_to_an_older_release_is_refused_and_installs_nothing(
+    pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
+) -> None:
+    server, agent = pair
+    settings = make_settings(two_hosts(server, agent, ssh_key))
+    provision(settings)
+    with pytest.raises(PlatformError) as refused:
+        upgrade(settings, OLD_VERSION, ready_timeout=10)
+    assert f"srv: runs K3s {settings.cluster.k3s_version}, newer than {OLD_VERSION}" in str(refused.value)
+    assert f"agt: runs K3s {settings.cluster.k3s_version}, newer than {OLD_VERSION}" in str(refused.value)
+    for host in (server, agent):
+        assert f"INSTALL_K3S_VERSION={OLD_VERSION}" not in host.log()
+        assert host.read("/var/lib/standin/k3s-version").strip() == settings.cluster.k3s_version
 
 
 def test_reset_runs_the_uninstall_scripts_and_then_is_unchanged(
