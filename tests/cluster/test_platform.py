@@ -126,7 +126,8 @@ def platform(
     node_images(images_to_deliver(settings, mlflow_image_ref(settings), lambda name: image_present(docker, name)))
     yield deployed
     deployed.invoke("destroy", "--yes", "--purge-data")
-    client.CoreV1Api(api).delete_namespace(namespace, propagation_policy="Background")
+    with contextlib.suppress(client.exceptions.ApiException):  # gone already when the purge test ran
+        client.CoreV1Api(api).delete_namespace(namespace, propagation_policy="Background")
 
 
 @pytest.fixture(scope="module")
