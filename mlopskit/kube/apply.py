@@ -35,7 +35,7 @@ from mlopskit.kube.applyset import (
 from mlopskit.kube.diff import mask_secret_pair, unified_diff
 from mlopskit.kube.discovery import Discovery, Resolved
 from mlopskit.kube.managed import FIELD_MANAGER, classify
-from mlopskit.kube.order import deletion_sorted, phase_of, sort_key, sort_objects
+from mlopskit.kube.order import batch_key, deletion_sorted, phase_of, sort_objects
 from mlopskit.kube.parent import ParentStore
 from mlopskit.kube.render import TEMPLATE_ANNOTATION
 from mlopskit.kube.retry import RetryPolicy
@@ -209,10 +209,9 @@ class Engine:
             self.discovery.wait_established(crds, self.crd_timeout)
             # The parent lists old and new kinds until pruning is done, so an interrupted run can still prune.
             self.store.write(plan.recorded_kinds | plan.kinds, plan.recorded_namespaces | plan.namespaces)
-        # Objects of one kind do not depend on each other: apply them concurrently, kind after kind (a
-        # RoleBinding still waits for its Role, which the API server's escalation check needs).
+        # Objects that do not depend on each other are applied concurrently, batch after batch (order.py).
         with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
-            for _, phase in groupby(rest, key=lambda obj: sort_key(str(obj["kind"]))):
+            for _, phase in groupby(rest, key=lambda obj: batch_key(str(obj["kind"]))):
                 list(pool.map(lambda obj: self._apply_one(obj, plan, result), list(phase)))
         if prune:
             self._prune(plan, result, purge_data)

@@ -53,6 +53,19 @@ def sort_key(kind: str) -> tuple[int, int]:
     return phase_index(kind), _KIND_INDEX.get(kind, 0)
 
 
+# Phases whose kinds never depend on each other at admission: their objects are applied in one concurrent
+# batch. RBAC stays kind by kind (a RoleBinding's escalation check needs its Role), and so do storage (a
+# claim names its StorageClass) and unknown kinds (custom resources may refer to each other).
+CONCURRENT_PHASES = frozenset({"config", "services", "workloads", "jobs", "ingress"})
+
+
+def batch_key(kind: str) -> tuple[int, int]:
+    """Objects with the same key are applied together: a whole phase, or one kind of the other phases."""
+    if phase_of(kind) in CONCURRENT_PHASES:
+        return phase_index(kind), 0
+    return sort_key(kind)
+
+
 def sort_objects(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Objects in apply order; objects of one kind keep their rendered order (a stable sort)."""
     return sorted(objects, key=lambda obj: sort_key(str(obj.get("kind", ""))))

@@ -23,6 +23,7 @@ class ParentStore:
         self.parent = parent
         self.retry = retry
         self.ref = ObjectRef("", "Secret", parent.namespace, parent.name)
+        self._live: dict[str, Any] | None = None  # the parent as last read or written
 
     def _secrets(self) -> Any:
         return self.retry.call(self.dyn.resources.get, api_version="v1", kind="Secret")
@@ -36,6 +37,7 @@ class ParentStore:
                 return None
             raise api_error(exc, "get", self.ref) from None
         parent: dict[str, Any] = found.to_dict()
+        self._live = parent
         tooling = ((parent.get("metadata") or {}).get("annotations") or {}).get(TOOLING_ANNOTATION, "")
         if tooling and not str(tooling).startswith("mlopskit/"):
             raise PlatformError(
@@ -45,12 +47,15 @@ class ParentStore:
         return parent
 
     def write(self, kinds: Iterable[str], namespaces: Iterable[str]) -> None:
-        """Record the group-kinds and namespaces to look in when pruning."""
+        """Record the group-kinds and namespaces to look in when pruning; no request when it says so already."""
+        manifest = self.parent.manifest(kinds, namespaces)
+        if self._records(manifest):
+            return
         try:
-            self.retry.call(
+            response = self.retry.call(
                 self.dyn.server_side_apply,
                 self._secrets(),
-                body=self.parent.manifest(kinds, namespaces),
+                body=manifest,
                 name=self.parent.name,
                 namespace=self.parent.namespace,
                 field_manager=FIELD_MANAGER,
@@ -63,11 +68,23 @@ class ParentStore:
                     "be written; render a Namespace object for it or create the namespace first"
                 ) from None
             raise api_error(exc, "apply", self.ref, "secrets") from None
+        self._live = response.to_dict()
+
+    def _records(self, manifest: dict[str, Any]) -> bool:
+        """Whether the parent as last seen carries every label and annotation of the manifest."""
+        live = (self._live or {}).get("metadata") or {}
+        wanted = manifest["metadata"]
+        return bool(self._live) and all(
+            ((live.get(field) or {}).get(key) == value)
+            for field in ("labels", "annotations")
+            for key, value in wanted[field].items()
+        )
 
     def delete(self) -> None:
         """Remove the parent (the ApplySet is empty); a parent already gone is fine."""
         try:
             self.retry.call(self._secrets().delete, name=self.parent.name, namespace=self.parent.namespace)
+            self._live = None
         except ApiException as exc:
             if exc.status != 404:
                 raise api_error(exc, "delete", self.ref, "secrets") from None

@@ -183,4 +183,4 @@ class FakeCluster:
         if dry_run is None:
             self.objects[key] = new
         status = 201 if old is None else 200
-        return SimpleNamespace(status=status, data=json.dumps(new).encode())
+        return SimpleNamespace(status=status, data=json.dumps(new).encode(), to_dict=lambda: copy.deepcopy(new))

@@ -60,8 +60,18 @@ def test_namespace_then_parent_then_children_in_dependency_order(cluster: FakeCl
         "ConfigMap/mlflow",
         "Service/mlflow",
         "Deployment/mlflow",
-        "Secret/applyset-mlopskit",
     ]
+
+
+def test_the_parent_is_written_only_when_what_it_records_changes(cluster: FakeCluster) -> None:
+    engine(cluster).apply(platform())
+    cluster.calls.clear()
+    engine(cluster).apply(platform())
+    assert "Secret/applyset-mlopskit" not in applied_order(cluster)
+    engine(cluster).apply(platform(with_store=False), purge_data=True)
+    assert applied_order(cluster)[-1] == "Secret/applyset-mlopskit"
+    kinds = cluster.objects[("v1", "Secret", NS, "applyset-mlopskit")]["metadata"]["annotations"]
+    assert "PersistentVolumeClaim" not in kinds[GROUP_KINDS_ANNOTATION]
 
 
 def test_every_child_carries_the_part_of_label_and_the_parent_lists_their_kinds(cluster: FakeCluster) -> None:
