@@ -433,6 +433,20 @@ class PostgresSettings(_Model):
         return self
 
 
+class AutoscalingSettings(_Model):
+    """A HorizontalPodAutoscaler for MLflow: replicas between min and max, scaled on CPU."""
+
+    min_replicas: int = Field(default=2, ge=1)
+    max_replicas: int = Field(default=4, ge=1)
+    cpu_utilization: int = Field(default=75, ge=1, le=100)  # percent of the CPU request
+
+    @model_validator(mode="after")
+    def _range(self) -> AutoscalingSettings:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be at least min_replicas ({self.min_replicas})")
+        return self
+
+
 class MlflowSettings(_Model):
     admin_user: str = "admin"
     admin_password: SecretStr | None = None
@@ -442,6 +456,14 @@ class MlflowSettings(_Model):
     auth_cache_ttl_seconds: int = Field(default=30, ge=1)
     workers: int | None = Field(default=None, ge=1)
     replicas: int = Field(default=1, ge=1)
+    autoscaling: AutoscalingSettings | None = None  # when set, an HPA owns the replica count
+    # MLflow 3's job runner (GenAI jobs and periodic tasks); the tracking server and registry do not need it.
+    job_execution: bool = False
+
+    @property
+    def scaled(self) -> bool:
+        """More than one replica may run: a disruption budget and one place for periodic tasks are needed."""
+        return self.replicas > 1 or self.autoscaling is not None
 
     @field_validator("allowed_hosts")
     @classmethod

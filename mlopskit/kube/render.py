@@ -184,6 +184,9 @@ def template_context(settings: Settings, mlflow_image: str | None) -> dict[str, 
     return {
         "namespace": ns,
         "instance": ns,
+        # Components shared by every platform of a cluster (in kube-system) are one instance per cluster:
+        # labels and selectors that named the platform's namespace would change with the second platform.
+        "cluster_instance": settings.cluster.name,
         "images": {
             "mlflow": image,
             "postgres": cluster_image(settings, "postgres"),
@@ -243,6 +246,9 @@ def template_context(settings: Settings, mlflow_image: str | None) -> dict[str, 
             "service": MLFLOW_SERVICE,
             "port": MLFLOW_PORT,
             "replicas": p.mlflow.replicas,
+            "scaled": p.mlflow.scaled,
+            "autoscaling": p.mlflow.autoscaling.model_dump() if p.mlflow.autoscaling else None,
+            "job_execution": p.mlflow.job_execution,
             "workers": p.mlflow.workers or 2,
             "default_permission": p.mlflow.default_permission,
             "auth_cache_ttl_seconds": p.mlflow.auth_cache_ttl_seconds,

@@ -207,6 +207,138 @@ def test_a_missing_mlflow_image_stops_deploy_with_the_pods_waiting_reason(
     assert restored.returncode == 0, restored.stdout + restored.stderr
 
 
+# Runs in a pod inside the namespace: logs runs through the mlflow Service (kube-proxy spreads connections
+# over the replicas) and prints the id of every run whose creation was acknowledged with HTTP 200.
+LOAD_CLIENT = r"""
+import base64, json, os, sys, time, urllib.request
+url = "http://mlflow:5000/api/2.0/mlflow/"
+token = base64.b64encode(f"{os.environ['MLFLOW_ADMIN_USER']}:{os.environ['MLFLOW_ADMIN_PASSWORD']}".encode()).decode()
+def call(endpoint, body):
+    request = urllib.request.Request(url + endpoint, json.dumps(body).encode(), method="POST")
+    request.add_header("Authorization", "Basic " + token)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+experiment = os.environ["EXPERIMENT_ID"]
+acknowledged, failed = 0, 0
+deadline = time.monotonic() + float(os.environ["SECONDS"])
+while time.monotonic() < deadline:
+    try:
+        run = call("runs/create", {"experiment_id": experiment})["run"]["info"]["run_id"]
+    except Exception as exc:
+        failed += 1
+        print("failed", type(exc).__name__, flush=True)
+        time.sleep(0.2)
+        continue
+    acknowledged += 1
+    print("ack", run, flush=True)
+print("done", acknowledged, failed, flush=True)
+"""
+
+
+def load_client_job(namespace: str, image: str, experiment_id: str, seconds: int) -> dict[str, Any]:
+    env: list[dict[str, Any]] = [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": "mlflow-credentials", "key": key}}}
+        for key in ("MLFLOW_ADMIN_USER", "MLFLOW_ADMIN_PASSWORD")
+    ] + [{"name": "EXPERIMENT_ID", "value": experiment_id}, {"name": "SECONDS", "value": str(seconds)}]
+    security = {
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = {
+        "name": "client",
+        "image": image,
+        "command": ["python3", "-c", LOAD_CLIENT],
+        "env": env,
+        "securityContext": security,
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "load-client", "namespace": namespace},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": {"mlopskit.test/role": "load-client"}},
+                "spec": {"restartPolicy": "Never", "containers": [container]},
+            },
+        },
+    }
+
+
+def client_may_reach_mlflow(namespace: str) -> dict[str, Any]:
+    """The platform denies all traffic by default: let the test client talk to MLflow (and to DNS)."""
+    client_pod = {"mlopskit.test/role": "load-client"}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "test-load-client", "namespace": namespace},
+        "spec": {
+            "podSelector": {
+                "matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["mlflow"]}]
+            },
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": client_pod}}]}],
+        },
+    }
+
+
+def test_three_replicas_lose_no_acknowledged_write_when_a_pod_is_deleted_under_load(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    (platform.root / "config" / "platform.yaml").write_text("platform:\n  mlflow:\n    replicas: 3\n")
+    scaled = platform.invoke("deploy", "--timeout", "900")
+    assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+    core: Any = client.CoreV1Api(platform.api)
+    batch: Any = client.BatchV1Api(platform.api)
+    networking: Any = client.NetworkingV1Api(platform.api)
+    selector = "app.kubernetes.io/name=mlflow,app.kubernetes.io/component=server"
+    assert len(core.list_namespaced_pod(platform.namespace, label_selector=selector).items) == 3
+    with platform.mlflow() as mlflow:
+        experiment = str(mlflow.api("POST", "experiments/create", json={"name": "under-load"})["experiment_id"])
+    image = mlflow_image_ref(platform.settings())
+    networking.create_namespaced_network_policy(platform.namespace, client_may_reach_mlflow(platform.namespace))
+    batch.create_namespaced_job(platform.namespace, load_client_job(platform.namespace, image, experiment, 60))
+
+    def client_log() -> str:
+        pods = core.list_namespaced_pod(platform.namespace, label_selector="job-name=load-client").items
+        if not pods or pods[0].status.phase == "Pending":
+            return ""
+        return str(core.read_namespaced_pod_log(pods[0].metadata.name, platform.namespace) or "")
+
+    deadline = time.monotonic() + 600  # the client's pod must start and acknowledge writes before we disrupt
+    while client_log().count("ack ") < 20:
+        assert time.monotonic() < deadline, f"the load client acknowledged too few writes:\n{client_log()}"
+        time.sleep(1)
+    victim = core.list_namespaced_pod(platform.namespace, label_selector=selector).items[0].metadata.name
+    core.delete_namespaced_pod(victim, platform.namespace, grace_period_seconds=0)
+    while not client_log().rstrip().splitlines()[-1:] or not client_log().rstrip().splitlines()[-1].startswith("done"):
+        assert time.monotonic() < deadline + 300, f"the load client did not finish:\n{client_log()}"
+        time.sleep(2)
+    log = client_log()
+    acknowledged = [line.split()[1] for line in log.splitlines() if line.startswith("ack ")]
+    assert len(acknowledged) >= 40, log
+    with platform.mlflow() as mlflow:
+        found = set()
+        token = None
+        while True:
+            body: dict[str, Any] = {"experiment_ids": [experiment], "max_results": 1000}
+            if token:
+                body["page_token"] = token
+            page = mlflow.api("POST", "runs/search", json=body)
+            found |= {run["info"]["run_id"] for run in page.get("runs", [])}
+            token = page.get("next_page_token")
+            if not token:
+                break
+    lost = [run for run in acknowledged if run not in found]
+    assert lost == [], f"{len(lost)} of {len(acknowledged)} acknowledged runs are missing"
+    replaced = core.list_namespaced_pod(platform.namespace, label_selector=selector).items
+    assert victim not in {p.metadata.name for p in replaced}
+
+
 def test_destroy_keeps_the_data_and_a_new_deploy_finds_the_runs_and_artifacts(
     platform: Platform, first_deploy: subprocess.CompletedProcess[str]
 ) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlopskit.errors import PlatformError
+from mlopskit.errors import PlatformError, SettingsError
 from mlopskit.hosts.images import images_to_deliver
 from mlopskit.image_names import OFFLINE_POSTGRES, OFFLINE_SEAWEEDFS
 from mlopskit.kube.render import (
@@ -496,3 +496,87 @@ def test_node_delivery_stops_before_sending_when_a_named_image_is_not_here(
     settings = settings_for()
     with pytest.raises(PlatformError, match=r"postgres:15-bookworm.*IMAGE_SOURCE=offline"):
         images_to_deliver(settings, IMAGE, present=lambda name: name == IMAGE)
+
+
+def scaled_objects(tmp_path: Path, mlflow_yaml: str) -> dict[tuple[str, str], dict[str, Any]]:
+    (tmp_path / "config").mkdir(exist_ok=True)
+    (tmp_path / "config" / "platform.yaml").write_text(f"platform:\n  mlflow:\n{mlflow_yaml}")
+    objects = render_manifests(load_settings(tmp_path, dict(SAMPLE_SECRETS)), mlflow_image=IMAGE)
+    check_objects(objects, "1.34.1")
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def job_env(deployment: dict[str, Any]) -> dict[str, str]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("MLFLOW_SERVER_")}
+
+
+def test_one_replica_renders_no_disruption_budget_and_no_job_runner(tmp_path: Path) -> None:
+    objects = scaled_objects(tmp_path, "    replicas: 1\n")
+    assert ("PodDisruptionBudget", "mlflow") not in objects
+    assert ("HorizontalPodAutoscaler", "mlflow") not in objects
+    assert job_env(objects[("Deployment", "mlflow")]) == {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS": "false",
+    }
+
+
+def test_several_replicas_get_a_disruption_budget_and_spread_over_nodes(tmp_path: Path) -> None:
+    objects = scaled_objects(tmp_path, "    replicas: 3\n")
+    deployment = objects[("Deployment", "mlflow")]
+    assert deployment["spec"]["replicas"] == 3
+    assert objects[("PodDisruptionBudget", "mlflow")]["spec"]["maxUnavailable"] == 1
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and spread["whenUnsatisfiable"] == "ScheduleAnyway"
+
+
+def test_autoscaling_renders_an_hpa_and_leaves_the_replica_count_to_it(tmp_path: Path) -> None:
+    objects = scaled_objects(tmp_path, "    autoscaling: {min_replicas: 2, max_replicas: 6, cpu_utilization: 60}\n")
+    hpa = objects[("HorizontalPodAutoscaler", "mlflow")]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    assert "replicas" not in objects[("Deployment", "mlflow")]["spec"]
+
+
+def test_with_jobs_and_replicas_periodic_tasks_run_in_exactly_one_pod_no_service_selects(tmp_path: Path) -> None:
+    objects = scaled_objects(tmp_path, "    replicas: 3\n    job_execution: true\n")
+    serving, periodic = objects[("Deployment", "mlflow")], objects[("Deployment", "mlflow-periodic")]
+    assert job_env(serving)["MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS"] == "false"
+    assert job_env(periodic) == {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true",
+        "MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS": "true",
+    }
+    assert periodic["spec"]["replicas"] == 1
+    service_selector = objects[("Service", "mlflow")]["spec"]["selector"]
+    periodic_labels = periodic["spec"]["template"]["metadata"]["labels"]
+    assert not all(periodic_labels.get(k) == v for k, v in service_selector.items())
+
+
+def test_a_single_replica_with_jobs_runs_its_periodic_tasks_itself(tmp_path: Path) -> None:
+    objects = scaled_objects(tmp_path, "    job_execution: true\n")
+    assert ("Deployment", "mlflow-periodic") not in objects
+    assert job_env(objects[("Deployment", "mlflow")])["MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS"] == "true"
+
+
+def test_autoscaling_with_max_below_min_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "platform.yaml").write_text(
+        "platform:\n  mlflow:\n    autoscaling: {min_replicas: 4, max_replicas: 2}\n"
+    )
+    with pytest.raises(SettingsError, match=r"platform\.mlflow\.autoscaling.*max_replicas \(2\) must be at least"):
+        load_settings(tmp_path, dict(SAMPLE_SECRETS))
+
+
+def test_shared_cluster_components_render_the_same_for_every_platform_namespace(tmp_path: Path) -> None:
+    """The controller and the NFS provisioner live in kube-system: a second platform must not relabel them."""
+
+    def shared(namespace: str) -> list[dict[str, Any]]:
+        env = environ_for("seaweedfs", "internal", False, "nfs") | {"PLATFORM_NAMESPACE": namespace}
+        objects = render_manifests(load_settings(tmp_path, env), mlflow_image=IMAGE)
+        return [
+            o for o in objects if o["metadata"].get("namespace") == "kube-system" or o["kind"].startswith("Cluster")
+        ]
+
+    first, second = shared("team-a"), shared("team-b")
+    assert {o["kind"] for o in first} >= {"Deployment", "ClusterRole", "Service"}
+    assert first == second
