@@ -32,6 +32,8 @@ from mlopskit.image_names import (
     SEALED_SECRETS_VERSION,
     SEAWEEDFS_VERSION,
     cluster_image,
+    mlflow_image_ref,
+    mlflow_repository,
 )
 from mlopskit.services import ImageSet
 from mlopskit.settings import Settings
@@ -319,29 +321,6 @@ def _pull_reason(client: docker.DockerClient, ref: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------- what to build
-
-
-def git_short_sha(root: Path) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    )
-    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "nogit"
-
-
-def mlflow_tag(settings: Settings) -> str:
-    """settings.images.tag, else <mlflow version>-<git short sha>."""
-    return settings.images.tag or f"{settings.images.mlflow_version}-{git_short_sha(settings.root)}"
-
-
-def mlflow_repository(settings: Settings) -> str:
-    registry = settings.images.registry
-    repository = settings.images.mlflow_repository
-    return f"{registry.rstrip('/')}/{repository}" if registry else repository
-
-
-def mlflow_image_ref(settings: Settings) -> str:
-    """The MLflow image the platform runs: [registry/]repository:tag."""
-    return f"{mlflow_repository(settings)}:{mlflow_tag(settings)}"
 
 
 def docker_dir(settings: Settings) -> Path:

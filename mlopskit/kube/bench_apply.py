@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from mlopskit.errors import PlatformError
+from mlopskit.image_names import mlflow_image_ref
 from mlopskit.kube.apply import FIELD_MANAGER, Engine
 from mlopskit.kube.applyset import ApplySetParent, label_child
 from mlopskit.kube.client import api_client, dynamic_client, kubeconfig_file
@@ -54,7 +55,7 @@ def run(settings: Settings, runs: int) -> dict[str, Any] | None:
     if shutil.which("kubectl") is None:
         print("kubectl is not on PATH; the comparison needs it. No numbers.")
         return None
-    objects = [obj for obj in rendered_objects(settings) if not is_controller_object(obj)]
+    objects = [obj for obj in rendered_objects(settings, mlflow_image_ref(settings)) if not is_controller_object(obj)]
     namespace = settings.platform.namespace
     engine = Engine(dyn, namespace)
     engine.apply(objects)  # bring the cluster to the rendered state, so every timed run is a no-op

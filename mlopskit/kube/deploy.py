@@ -15,6 +15,7 @@ from kubernetes.dynamic import DynamicClient
 
 from mlopskit import console
 from mlopskit.errors import PlatformError
+from mlopskit.image_names import mlflow_image_ref
 from mlopskit.kube import render, sealing, validate
 from mlopskit.kube.apply import ApplyResult, Engine
 from mlopskit.kube.applyset import ObjectRef
@@ -42,7 +43,7 @@ def kubernetes_version(settings: Settings) -> str:
     return settings.cluster.k3s_version.split("+")[0].removeprefix("v")
 
 
-def rendered_objects(settings: Settings, mlflow_image: str | None = None) -> list[dict[str, Any]]:
+def rendered_objects(settings: Settings, mlflow_image: str) -> list[dict[str, Any]]:
     """Render the k8s/ templates with the settings and validate them against the cluster's schema."""
     objects = render.render_manifests(settings, mlflow_image=mlflow_image)
     validate.validate_objects(objects, kubernetes_version(settings))
@@ -108,7 +109,7 @@ def deploy(
     """Render, validate, seal, apply in order, prune, wait for rollouts and verify MLflow end to end."""
     settings.require("deploy")
     console.step("Rendering and validating manifests")
-    objects = rendered_objects(settings, mlflow_image)
+    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings))
     notes: list[str] = []
     unknown = unknown_kinds(objects)
     if unknown:
@@ -196,9 +197,9 @@ def verify_mlflow(settings: Settings, api: client.ApiClient, port: int) -> list[
         return smoke_check(mlflow_client).steps
 
 
-def diff(settings: Settings) -> list[tuple[ObjectRef, str]]:
+def diff(settings: Settings, mlflow_image: str | None = None) -> list[tuple[ObjectRef, str]]:
     """Per-object unified diffs between the live cluster and a server-side dry run of a deploy."""
-    objects = rendered_objects(settings)
+    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings))
     api, dyn = connect(settings)
     # The sealed files on disk, not a fresh seal: sealing is randomized and would always differ.
     sealed, note = sealed_objects(settings, api, reseal=False)

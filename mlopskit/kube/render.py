@@ -143,16 +143,10 @@ def _image_version(image: str) -> str | None:
     return tail.split(":", 1)[1].split("@", 1)[0] if ":" in tail else None
 
 
-def _default_mlflow_image(settings: Settings) -> str:
-    from mlopskit.images import mlflow_image_ref
-
-    return mlflow_image_ref(settings)
-
-
-def template_context(settings: Settings, mlflow_image: str | None) -> dict[str, Any]:
+def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
     """What templates see: plain non-secret values derived from settings (never a secret)."""
     p = settings.platform
-    image = mlflow_image or _default_mlflow_image(settings)
+    image = mlflow_image
     ns = p.namespace
     store = p.object_store
     pg = p.postgres
@@ -314,9 +308,7 @@ def template_files(templates_dir: Path = TEMPLATES_DIR) -> Iterator[Path]:
             yield from sorted(folder.glob("*.yaml.j2"))
 
 
-def render_sources(
-    settings: Settings, mlflow_image: str | None = None, templates_dir: Path = TEMPLATES_DIR
-) -> list[RenderedObject]:
+def render_sources(settings: Settings, mlflow_image: str, templates_dir: Path = TEMPLATES_DIR) -> list[RenderedObject]:
     """Every object with the template it came from."""
     env = environment(templates_dir)
     context = template_context(settings, mlflow_image)
@@ -349,7 +341,7 @@ def render_sources(
     return rendered
 
 
-def render_manifests(settings: Settings, mlflow_image: str | None = None) -> list[dict[str, Any]]:
+def render_manifests(settings: Settings, mlflow_image: str) -> list[dict[str, Any]]:
     """Every object of the platform as plain dicts, in a stable order (components, then files, then documents)."""
     return [item.obj for item in render_sources(settings, mlflow_image)]
 

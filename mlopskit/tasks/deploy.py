@@ -63,11 +63,15 @@ def deploy(
         )
 
 
-@platform_task()
-def diff(c: Context) -> None:
+@platform_task(
+    help={"image": "MLflow image to compare with, as given to `invoke deploy --image` (default: the built tag)"}
+)
+def diff(c: Context, image: str | None = None) -> None:
     """Show what `invoke deploy` would change, as unified diffs; exit 1 when anything differs."""
+    if image is not None:
+        check_flag("--image", image, formats.check_image, "images.* in config/platform.yaml")
     settings = settings_for(c, "deploy")
-    diffs = flow.diff(settings)
+    diffs = flow.diff(settings, mlflow_image=image)
     for _, text in diffs:
         console.console.out(text, highlight=False)
     if diffs:

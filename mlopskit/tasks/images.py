@@ -7,7 +7,14 @@ from rich.progress import Progress, TaskID
 
 from mlopskit import console, images
 from mlopskit.hosts.images import images_to_deliver, import_to_nodes
-from mlopskit.image_names import OFFLINE_POSTGRES, OFFLINE_PYTHON, OFFLINE_SEAWEEDFS, cluster_image
+from mlopskit.image_names import (
+    OFFLINE_POSTGRES,
+    OFFLINE_PYTHON,
+    OFFLINE_SEAWEEDFS,
+    cluster_image,
+    mlflow_image_ref,
+    mlflow_repository,
+)
 from mlopskit.tasks.common import platform_task, settings_for
 
 
@@ -43,9 +50,9 @@ def build_images(
 ) -> None:
     """Build the MLflow image (and offline stand-ins when the registry is out of reach); print sizes."""
     settings = settings_for(c, "push" if push else None)
-    ref = images.mlflow_image_ref(settings)
+    ref = mlflow_image_ref(settings)
     if dry_run:
-        console.info(f"would build {ref} and {images.mlflow_repository(settings)}:latest from docker/mlflow")
+        console.info(f"would build {ref} and {mlflow_repository(settings)}:latest from docker/mlflow")
         console.info(
             f"base {settings.images.python_base}, images.source={settings.images.source} "
             f"(stand-ins: {OFFLINE_PYTHON}, {OFFLINE_POSTGRES}, {OFFLINE_SEAWEEDFS})"

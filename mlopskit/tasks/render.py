@@ -7,6 +7,7 @@ from pathlib import Path
 from invoke.context import Context
 
 from mlopskit import console, formats
+from mlopskit.image_names import mlflow_image_ref
 from mlopskit.kube.render import manifest_files, render_manifests, write_manifests
 from mlopskit.kube.validate import validate_objects
 from mlopskit.settings import check_flag
@@ -28,7 +29,7 @@ def render(
     if image is not None:
         check_flag("--image", image, formats.check_image, "images.* in config/platform.yaml")
     settings = settings_for(c)
-    objects = render_manifests(settings, mlflow_image=image)
+    objects = render_manifests(settings, mlflow_image=image or mlflow_image_ref(settings))
     validate_objects(objects, settings.cluster.k3s_version)
     console.ok(f"{len(objects)} objects rendered and valid against Kubernetes {settings.cluster.k3s_version}")
     folder = Path(out)

@@ -31,7 +31,8 @@ import pytest
 from kubernetes import client
 
 from mlopskit.hosts.images import images_to_deliver
-from mlopskit.images import ImageBuilder, docker_client, image_present, mlflow_image_ref
+from mlopskit.image_names import mlflow_image_ref
+from mlopskit.images import ImageBuilder, docker_client, image_present
 from mlopskit.kube.portforward import forward_service
 from mlopskit.mlflow_admin import MlflowClient, wait_healthy
 from mlopskit.settings import Settings, load_settings

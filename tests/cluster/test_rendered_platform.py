@@ -10,6 +10,7 @@ from mlopskit.kube.apply import Engine
 from mlopskit.kube.applyset import ObjectRef
 from mlopskit.settings import load_settings
 
+IMAGE = "mlopskit/mlflow:3.17.2-test"
 SECRETS = {
     "MLFLOW_ADMIN_PASSWORD": "cluster-test-admin-passw0rd",
     "MLFLOW_FLASK_SECRET_KEY": "cluster-test-flask-secret-key",
@@ -23,7 +24,7 @@ def test_rendered_platform_applies_then_reapplies_unchanged(
     engine: Callable[..., Engine], namespace: str, tmp_path: Path
 ) -> None:
     settings = load_settings(tmp_path, {**SECRETS, "PLATFORM_NAMESPACE": namespace})
-    platform = [o for o in flow.rendered_objects(settings) if not flow.is_controller_object(o)]
+    platform = [o for o in flow.rendered_objects(settings, IMAGE) if not flow.is_controller_object(o)]
     first = engine().apply(platform)
     assert {ObjectRef.of(o) for o in platform} <= set(first.created) | set(first.configured)
     second = engine().apply(platform)

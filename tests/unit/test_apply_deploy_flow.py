@@ -23,6 +23,8 @@ from mlopskit.kube.applyset import ObjectRef
 from mlopskit.settings import Settings
 from tests.unit.kube_fake import FakeCluster
 
+IMAGE = "mlopskit/mlflow:3.17.2-test"
+
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], sample_env: dict[str, str]) -> Settings:
@@ -45,15 +47,15 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCluster]:
 def test_dry_run_deploy_reports_every_rendered_object_as_created_and_writes_nothing(
     cluster: FakeCluster, settings: Settings
 ) -> None:
-    rendered = flow.rendered_objects(settings)
-    outcome = flow.deploy(settings, dry_run=True, verify=False)
+    rendered = flow.rendered_objects(settings, IMAGE)
+    outcome = flow.deploy(settings, dry_run=True, verify=False, mlflow_image=IMAGE)
     expected = {ObjectRef.of(o) for o in rendered if not flow.is_controller_object(o)}
     assert {r for r in outcome.result.created if r.kind != "SealedSecret"} == expected
     assert list(cluster.objects) == [("v1", "Namespace", "", "kube-system")]
 
 
 def test_controller_phase_holds_exactly_the_sealed_secrets_objects(settings: Settings) -> None:
-    controller = [o for o in flow.rendered_objects(settings) if flow.is_controller_object(o)]
+    controller = [o for o in flow.rendered_objects(settings, IMAGE) if flow.is_controller_object(o)]
     kinds = sorted(o["kind"] for o in controller)
     assert "CustomResourceDefinition" in kinds and "ClusterRole" in kinds and "Deployment" in kinds
     assert all(
@@ -64,16 +66,16 @@ def test_controller_phase_holds_exactly_the_sealed_secrets_objects(settings: Set
 
 
 def test_rendered_manifests_contain_no_plaintext_secret(settings: Settings) -> None:
-    assert [o["metadata"]["name"] for o in flow.rendered_objects(settings) if o["kind"] == "Secret"] == []
+    assert [o["metadata"]["name"] for o in flow.rendered_objects(settings, IMAGE) if o["kind"] == "Secret"] == []
 
 
 def test_diff_is_empty_after_the_rendered_platform_is_applied(cluster: FakeCluster, settings: Settings) -> None:
-    rendered = flow.rendered_objects(settings)
+    rendered = flow.rendered_objects(settings, IMAGE)
     controller = [o for o in rendered if flow.is_controller_object(o)]
     platform = [o for o in rendered if not flow.is_controller_object(o)]
     Engine(cluster, flow.CONTROLLER_NAMESPACE, parent_name=flow.CONTROLLER_APPLYSET).apply(controller)  # type: ignore[arg-type]
     Engine(cluster, settings.platform.namespace).apply(platform)  # type: ignore[arg-type]
-    assert [ref for ref, _ in flow.diff(settings) if ref.kind != "SealedSecret"] == []
+    assert [ref for ref, _ in flow.diff(settings, mlflow_image=IMAGE) if ref.kind != "SealedSecret"] == []
 
 
 @pytest.fixture

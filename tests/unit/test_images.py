@@ -134,20 +134,20 @@ def test_only_the_builder_stage_copies_the_build_files(dockerfile: str) -> None:
 
 
 def test_mlflow_tag_is_version_and_git_sha(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(images, "git_short_sha", lambda root: "abc1234")
-    assert images.mlflow_tag(settings(tmp_path)) == "3.17.2-abc1234"
+    monkeypatch.setattr(image_names, "git_short_sha", lambda root: "abc1234")
+    assert image_names.mlflow_tag(settings(tmp_path)) == "3.17.2-abc1234"
 
 
 def test_image_tag_setting_overrides_the_computed_tag(tmp_path: Path) -> None:
-    assert images.mlflow_tag(settings(tmp_path, IMAGE_TAG="v7")) == "v7"
+    assert image_names.mlflow_tag(settings(tmp_path, IMAGE_TAG="v7")) == "v7"
 
 
 def test_git_sha_outside_a_repository_is_nogit(tmp_path: Path) -> None:
-    assert images.git_short_sha(tmp_path) == "nogit"
+    assert image_names.git_short_sha(tmp_path) == "nogit"
 
 
 def test_mlflow_image_ref_carries_the_registry(tmp_path: Path) -> None:
-    ref = images.mlflow_image_ref(settings(tmp_path, IMAGE_REGISTRY="registry.example:5000/", IMAGE_TAG="v7"))
+    ref = image_names.mlflow_image_ref(settings(tmp_path, IMAGE_REGISTRY="registry.example:5000/", IMAGE_TAG="v7"))
     assert ref == "registry.example:5000/mlopskit/mlflow:v7"
 
 

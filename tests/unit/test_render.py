@@ -580,3 +580,16 @@ def test_shared_cluster_components_render_the_same_for_every_platform_namespace(
     first, second = shared("team-a"), shared("team-b")
     assert {o["kind"] for o in first} >= {"Deployment", "ClusterRole", "Service"}
     assert first == second
+
+
+def test_rendering_imports_neither_the_docker_sdk_nor_the_image_builder() -> None:
+    """Rendering needs neither Docker nor git: the MLflow image is an argument, worked out by the task."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mlopskit.kube.render, mlopskit.kube.deploy\n"
+        "loaded = [m for m in ('docker', 'mlopskit.images') if m in sys.modules]\n"
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
