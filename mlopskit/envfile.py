@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from pathlib import Path
 
 from mlopskit.errors import PlatformError
+from mlopskit.private_files import write_private
 from mlopskit.settings import ENV_FILE, GENERATED_KEYS
 
 EXAMPLE_FILE = ".env.example"
@@ -36,7 +36,5 @@ def write_env_file(root: Path) -> list[str]:
             line = f"{key}={generate_secret(key)}"
             generated.append(key)
         lines.append(line)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    write_private(target, "\n".join(lines) + "\n", replace=False)
     return generated

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from mlopskit.formats import url
 from mlopskit.hosts.outcome import Outcome
 from mlopskit.hosts.remote import HostError, Remote
 from mlopskit.kube.client import parse_kubeconfig, read_kubeconfig
+from mlopskit.private_files import write_private
 from mlopskit.settings import Settings
 
 REMOTE_KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
@@ -56,11 +56,7 @@ def save(path: Path, text: str) -> bool:
     """Write with mode 0600 (it holds a client key) unless the same content is there; True when it changed."""
     if path.is_file() and path.read_text() == text and (path.stat().st_mode & 0o777) == 0o600:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    path.chmod(0o600)
+    write_private(path, text, replace=True)
     return True
 
 

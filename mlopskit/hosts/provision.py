@@ -19,19 +19,78 @@ from mlopskit.settings import Host, Settings
 
 Connector = Callable[[Settings, Host], Remote]
 
-# Each phase finishes on every host before the next starts; the hosts of one phase run in parallel
-# unless the phase is a single host (servers join embedded etcd one at a time).
-STEP_DESCRIPTIONS = {
-    "prerequisites": "packages (NFS client, curl), kernel modules and sysctl",
-    "nfs-server": "NFS server package, export directory, /etc/exports",
-    "k3s-server": "K3s server: config.yaml, install or join",
-    "k3s-agent": "K3s agent: config.yaml, join with the first server's token",
-    "kubeconfig": "fetch, rewrite and save the kubeconfig",
-    "upgrade": "install the new K3s version, wait until the node is Ready",
-    "uninstall": "run the K3s uninstall script",
-}
-
 Phase = list[tuple[Host, str]]
+
+
+class JoinToken:
+    """The token further servers and agents join with: the configured one, else read once from the first server."""
+
+    def __init__(self, settings: Settings, first: Callable[[], Remote]) -> None:
+        self._configured = settings.cluster.token.get_secret_value() if settings.cluster.token else None
+        self._first = first
+        self._read: str | None = None
+
+    def for_host(self, host: Host, first: Host) -> str | None:
+        """None for the first server when no token is configured: it creates the cluster and the token."""
+        if self._configured is not None:
+            return self._configured
+        if host == first:
+            return None
+        if self._read is None:
+            self._read = k3s_steps.read_token(self._first())
+        return self._read
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What the steps of one run share."""
+
+    settings: Settings
+    runner: Runner
+    first: Host
+    token: JoinToken
+    merge_into: Path | None = None
+    version: str | None = None
+    ready_timeout: float = 300
+
+
+def _k3s(ctx: StepContext, remote: Remote) -> Outcome:
+    return k3s_steps.k3s(remote, ctx.settings, ctx.token.for_host(remote.host, ctx.first))
+
+
+def _upgrade(ctx: StepContext, remote: Remote) -> Outcome:
+    assert ctx.version is not None  # upgrade() always sets it
+    outcome = k3s_steps.k3s(remote, ctx.settings, ctx.token.for_host(remote.host, ctx.first), ctx.version)
+    if outcome.changes:
+        k3s_steps.wait_ready(ctx.runner.remote(ctx.first), remote.host.name, ctx.version, timeout=ctx.ready_timeout)
+    return outcome
+
+
+@dataclass(frozen=True)
+class Step:
+    description: str
+    act: Callable[[StepContext, Remote], Outcome]
+
+
+# Every step a run can make, what it does, and how. Each phase of a run finishes on every host before the
+# next starts; the hosts of one phase run in parallel unless the phase is a single host (servers join
+# embedded etcd one at a time).
+STEPS: dict[str, Step] = {
+    "prerequisites": Step(
+        "packages (NFS client, curl), kernel modules and sysctl", lambda ctx, remote: prerequisites(remote)
+    ),
+    "nfs-server": Step(
+        "NFS server package, export directory, /etc/exports", lambda ctx, remote: nfs_server(remote, ctx.settings)
+    ),
+    "k3s-server": Step("K3s server: config.yaml, install or join", _k3s),
+    "k3s-agent": Step("K3s agent: config.yaml, join with the first server's token", _k3s),
+    "kubeconfig": Step(
+        "fetch, rewrite and save the kubeconfig",
+        lambda ctx, remote: fetch_kubeconfig(remote, ctx.settings, ctx.merge_into),
+    ),
+    "upgrade": Step("install the new K3s version, wait until the node is Ready", _upgrade),
+    "uninstall": Step("run the K3s uninstall script", lambda ctx, remote: k3s_steps.uninstall(remote)),
+}
 
 
 def provision_phases(settings: Settings) -> list[Phase]:
@@ -68,7 +127,7 @@ def plan_rows(phases: list[Phase]) -> list[tuple[str, str, str, str]]:
     for number, phase in enumerate(phases, start=1):
         mode = "parallel" if len(phase) > 1 else ""
         for host, step in phase:
-            rows.append((f"{number}{' ' + mode if mode else ''}", host.name, step, STEP_DESCRIPTIONS[step]))
+            rows.append((f"{number}{' ' + mode if mode else ''}", host.name, step, STEPS[step].description))
     return rows
 
 
@@ -204,68 +263,45 @@ class Runner:
         self.report.details[(host.name, step)] = outcome
 
 
-def provision(settings: Settings, *, connector: Connector = connect, merge_into: Path | None = None) -> Report:
-    """Run every provisioning step; raises RunFailed (with the report so far) at the first failing phase."""
+def _run(
+    settings: Settings,
+    phases: list[Phase],
+    connector: Connector,
+    *,
+    target: str | None,
+    merge_into: Path | None = None,
+    version: str | None = None,
+    ready_timeout: float = 300,
+) -> Report:
     validate(settings)
     runner = Runner(settings, connector)
-    runner.probe_versions(settings.cluster.k3s_version)
+    if target is not None:
+        runner.probe_versions(target)
     first = k3s_steps.first_server(settings)
-    configured = settings.cluster.token
-    tokens: dict[str, str] = {}
-
-    def token_for(host: Host) -> str | None:
-        if configured is not None:
-            return configured.get_secret_value()
-        if host == first:
-            return None
-        if "token" not in tokens:
-            tokens["token"] = k3s_steps.read_token(runner.remote(first))
-        return tokens["token"]
-
-    def act(remote: Remote, step: str) -> Outcome:
-        if step == "prerequisites":
-            return prerequisites(remote)
-        if step == "nfs-server":
-            return nfs_server(remote, settings)
-        if step in ("k3s-server", "k3s-agent"):
-            return k3s_steps.k3s(remote, settings, token_for(remote.host))
-        if step == "kubeconfig":
-            return fetch_kubeconfig(remote, settings, merge_into)
-        raise AssertionError(step)
+    token = JoinToken(settings, lambda: runner.remote(first))
+    ctx = StepContext(settings, runner, first, token, merge_into, version, ready_timeout)
 
     def before_phase(phase: Phase) -> None:
         # Agents join in parallel: read the token once, before their phase, not from every thread.
         host, step = phase[0]
-        if step == "k3s-agent":
-            token_for(host)
+        if step in ("k3s-agent", "upgrade"):
+            token.for_host(host, first)
 
-    return runner.run(provision_phases(settings), act, before_phase)
+    return runner.run(phases, lambda remote, step: STEPS[step].act(ctx, remote), before_phase)
+
+
+def provision(settings: Settings, *, connector: Connector = connect, merge_into: Path | None = None) -> Report:
+    """Run every provisioning step; raises RunFailed (with the report so far) at the first failing phase."""
+    phases = provision_phases(settings)
+    return _run(settings, phases, connector, target=settings.cluster.k3s_version, merge_into=merge_into)
 
 
 def upgrade(settings: Settings, version: str, *, connector: Connector = connect, ready_timeout: float = 300) -> Report:
     """Roll `version` through the servers one at a time, then the agents, each back to Ready before the next."""
-    validate(settings)
-    runner = Runner(settings, connector)
-    runner.probe_versions(version)
-    first = k3s_steps.first_server(settings)
-    token: list[str] = []
-
-    def act(remote: Remote, step: str) -> Outcome:
-        leader = runner.remote(first)
-        if not token:
-            token.append(
-                settings.cluster.token.get_secret_value() if settings.cluster.token else k3s_steps.read_token(leader)
-            )
-        join_token = token[0] if (remote.host != first or settings.cluster.token) else None
-        outcome = k3s_steps.k3s(remote, settings, join_token, version)
-        if outcome.changes:
-            k3s_steps.wait_ready(leader, remote.host.name, version, timeout=ready_timeout)
-        return outcome
-
-    return runner.run(upgrade_phases(settings), act)
+    phases = upgrade_phases(settings)
+    return _run(settings, phases, connector, target=version, version=version, ready_timeout=ready_timeout)
 
 
 def reset(settings: Settings, *, connector: Connector = connect) -> Report:
     """Uninstall K3s from every host: agents first, then the servers."""
-    validate(settings)
-    return Runner(settings, connector).run(reset_phases(settings), lambda remote, _: k3s_steps.uninstall(remote))
+    return _run(settings, reset_phases(settings), connector, target=None)

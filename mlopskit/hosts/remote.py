@@ -202,11 +202,7 @@ class Remote:
         """Write a root-owned file when its content differs; True when it changed."""
         if self.read(path) == content:
             return False
-        staging = self._stage(io.BytesIO(content.encode()))
-        self.sudo(
-            f"mkdir -p {shlex.quote(posixpath.dirname(path))} && "
-            f"install -m {mode} -o root -g root {staging} {shlex.quote(path)} && rm -f {staging}"
-        )
+        self._install(io.BytesIO(content.encode()), path, mode)
         return True
 
     def upload(self, local: Path, path: str, *, mode: str = "0644") -> bool:
@@ -215,18 +211,18 @@ class Remote:
         found = self.sudo(f"sha256sum {shlex.quote(path)}", warn=True)
         if found.ok and found.stdout.split()[0] == digest:
             return False
-        staging = self._stage(str(local))
-        self.sudo(
-            f"mkdir -p {shlex.quote(posixpath.dirname(path))} && "
-            f"install -m {mode} -o root -g root {staging} {shlex.quote(path)} && rm -f {staging}"
-        )
+        self._install(str(local), path, mode)
         return True
 
-    def _stage(self, source: io.BytesIO | str) -> str:
-        """Put content in a private temp file as the SSH user; root then moves it into place."""
+    def _install(self, source: io.BytesIO | str, path: str, mode: str) -> None:
+        """Upload to a private temp file as the SSH user, then root installs it at path with mode."""
         staging = str(self.run("mktemp /tmp/mlopskit.XXXXXXXX").stdout.strip())
         self._call(lambda: self.connection.put(source, staging), f"upload to {staging}")
-        return shlex.quote(staging)
+        quoted = shlex.quote(staging)
+        self.sudo(
+            f"mkdir -p {shlex.quote(posixpath.dirname(path))} && "
+            f"install -m {mode} -o root -g root {quoted} {shlex.quote(path)} && rm -f {quoted}"
+        )
 
 
 def connect(settings: Settings, host: Host) -> Remote:

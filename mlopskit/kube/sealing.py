@@ -16,7 +16,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import struct
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mlopskit.credentials import CredentialSecret, credential_secrets
 from mlopskit.errors import PlatformError
+from mlopskit.private_files import write_private
 from mlopskit.settings import Settings
 
 Scope = Literal["strict", "namespace-wide", "cluster-wide"]
@@ -277,20 +277,11 @@ class SealState:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"version": STATE_VERSION, "hmac_key": self.hmac_key.hex(), "secrets": self.secrets})
-        _write_private(path, text + "\n", replace=True)
+        write_private(path, text + "\n", replace=True)
 
 
 def secrets_token() -> bytes:
     return secrets.token_bytes(32)
-
-
-def _write_private(path: Path, text: str, *, replace: bool) -> None:
-    """Write a file only its owner can read; without replace, refuse to touch an existing file."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
-    fd = os.open(path, flags, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    path.chmod(0o600)
 
 
 # --------------------------------------------------------------------------------------------- sealing
@@ -480,7 +471,7 @@ def write_key_backup(items: list[dict[str, Any]], out: Path) -> None:
         )
     if not out.parent.is_dir():
         raise PlatformError(f"--out {out}: the folder {out.parent} does not exist; create it or choose another path")
-    _write_private(out, key_backup_document(items), replace=False)
+    write_private(out, key_backup_document(items), replace=False)
 
 
 def fetch_sealing_keys(settings: Settings, api: Any = None) -> list[dict[str, Any]]:
