@@ -70,7 +70,7 @@ class Measurement:
 
 
 @dataclass
-class Report:
+class BenchReport:
     started: str
     measurements: list[Measurement] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
@@ -137,7 +137,7 @@ def _build_reporter() -> Callable[[str, int, int, str], None]:
 
 
 def measure_size(
-    client: docker.DockerClient, settings: Settings, images: ImageSet, workdir: Path, report: Report
+    client: docker.DockerClient, settings: Settings, images: ImageSet, workdir: Path, report: BenchReport
 ) -> None:
     python_base = ImageBuilder(settings, client).resolve(settings.images.python_base, "python")
     naive = naive_image(client, settings, python_base, workdir)
@@ -292,7 +292,7 @@ def _load_summary(result: LoadResult) -> dict[str, float]:
 
 
 def measure_throughput(
-    client: docker.DockerClient, settings: Settings, images: ImageSet, load: Load, report: Report
+    client: docker.DockerClient, settings: Settings, images: ImageSet, load: Load, report: BenchReport
 ) -> None:
     password = settings.platform.mlflow.admin_password
     assert password is not None
@@ -323,7 +323,7 @@ def measure_throughput(
 # ----------------------------------------------------------------------------------------- up time
 
 
-def measure_up(client: docker.DockerClient, settings: Settings, images: ImageSet, report: Report) -> None:
+def measure_up(client: docker.DockerClient, settings: Settings, images: ImageSet, report: BenchReport) -> None:
     """Stop every container of the stack, then time `up` (local.up, what `invoke up` runs) until healthy."""
     containers, _, _ = local.project_objects(client, settings)
     for container in containers:
@@ -340,7 +340,7 @@ def measure_up(client: docker.DockerClient, settings: Settings, images: ImageSet
 # -------------------------------------------------------------------------------------------------- main
 
 
-def _print(report: Report) -> None:
+def _print(report: BenchReport) -> None:
     def verdict(m: Measurement) -> str:
         return "" if m.met is None else ("met" if m.met else "NOT met")
 
@@ -351,7 +351,7 @@ def _print(report: Report) -> None:
     )
 
 
-def run(args: argparse.Namespace, report: Report) -> None:
+def run(args: argparse.Namespace, report: BenchReport) -> None:
     repo = Path(args.root).resolve()
     client = docker.from_env(timeout=900)
     with tempfile.TemporaryDirectory(prefix="mlopskit-bench-") as tmp:
@@ -394,7 +394,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    report = Report(started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    report = BenchReport(started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     failure = None
     try:
         run(args, report)

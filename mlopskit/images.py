@@ -357,7 +357,7 @@ def offline_specs(settings: Settings) -> dict[str, BuildSpec]:
     }
 
 
-def mlflow_spec(settings: Settings, python_base: str) -> BuildSpec:
+def mlflow_build_spec(settings: Settings, python_base: str) -> BuildSpec:
     repository = mlflow_repository(settings)
     return BuildSpec(
         "mlflow",
@@ -386,7 +386,7 @@ def ensure_debian_base(client: docker.DockerClient | None = None, root: Path | N
 
 
 @dataclass
-class Plan:
+class BuildLog:
     """What ensure_images did, for the task to print."""
 
     results: list[BuildResult] = field(default_factory=list)
@@ -409,7 +409,7 @@ class ImageBuilder:
         self.report = report
         self.no_cache = no_cache
         self.files = files
-        self.plan = Plan()
+        self.log = BuildLog()
         self._offline = offline_specs(settings)
 
     def _files(self) -> BuildFiles:
@@ -419,7 +419,7 @@ class ImageBuilder:
 
     def _build(self, spec: BuildSpec) -> str:
         result = build_image(self.client, spec, self._files(), self.report, self.no_cache)
-        self.plan.results.append(result)
+        self.log.results.append(result)
         return result.ref
 
     def _offline_image(self, key: str) -> str:
@@ -439,13 +439,13 @@ class ImageBuilder:
         )
         if choice == "offline":
             if self.settings.images.source == "auto":
-                self.plan.notes.append(f"{official} could not be pulled; built the offline stand-in instead")
+                self.log.notes.append(f"{official} could not be pulled; built the offline stand-in instead")
             return self._offline_image(key)
         return official
 
     def mlflow(self) -> str:
         python_base = self.resolve(self.settings.images.python_base, "python")
-        return self._build(mlflow_spec(self.settings, python_base))
+        return self._build(mlflow_build_spec(self.settings, python_base))
 
     def sealed_secrets_controller(self) -> str | None:
         """The controller stand-in, built if missing, when the manifests run it; None when they run upstream's."""

@@ -143,7 +143,7 @@ def validate(settings: Settings) -> None:
 
 
 @dataclass
-class Report:
+class RunReport:
     """Host × step → status, in the order steps ran; the failure messages."""
 
     steps: list[str] = field(default_factory=list)
@@ -168,19 +168,19 @@ class Report:
 
 
 class RunFailed(PlatformError):
-    def __init__(self, report: Report) -> None:
+    def __init__(self, report: RunReport) -> None:
         self.report = report
         super().__init__("\n".join(report.failures))
 
 
 class Runner:
-    """Runs phases over connections kept open for the whole run, recording each step in a Report."""
+    """Runs phases over connections kept open for the whole run, recording each step in a RunReport."""
 
     def __init__(self, settings: Settings, connector: Connector = connect) -> None:
         self.settings = settings
         self.connector = connector
         self.remotes: dict[str, Remote] = {}
-        self.report = Report()
+        self.report = RunReport()
 
     def remote(self, host: Host) -> Remote:
         if host.name not in self.remotes:
@@ -192,7 +192,7 @@ class Runner:
         phases: list[Phase],
         act: Callable[[Remote, str], Outcome],
         before_phase: Callable[[Phase], None] | None = None,
-    ) -> Report:
+    ) -> RunReport:
         total = sum(len(phase) for phase in phases)
         for phase in phases:
             for host, step in phase:
@@ -272,7 +272,7 @@ def _run(
     merge_into: Path | None = None,
     version: str | None = None,
     ready_timeout: float = 300,
-) -> Report:
+) -> RunReport:
     validate(settings)
     runner = Runner(settings, connector)
     if target is not None:
@@ -290,18 +290,20 @@ def _run(
     return runner.run(phases, lambda remote, step: STEPS[step].act(ctx, remote), before_phase)
 
 
-def provision(settings: Settings, *, connector: Connector = connect, merge_into: Path | None = None) -> Report:
+def provision(settings: Settings, *, connector: Connector = connect, merge_into: Path | None = None) -> RunReport:
     """Run every provisioning step; raises RunFailed (with the report so far) at the first failing phase."""
     phases = provision_phases(settings)
     return _run(settings, phases, connector, target=settings.cluster.k3s_version, merge_into=merge_into)
 
 
-def upgrade(settings: Settings, version: str, *, connector: Connector = connect, ready_timeout: float = 300) -> Report:
+def upgrade(
+    settings: Settings, version: str, *, connector: Connector = connect, ready_timeout: float = 300
+) -> RunReport:
     """Roll `version` through the servers one at a time, then the agents, each back to Ready before the next."""
     phases = upgrade_phases(settings)
     return _run(settings, phases, connector, target=version, version=version, ready_timeout=ready_timeout)
 
 
-def reset(settings: Settings, *, connector: Connector = connect) -> Report:
+def reset(settings: Settings, *, connector: Connector = connect) -> RunReport:
     """Uninstall K3s from every host: agents first, then the servers."""
     return _run(settings, reset_phases(settings), connector, target=None)

@@ -77,7 +77,7 @@ class ApplyResult:
 
 
 @dataclass
-class Plan:
+class ApplyPlan:
     """What an apply starts from: the objects in order, what the ApplySet recorded, and what is live."""
 
     ordered: list[dict[str, Any]]
@@ -175,7 +175,7 @@ class Engine:
 
     # --------------------------------------------------------------------------------- planning
 
-    def plan(self, objects: Iterable[dict[str, Any]]) -> Plan:
+    def plan(self, objects: Iterable[dict[str, Any]]) -> ApplyPlan:
         """Order the objects, read the parent's record and every live child: nothing is written."""
         rendered = list(objects)
         self.discovery.remember_crds(rendered)
@@ -189,7 +189,7 @@ class Engine:
         new_namespaces = {
             ref.name for ref in desired if ref.kind == "Namespace" and ref not in live and not self._exists(ref)
         }
-        return Plan(ordered, desired, recorded_kinds, recorded_namespaces, kinds, namespaces, live, new_namespaces)
+        return ApplyPlan(ordered, desired, recorded_kinds, recorded_namespaces, kinds, namespaces, live, new_namespaces)
 
     def _exists(self, ref: ObjectRef) -> bool:
         return self.live_object(ref, {"apiVersion": "v1"}) is not None
@@ -217,7 +217,7 @@ class Engine:
             self._prune(plan, result, purge_data)
         return result
 
-    def _apply_one(self, obj: dict[str, Any], plan: Plan, result: ApplyResult) -> None:
+    def _apply_one(self, obj: dict[str, Any], plan: ApplyPlan, result: ApplyResult) -> None:
         ref = ObjectRef.of(obj)
         resolved = self.resolve(str(obj["apiVersion"]), ref.kind)
         body = label_child(obj, self.parent.id)
@@ -250,7 +250,7 @@ class Engine:
         getattr(result, action).append(ref)
         self.progress(ref, action)
 
-    def _prune(self, plan: Plan, result: ApplyResult, purge_data: bool) -> None:
+    def _prune(self, plan: ApplyPlan, result: ApplyResult, purge_data: bool) -> None:
         kept_kinds: set[str] = set()
         for ref in deletion_sorted(prune_set(plan.live, plan.desired)):
             if ref.kind in DATA_KINDS and not purge_data:

@@ -74,7 +74,7 @@ def sealed_objects(settings: Settings, api: client.ApiClient, *, reseal: bool) -
     resealed = ""
     if reseal:
         certificate = sealing.fetch_certificate(settings, api)
-        report = sealing.seal_credentials(settings, certificate)
+        report = sealing.seal_all(settings, certificate)
         resealed = (
             f"sealed {', '.join(report.sealed)}; " if report.sealed else "credentials unchanged (nothing resealed); "
         )

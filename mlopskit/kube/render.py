@@ -366,12 +366,6 @@ def manifest_images(objects: list[dict[str, Any]]) -> list[str]:
     return sorted(found)
 
 
-def object_label(obj: dict[str, Any]) -> str:
-    """Kind/name for messages."""
-    meta = obj.get("metadata") or {}
-    return f"{obj.get('kind', '?')}/{meta.get('name', '?')}"
-
-
 # ------------------------------------------------------------------------------------ writing to a folder
 
 MARKER_FILE = ".mlopskit-render"

@@ -417,11 +417,6 @@ def seal_all(
     return report
 
 
-def seal_credentials(settings: Settings, certificate: Certificate) -> SealReport:
-    """What deploy calls: seal what changed with the controller's current certificate."""
-    return seal_all(settings, certificate)
-
-
 def load_sealed(settings: Settings) -> list[dict[str, Any]]:
     """The SealedSecret objects of config/sealed/<cluster>/, in name order, for deploy."""
     directory = sealed_dir(settings)

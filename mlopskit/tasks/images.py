@@ -66,14 +66,14 @@ def build_images(
         builder = images.ImageBuilder(settings, client, progress_reporter(progress), no_cache=no_cache)
         image_set = builder.image_set()
         controller = builder.sealed_secrets_controller()
-    for note in builder.plan.notes:
+    for note in builder.log.notes:
         console.warn(note)
     rows = []
     services = [("mlflow", image_set.mlflow), ("postgres", image_set.postgres), ("s3", image_set.s3)]
     if controller is not None:
         services.append(("sealed-secrets", controller))
     for label, name in services:
-        built = next((r for r in builder.plan.results if r.ref == name), None)
+        built = next((r for r in builder.log.results if r.ref == name), None)
         state = "unchanged" if built is None or not built.changed else "built"
         rows.append((label, name, state, human_size(images.image_size(client, name))))
     console.table("Images", ["service", "image", "state", "size"], rows)

@@ -32,7 +32,7 @@ def up(c: Context, dry_run: bool = False) -> None:
         else:
             builder = images.ImageBuilder(settings, client, progress_reporter(progress))
             image_set = builder.image_set()
-            for note in builder.plan.notes:
+            for note in builder.log.notes:
                 console.warn(note)
         bars: dict[str, TaskID] = {}
 

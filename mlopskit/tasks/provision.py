@@ -18,14 +18,14 @@ def _show_plan(settings: Settings, phases: list[runs.Phase], title: str) -> None
     console.table(title, ["order", "host", "step", "what it does"], runs.plan_rows(phases))
 
 
-def _finish(report: runs.Report, settings: Settings, title: str) -> None:
+def _finish(report: runs.RunReport, settings: Settings, title: str) -> None:
     report.show(title, [host.name for host in settings.cluster.hosts])
     for (host, step), outcome in report.details.items():
         for note in outcome.notes:
             console.warn(f"{host} {step}: {note}")
 
 
-def _run(settings: Settings, title: str, action: Callable[[], runs.Report]) -> runs.Report:
+def _run(settings: Settings, title: str, action: Callable[[], runs.RunReport]) -> runs.RunReport:
     try:
         report = action()
     except runs.RunFailed as failed:

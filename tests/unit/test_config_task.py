@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +158,12 @@ def test_doctor_reports_an_explicit_kubeconfig_path_that_does_not_exist(tmp_path
     check = check_kubeconfig(settings, probe=lambda path: "never asked")
     assert not check.ok
     assert "cluster.kubeconfig (KUBECONFIG_PATH) [from environment $KUBECONFIG_PATH]" in check.detail
+
+
+def test_python_m_mlopskit_offers_the_same_commands_as_invoke(project: Project) -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "mlopskit", "--list"], cwd=project.root, capture_output=True, text=True, check=True
+    ).stdout
+    via_invoke = project.invoke("--list").stdout
+    names = [line.split()[0] for line in via_invoke.splitlines() if line.startswith("  ") and line.strip()]
+    assert names and all(f"  {name} " in listed or listed.rstrip().endswith(name) for name in names)

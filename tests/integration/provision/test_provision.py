@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlopskit.hosts.provision import Report, provision
+from mlopskit.hosts.provision import RunReport, provision
 from mlopskit.settings import Settings, load_settings
 from tests.integration.provision.conftest import STANDIN_INSTALL_URL, SUDO_PASSWORD, KeyPair, SshHost
 
@@ -28,9 +28,9 @@ class Cluster:
     agent_pw: SshHost
     agent_kit: SshHost
     merged_kubeconfig: Path
-    first: Report
+    first: RunReport
 
-    def run(self) -> Report:
+    def run(self) -> RunReport:
         return provision(self.settings, merge_into=self.merged_kubeconfig)
 
 
