@@ -11,12 +11,12 @@ import subprocess
 from pathlib import Path
 from typing import Literal
 
+from mlopskit.settings import SEAWEEDFS_VERSION as SEAWEEDFS_VERSION
 from mlopskit.settings import Settings
 
 DEBIAN_BASE = "mlopskit/debian:bookworm"
 OFFLINE_PYTHON = "mlopskit/python:3.11-bookworm"
 OFFLINE_POSTGRES = "mlopskit/postgres:15-bookworm"
-SEAWEEDFS_VERSION = "4.48"
 OFFLINE_SEAWEEDFS = f"mlopskit/seaweedfs:{SEAWEEDFS_VERSION}"
 # The upstream release the manifests render (ImageSettings.sealed_secrets_controller); the stand-in's tag says
 # which controller it stands in for, so the rendered version labels stay the same.

