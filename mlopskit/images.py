@@ -390,7 +390,14 @@ class BuildLog:
     """What ensure_images did, for the task to print."""
 
     results: list[BuildResult] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings: something happened the user should know
+    infos: list[str] = field(default_factory=list)  # plain information
+
+    def note(self, text: str, *, warn: bool = True) -> None:
+        """Add a warning (or, warn=False, an information) once: an image resolved twice says so once."""
+        target = self.notes if warn else self.infos
+        if text not in target:
+            target.append(text)
 
 
 class ImageBuilder:
@@ -438,9 +445,16 @@ class ImageBuilder:
             lambda ref: _pull_reason(self.client, ref),
         )
         if choice == "offline":
+            built_before = len(self.log.results)
+            ref = self._offline_image(key)
             if self.settings.images.source == "auto":
-                self.log.notes.append(f"{official} could not be pulled; built the offline stand-in instead")
-            return self._offline_image(key)
+                if any(result.changed for result in self.log.results[built_before:]):
+                    self.log.note(f"{official} could not be pulled; built the offline stand-in {ref} instead")
+                else:
+                    self.log.note(
+                        f"using the local stand-in {ref} built earlier ({official} is out of reach)", warn=False
+                    )
+            return ref
         return official
 
     def mlflow(self) -> str:

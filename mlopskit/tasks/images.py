@@ -68,6 +68,8 @@ def build_images(
         controller = builder.sealed_secrets_controller()
     for note in builder.log.notes:
         console.warn(note)
+    for info in builder.log.infos:
+        console.info(info)
     rows = []
     services = [("mlflow", image_set.mlflow), ("postgres", image_set.postgres), ("s3", image_set.s3)]
     if controller is not None:

@@ -34,6 +34,8 @@ def up(c: Context, dry_run: bool = False) -> None:
             image_set = builder.image_set()
             for note in builder.log.notes:
                 console.warn(note)
+            for info in builder.log.infos:
+                console.info(info)
         bars: dict[str, TaskID] = {}
 
         def report(service: str, state: str) -> None:

@@ -227,3 +227,36 @@ def test_the_official_seaweedfs_image_and_the_stand_in_run_the_same_release(tmp_
     assert arg is not None
     assert official.rsplit(":", 1)[1] == image_names.SEAWEEDFS_VERSION == arg.group(1)
     assert image_names.OFFLINE_SEAWEEDFS.endswith(f":{arg.group(1)}")
+
+
+def offline_builder(monkeypatch: pytest.MonkeyPatch, *, built_now: bool) -> images.ImageBuilder:
+    """A builder on a machine whose registry is out of reach; its stand-ins are built now or reused."""
+    monkeypatch.setattr(images, "_image_id", lambda client, ref: None)
+    monkeypatch.setattr(images, "_pull_reason", lambda client, ref: "no registry answers")
+    builder = images.ImageBuilder(load_settings(REPO, {}), client=None)  # type: ignore[arg-type]
+
+    def stand_in(key: str) -> str:
+        builder.log.results.append(images.BuildResult(f"mlopskit/{key}:stand-in", built_now, 1))
+        return f"mlopskit/{key}:stand-in"
+
+    monkeypatch.setattr(builder, "_offline_image", stand_in)
+    return builder
+
+
+def test_a_stand_in_built_now_is_a_warning_said_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    builder = offline_builder(monkeypatch, built_now=True)
+    builder.resolve("postgres:15-bookworm", "postgres")
+    builder.resolve("postgres:15-bookworm", "postgres")
+    assert builder.log.notes == [
+        "postgres:15-bookworm could not be pulled; built the offline stand-in mlopskit/postgres:stand-in instead"
+    ]
+    assert builder.log.infos == []
+
+
+def test_a_stand_in_built_earlier_is_only_mentioned(monkeypatch: pytest.MonkeyPatch) -> None:
+    builder = offline_builder(monkeypatch, built_now=False)
+    builder.resolve("postgres:15-bookworm", "postgres")
+    assert builder.log.notes == []
+    assert builder.log.infos == [
+        "using the local stand-in mlopskit/postgres:stand-in built earlier (postgres:15-bookworm is out of reach)"
+    ]
