@@ -15,6 +15,20 @@ from mlopskit.settings import Settings
 
 MIN_PYTHON = (3, 11)
 
+# What a user may be about to do, and the commands each group stands for.
+GROUPS: dict[str, str] = {
+    "up": "up, down, status (the local platform)",
+    "build-images": "build-images",
+    "provision": "provision, upgrade, reset",
+    "deploy": "deploy, diff, destroy, seal",
+}
+_NEEDED_BY: dict[str, tuple[str, ...]] = {
+    "every command": tuple(GROUPS),
+    "up, build-images, integration tests": ("up", "build-images"),
+    "provision, upgrade, reset": ("provision",),
+    "deploy, diff, destroy, seal": ("deploy",),
+}
+
 
 @dataclass(frozen=True)
 class Check:
@@ -23,6 +37,16 @@ class Check:
     ok: bool
     detail: str
     fix: str
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The groups of GROUPS that cannot run while this check fails."""
+        return _NEEDED_BY[self.needed_by]
+
+
+def runnable(checks: list[Check]) -> dict[str, bool]:
+    """For each group of commands, whether every check it needs passed."""
+    return {group: all(ch.ok for ch in checks if group in ch.groups) for group in GROUPS}
 
 
 def check_python() -> Check:
@@ -133,10 +157,10 @@ def check_env_file(settings: Settings) -> Check:
     good = path.is_file()
     return Check(
         ".env present",
-        "up, deploy, seal",
+        "deploy, diff, destroy, seal",
         good,
         str(path) if good else "missing",
-        "" if good else "run `invoke init` (writes .env with generated secrets)",
+        "" if good else "run `invoke init` (writes .env with generated secrets; `invoke up` does it by itself)",
     )
 
 

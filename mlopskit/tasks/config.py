@@ -7,8 +7,9 @@ from invoke.exceptions import Exit
 
 from mlopskit import console
 from mlopskit.config_view import settings_rows
-from mlopskit.doctor import run_checks
+from mlopskit.doctor import GROUPS, run_checks, runnable
 from mlopskit.envfile import write_env_file
+from mlopskit.errors import PlatformError
 from mlopskit.tasks.common import platform_task, project_root, settings_for
 
 
@@ -19,20 +20,37 @@ def show_config(c: Context) -> None:
     console.table("Effective settings", ["key", "value", "source"], settings_rows(settings))
 
 
-@platform_task()
-def doctor(c: Context) -> None:
+@platform_task(
+    help={
+        "for": f"only what this command needs: {', '.join(GROUPS)}; exit 1 when it cannot run "
+        "(default: every group; exit 1 only when none can run)"
+    }
+)
+def doctor(c: Context, for_: str | None = None) -> None:
     """Check what each command needs (Python, Docker, SSH keys, kubeconfig) and how to fix what is missing."""
+    if for_ is not None and for_ not in GROUPS:
+        raise PlatformError(f"--for {for_!r} [from the command line]: expected one of {', '.join(GROUPS)}")
     settings = settings_for(c)
-    checks = run_checks(settings)
+    checks = [ch for ch in run_checks(settings) if for_ is None or for_ in ch.groups]
     console.table(
-        "invoke doctor",
+        "invoke doctor" + (f" --for {for_}" if for_ else ""),
         ["check", "needed by", "status", "detail", "fix"],
         [(ch.name, ch.needed_by, "OK" if ch.ok else "MISSING", ch.detail, ch.fix) for ch in checks],
     )
-    missing = [ch for ch in checks if not ch.ok]
-    if missing:
-        raise Exit(f"{len(missing)} check(s) missing; each row says how to fix it", code=1)
-    console.ok("everything every command needs is here")
+    ready = runnable(checks)
+    if for_ is not None:
+        if not ready[for_]:
+            raise Exit(f"`invoke {for_}` cannot run yet; each MISSING row says how to fix it", code=1)
+        console.ok(f"everything `invoke {for_}` needs is here")
+        return
+    can = [group for group, ok in ready.items() if ok]
+    cannot = [group for group, ok in ready.items() if not ok]
+    if can:
+        console.ok("can run now: " + "; ".join(GROUPS[g] for g in can))
+    if cannot:
+        console.info("not yet: " + "; ".join(GROUPS[g] for g in cannot) + " (see the MISSING rows)")
+    if not can:
+        raise Exit("no command can run yet; each MISSING row says how to fix it", code=1)
 
 
 @platform_task()

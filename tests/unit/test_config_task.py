@@ -135,9 +135,9 @@ def test_doctor_reports_unreachable_api_server(tmp_path: Path) -> None:
     assert "connection refused" in check.detail
 
 
-def test_doctor_cli_prints_table_and_fails_when_something_is_missing(project: Project) -> None:
+def test_doctor_cli_prints_table_and_fails_when_the_command_asked_for_cannot_run(project: Project) -> None:
     project.write("config/inventory.yaml", INVENTORY.format(key=project.root / "missing-key"))
-    result = project.invoke("doctor")
+    result = project.invoke("doctor", "--for", "provision")
     assert result.returncode == 1
     assert "SSH key" in result.stdout and "MISSING" in result.stdout
     assert "Traceback" not in result.stderr
@@ -167,3 +167,35 @@ def test_python_m_mlopskit_offers_the_same_commands_as_invoke(project: Project) 
     via_invoke = project.invoke("--list").stdout
     names = [line.split()[0] for line in via_invoke.splitlines() if line.startswith("  ") and line.strip()]
     assert names and all(f"  {name} " in listed or listed.rstrip().endswith(name) for name in names)
+
+
+def test_up_can_run_with_python_and_docker_alone() -> None:
+    from mlopskit.doctor import Check, runnable
+
+    checks = [
+        Check("Python >= 3.11", "every command", True, "3.11", ""),
+        Check("Docker engine reachable", "up, build-images, integration tests", True, "engine", ""),
+        Check(".env present", "deploy, diff, destroy, seal", False, "missing", "invoke init"),
+        Check("Inventory", "provision, upgrade, reset", False, "no hosts", "cp ..."),
+        Check("Kubeconfig reachable", "deploy, diff, destroy, seal", False, "not found", "provision"),
+    ]
+    assert runnable(checks) == {"up": True, "build-images": True, "provision": False, "deploy": False}
+
+
+def test_doctor_for_provision_fails_without_an_inventory_and_says_how_to_fix_it(project: Project) -> None:
+    result = project.invoke("doctor", "--for", "provision")
+    assert result.returncode == 1
+    assert "cp config/inventory.example.yaml config/inventory.yaml" in result.stdout.replace("\n", "")
+
+
+def test_doctor_without_a_command_names_what_can_run_now(project: Project) -> None:
+    result = project.invoke("doctor")
+    assert "not yet:" in result.stdout and "provision, upgrade, reset" in result.stdout
+    assert result.returncode == (0 if "can run now:" in result.stdout else 1)
+
+
+def test_doctor_refuses_an_unknown_command_group(project: Project) -> None:
+    result = project.invoke("doctor", "--for", "nope")
+    assert result.returncode == 1
+    assert "expected one of up, build-images, provision, deploy" in result.stderr
+    assert "Traceback" not in result.stderr
