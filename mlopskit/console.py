@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+# Output that is not a terminal (a CI log, a file, a pipe) gets no live display, and a table would be folded
+# at rich's default of 80 columns: give it room, unless COLUMNS says otherwise.
+_WIDTH = None if os.environ.get("COLUMNS") else 160
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+if not console.is_terminal and _WIDTH:
+    console.width = _WIDTH
+    err_console.width = _WIDTH
 
 
 def info(message: str) -> None:
@@ -44,8 +52,75 @@ def _plain(cell: object) -> str:
     return escape(str(cell))
 
 
+class LineProgress(Progress):
+    """Progress for output that is not a terminal: one plain line, with the elapsed time, whenever a task
+    starts, moves on (a new description or count) or finishes, printed as it happens (rich's live display
+    would print nothing until the end)."""
+
+    def __init__(self, target: Console) -> None:
+        super().__init__(console=target, disable=True)
+        self._target = target
+        self._said: dict[TaskID, tuple[str, float, bool]] = {}
+
+    def add_task(
+        self,
+        description: str,
+        start: bool = True,
+        total: float | None = 100.0,
+        completed: int = 0,
+        visible: bool = True,
+        **fields: Any,
+    ) -> TaskID:
+        task_id = super().add_task(description, start, total, completed, visible, **fields)
+        self._say(task_id)
+        return task_id
+
+    def update(
+        self,
+        task_id: TaskID,
+        *,
+        total: float | None = None,
+        completed: float | None = None,
+        advance: float | None = None,
+        description: str | None = None,
+        visible: bool | None = None,
+        refresh: bool = False,
+        **fields: Any,
+    ) -> None:
+        super().update(
+            task_id,
+            total=total,
+            completed=completed,
+            advance=advance,
+            description=description,
+            visible=visible,
+            refresh=refresh,
+            **fields,
+        )
+        self._say(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._say(task_id)
+
+    def _say(self, task_id: TaskID) -> None:
+        task = next(t for t in self.tasks if t.id == task_id)
+        state = (task.description, task.completed, task.finished)
+        if self._said.get(task_id) == state:
+            return
+        self._said[task_id] = state
+        count = f" [{task.completed:g}/{task.total:g}]" if task.total else ""
+        end = " (done)" if task.finished else ""
+        self._target.print(f"[{task.elapsed or 0:6.1f}s] {task.description}{count}{end}", markup=False)
+
+
 def progress() -> Progress:
-    """A progress display for long work: `with progress() as p: task = p.add_task("...", total=n)`."""
+    """A progress display for long work: `with progress() as p: task = p.add_task("...", total=n)`.
+
+    Bars on a terminal; plain timestamped lines as things happen otherwise (see LineProgress).
+    """
+    if not console.is_terminal:
+        return LineProgress(console)
     return Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
