@@ -28,14 +28,14 @@ def default_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_diff_exits_0_when_nothing_differs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(flow, "diff", lambda settings: [])
+    monkeypatch.setattr(flow, "diff", lambda settings, mlflow_image: [])
     tasks.diff(Context())
 
 
 def test_diff_exits_1_and_prints_the_diff_when_something_differs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(flow, "diff", lambda settings: [(CHANGED, "--- live/x\n+++ desired/x\n-a\n+b\n")])
+    monkeypatch.setattr(flow, "diff", lambda settings, mlflow_image: [(CHANGED, "--- live/x\n+++ desired/x\n-a\n+b\n")])
     with pytest.raises(Exit) as caught:
         tasks.diff(Context())
     assert caught.value.code == 1
