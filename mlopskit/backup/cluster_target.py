@@ -264,3 +264,25 @@ def k3s_parts(settings: Settings, writer: ArchiveWriter) -> list[str]:
 def cluster_target(settings: Settings) -> Iterator[ClusterTarget]:
     with contextlib.ExitStack() as stack:
         yield ClusterTarget(settings, api_client(settings), stack)
+
+
+def restore_keys_without_platform(settings: Settings, reader: ArchiveReader) -> str | None:
+    """On a cluster without the platform: put the sealing keys in place (step 1 of a fresh-cluster restore).
+
+    Returns what was done, or None when the platform is deployed (the full restore runs instead).
+    """
+    api = api_client(settings)
+    core = client.CoreV1Api(api)
+    namespace = settings.platform.namespace
+    try:
+        core.read_namespaced_service(POSTGRES_SERVICE, namespace)
+        return None
+    except ApiException as exc:
+        if exc.status != 404:
+            raise _api_error(f"reading Service {namespace}/{POSTGRES_SERVICE}", exc) from None
+    if reader.manifest.part(SEALING_KEYS) is None:
+        raise PlatformError(
+            f"the platform is not deployed in {namespace} and {reader.source} holds no sealing keys; "
+            "run `invoke deploy` first, then rerun the restore"
+        )
+    return restore_keys(core, client.AppsV1Api(api), reader.read(SEALING_KEYS))

@@ -112,6 +112,17 @@ def restore(c: Context, path: str, target: str = "local", yes: bool = False, dry
             bars.console.print("\n".join(f"would restore: {line}" for line in manifest.holds))
             bars.console.print("dry run: nothing changed")
             return
+        if target == "cluster":
+            from mlopskit.backup.cluster_target import restore_keys_without_platform
+
+            done = restore_keys_without_platform(settings, reader)
+            if done is not None:
+                bars.console.print(f"[green]✓[/] {done}")
+                bars.console.print(
+                    f"the platform is not deployed yet: run `invoke deploy` (the controller starts with these keys), "
+                    f"then `invoke restore {archive} --target cluster` again for the data"
+                )
+                return
         with open_target(settings, target) as platform:
             report = flow.restore(settings, platform, reader, yes=yes, progress=progress_reporter(bars))
     for step in report.steps:
