@@ -58,7 +58,7 @@ def cluster(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (opt-in): image size, authenticated throughput, `invoke up` time; writes bench-results/."""
+    """Benchmarks (opt-in): image size, throughput, `invoke up` time, backup/restore MB/s; writes bench-results/."""
     _install(session, "test")
     session.run("python", "-m", "mlopskit.bench", *session.posargs)
 

@@ -1,4 +1,4 @@
-"""Benchmarks of the local platform: image size, authenticated throughput, and `invoke up` time.
+"""Benchmarks of the local platform: image size, authenticated throughput, `invoke up` time, backup/restore MB/s.
 
 Run with `nox -s bench` (or `python -m mlopskit.bench`). Results are printed as a table and written to
 bench-results/bench.json. A benchmark, not a test: it reports numbers and whether each target is met.
@@ -363,7 +363,7 @@ def run(args: argparse.Namespace, report: BenchReport) -> None:
             if not args.skip_size:
                 console.step("naive comparison image")
                 measure_size(client, settings, images, workdir, report)
-            if not (args.skip_throughput and args.skip_up):
+            if not (args.skip_throughput and args.skip_up and args.skip_backup):
                 console.step(f"starting the bench stack ({PROJECT})")
                 first = time.perf_counter()
                 local.up(client, settings, images)
@@ -374,6 +374,13 @@ def run(args: argparse.Namespace, report: BenchReport) -> None:
             if not args.skip_up:
                 console.step("up from stopped containers")
                 measure_up(client, settings, images, report)
+            if not args.skip_backup:
+                from mlopskit import bench_backup
+
+                def add(name: str, value: float, unit: str, detail: str) -> None:
+                    report.add(Measurement(name, value, unit, detail=detail))
+
+                report.raw["backup"] = bench_backup.measure(settings, args.runs, args.objects, args.object_kb, add)
         finally:
             console.step(f"removing the bench stack ({PROJECT}), volumes included")
             local.down(client, settings, volumes=True)
@@ -388,6 +395,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--skip-size", action="store_true", help="skip the image size comparison (default: run it)")
     parser.add_argument("--skip-throughput", action="store_true", help="skip the throughput run (default: run it)")
     parser.add_argument("--skip-up", action="store_true", help="skip the up timing (default: run it)")
+    parser.add_argument("--skip-backup", action="store_true", help="skip backup/restore throughput (default: run it)")
+    parser.add_argument("--runs", type=int, default=2000, help="runs for the backup bench (default: 2000)")
+    parser.add_argument("--objects", type=int, default=200, help="S3 objects for the backup bench (default: 200)")
+    parser.add_argument("--object-kb", type=int, default=256, help="size of each object in KB (default: 256)")
     parser.add_argument("--output", default=str(RESULTS), help=f"JSON results file (default: {RESULTS})")
     return parser.parse_args(argv)
 

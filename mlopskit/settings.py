@@ -43,6 +43,7 @@ PUBLISHED_DEFAULT_PASSWORDS = frozenset(
     {"password1234", "password", "admin", "changeme", "minioadmin", "mlflow", "postgres", "secret"}
 )
 MIN_ADMIN_PASSWORD_LENGTH = 12
+MIN_BACKUP_PASSPHRASE_LENGTH = 16
 
 _K3S_VERSION = re.compile(r"v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)")
 
@@ -593,11 +594,40 @@ class LocalSettings(_Model):
         return value
 
 
+class BackupSettings(_Model):
+    """`invoke backup` / `invoke restore`: where archives go and how they are encrypted (age)."""
+
+    # Outside the repository on purpose: an archive holds password hashes and keys.
+    dir: Path = Path("~/.local/share/mlopskit/backups")
+    passphrase: SecretStr | None = None
+    # An age public key (age1...): archives are encrypted to it; restore then needs identity_file.
+    recipient: str | None = None
+    identity_file: Path | None = None
+
+    @field_validator("passphrase")
+    @classmethod
+    def _passphrase(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_BACKUP_PASSPHRASE_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_BACKUP_PASSPHRASE_LENGTH} characters "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+        return value
+
+    @field_validator("recipient")
+    @classmethod
+    def _recipient(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"age1[02-9ac-hj-np-z]{58}", value):
+            raise ValueError("must be an age public key: age1 followed by 58 characters (age-keygen -y prints one)")
+        return value
+
+
 class Settings(_Model):
     cluster: ClusterSettings = ClusterSettings()
     images: ImageSettings = ImageSettings()
     platform: PlatformSettings = PlatformSettings()
     local: LocalSettings = LocalSettings()
+    backup: BackupSettings = BackupSettings()
 
     # Filled by load_settings; not settings themselves.
     root: Path = Field(default=Path(), exclude=True)
@@ -726,6 +756,10 @@ ENV_KEYS: dict[str, str] = {
     "IMAGE_SOURCE": "images.source",
     "IMAGE_TAG": "images.tag",
     "LOCAL_PORT": "local.port",
+    "BACKUP_DIR": "backup.dir",
+    "BACKUP_PASSPHRASE": "backup.passphrase",
+    "BACKUP_RECIPIENT": "backup.recipient",
+    "BACKUP_IDENTITY_FILE": "backup.identity_file",
 }
 ENV_BY_PATH = {path: env for env, path in ENV_KEYS.items()}
 _LIST_PATHS = {"platform.mlflow.allowed_hosts"}

@@ -45,6 +45,11 @@ def _pod_and_port(core: client.CoreV1Api, namespace: str, service: str, port: in
     )
 
 
+def ready_pod(core: client.CoreV1Api, namespace: str, service: str, port: int) -> tuple[str, int]:
+    """The name of a running, ready pod behind the Service, and the container port `port` targets."""
+    return _pod_and_port(core, namespace, service, port)
+
+
 def _pump(local: socket.socket, remote: Any) -> None:
     """Copy bytes both ways until either side closes."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
+from mlopskit.tasks import backup as backup_tasks
 from mlopskit.tasks import config, deploy, provision, secrets
 from mlopskit.tasks import images as image_tasks
 from mlopskit.tasks import local as local_tasks
@@ -27,5 +28,7 @@ def build_collection() -> Collection:
     ns.add_task(local_tasks.down)
     ns.add_task(local_tasks.status)
     ns.add_task(secrets.seal)
+    ns.add_task(backup_tasks.backup)
+    ns.add_task(backup_tasks.restore)
     ns.add_collection(Collection("secrets", secrets.backup_key))
     return ns

@@ -1,0 +1,313 @@
+"""Backup and restore, the same steps for the local stack and the cluster; a Target supplies the access.
+
+Backup: versions, schema revisions and counts → both dumps → every object → (cluster) keys and K3s →
+manifest → encrypt. Restore: decrypt → verify every checksum → check cluster name, target and MLflow
+version → refuse a platform holding data without --yes → (cluster) keys → stop MLflow → both databases →
+bucket → migrations → start MLflow → counts compared with the manifest → the smoke check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from mlopskit.backup import bucket as bucket_parts
+from mlopskit.backup import crypto
+from mlopskit.backup.archive import (
+    AUTH_DUMP,
+    TRACKING_DUMP,
+    ArchiveReader,
+    ArchiveWriter,
+    Manifest,
+    Progress,
+    no_progress,
+)
+from mlopskit.backup.bucket import Bucket
+from mlopskit.backup.postgres import Shell, dump_command, query_command, restore_command, run
+from mlopskit.errors import PlatformError
+from mlopskit.mlflow_admin import MlflowClient, smoke_check
+from mlopskit.settings import Settings
+
+TRACKING_VERSION_TABLE = "alembic_version"
+AUTH_VERSION_TABLE = "alembic_version_auth"
+COUNTED = ("experiments", "runs", "registered_models", "users", "objects")
+# What `invoke up` or `deploy` leaves in an empty platform: MLflow's Default experiment and the admin user.
+EMPTY = {"experiments": 1, "runs": 0, "registered_models": 0, "users": 1, "objects": 0}
+
+
+class Target(Protocol):
+    """The platform a backup reads and a restore writes: the local stack or the cluster."""
+
+    kind: str  # local | cluster
+
+    @property
+    def shell(self) -> Shell: ...
+
+    @property
+    def bucket(self) -> Bucket: ...
+
+    def versions(self) -> dict[str, str | None]: ...
+
+    def back_up_extras(self, writer: ArchiveWriter) -> list[str]: ...
+
+    def restore_extras(self, reader: ArchiveReader) -> list[str]: ...
+
+    def stop_mlflow(self) -> None: ...
+
+    def migrate(self) -> None: ...
+
+    def start_mlflow(self) -> MlflowClient: ...
+
+
+@dataclass
+class RestoreReport:
+    manifest: Manifest
+    steps: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """3.17.2 → (3, 17, 2); a suffix after the numbers (rc1, +local) is ignored."""
+    numbers = []
+    for piece in version.split("."):
+        match = re.match(r"\d+", piece)
+        if match is None:
+            break
+        numbers.append(int(match.group()))
+    return tuple(numbers)
+
+
+def default_archive(settings: Settings, target: str) -> Path:
+    """~/.local/share/mlopskit/backups/<cluster or project>/<target>-<UTC time>.tar.age"""
+    folder = settings.cluster.name if target == "cluster" else settings.local.project
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return backup_dir(settings) / folder / f"{target}-{stamp}.tar.age"
+
+
+def backup_dir(settings: Settings) -> Path:
+    base = settings.backup.dir.expanduser()
+    return base if base.is_absolute() else settings.root / base
+
+
+# ------------------------------------------------------------------------------------------ facts
+
+
+def _value(shell: Shell, database: str, sql: str) -> str:
+    return run(shell, query_command(database, sql)).strip()
+
+
+def revision(shell: Shell, database: str, table: str) -> str | None:
+    # table is one of the two constants above, never input.
+    return _value(shell, database, f"SELECT version_num FROM {table}") or None  # noqa: S608
+
+
+def counts(settings: Settings, shell: Shell, bucket: Bucket) -> dict[str, int]:
+    pg = settings.platform.postgres
+    row = _value(
+        shell,
+        pg.tracking_db,
+        "SELECT (SELECT count(*) FROM experiments), (SELECT count(*) FROM runs), "
+        "(SELECT count(*) FROM registered_models)",
+    ).split("|")
+    users = _value(shell, pg.auth_db, "SELECT count(*) FROM users")
+    objects = sum(1 for _ in bucket_parts.objects(bucket))
+    return {
+        "experiments": int(row[0]),
+        "runs": int(row[1]),
+        "registered_models": int(row[2]),
+        "users": int(users),
+        "objects": objects,
+    }
+
+
+def holds_data(found: dict[str, int]) -> bool:
+    return any(found.get(name, 0) > EMPTY[name] for name in COUNTED)
+
+
+# ------------------------------------------------------------------------------------------ backup
+
+
+def check_output(out: Path) -> None:
+    if out.exists():
+        raise PlatformError(f"--out {out}: the file exists; choose a new path (an archive is never overwritten)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise PlatformError(f"--out {out}: cannot create the folder {out.parent} ({exc.strerror})") from None
+
+
+def back_up(
+    settings: Settings, target: Target, out: Path, keys: crypto.Keys, progress: Progress = no_progress
+) -> Manifest:
+    """Write the encrypted archive `out` (mode 0600) of `target`; returns its manifest."""
+    crypto.check_can_encrypt(keys)
+    check_output(out)
+    pg = settings.platform.postgres
+    shell = target.shell
+    manifest = Manifest(
+        target=target.kind,
+        cluster=settings.cluster.name,
+        project=settings.local.project,
+        namespace=settings.platform.namespace,
+        bucket=target.bucket.name,
+        started=now(),
+    )
+    versions: dict[str, str | None] = {
+        "mlflow": settings.images.mlflow_version,  # the image is built from this pin
+        "postgres": _value(shell, pg.tracking_db, "SHOW server_version"),
+    }
+    manifest.versions = versions | target.versions()
+    manifest.databases = {
+        "tracking": {"name": pg.tracking_db, "revision": revision(shell, pg.tracking_db, TRACKING_VERSION_TABLE)},
+        "auth": {"name": pg.auth_db, "revision": revision(shell, pg.auth_db, AUTH_VERSION_TABLE)},
+    }
+    manifest.counts = counts(settings, shell, target.bucket)
+    staging = Path(tempfile.mkdtemp(prefix=".backup-", dir=out.parent))  # mode 0700
+    try:
+        plain = staging / "archive.tar"
+        writer = ArchiveWriter(plain, manifest, progress)
+        try:
+            writer.add_stream(TRACKING_DUMP, shell.stream(dump_command(pg.tracking_db)))
+            writer.add_stream(AUTH_DUMP, shell.stream(dump_command(pg.auth_db)))
+            objects = bucket_parts.back_up(target.bucket, writer, progress)
+            manifest.holds = [
+                f"tracking database {pg.tracking_db} (experiments, runs, metrics, params, tags, registered models)",
+                f"auth database {pg.auth_db} (users, password hashes, permissions)",
+                f"{objects} object(s) of bucket {target.bucket.name} (artifacts)",
+            ]
+            manifest.holds += target.back_up_extras(writer)
+            manifest.finished = now()
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        progress("encrypt", 0, 1)
+        crypto.encrypt_file(plain, out, keys)
+        progress("encrypt", 1, 1)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------ restore
+
+
+@contextlib.contextmanager
+def opened(archive: Path, keys: crypto.Keys, progress: Progress = no_progress) -> Iterator[ArchiveReader]:
+    """Decrypt into a private temporary folder and verify every part; the plaintext is removed afterwards."""
+    if not archive.is_file():
+        raise PlatformError(f"{archive}: no such archive; `invoke backup` prints where it wrote one")
+    staging = Path(tempfile.mkdtemp(prefix="mlopskit-restore-"))
+    try:
+        plain = staging / "archive.tar"
+        progress("decrypt", 0, 1)
+        crypto.decrypt_file(archive, plain, keys)
+        progress("decrypt", 1, 1)
+        reader = ArchiveReader(plain, str(archive))
+        try:
+            reader.verify(progress)
+            yield reader
+        finally:
+            reader.close()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_compatible(settings: Settings, manifest: Manifest, target: str, source: str) -> None:
+    """The archive belongs here: same target kind, same cluster name, an MLflow as new or newer."""
+    problems = []
+    if manifest.target != target:
+        problems.append(
+            f"it is a backup of the {manifest.target} platform, not the {target} one; "
+            f"restore it with --target {manifest.target}"
+        )
+    if manifest.cluster != settings.cluster.name:
+        problems.append(
+            f"it comes from cluster {manifest.cluster!r}, this is {settings.cluster.name!r} "
+            f"({settings.describe('cluster.name')}); set CLUSTER_NAME={manifest.cluster} to restore it here"
+        )
+    archived = str(manifest.versions.get("mlflow") or "")
+    if version_key(settings.images.mlflow_version) < version_key(archived):
+        problems.append(
+            f"it was written by MLflow {archived}, this platform runs {settings.images.mlflow_version}: "
+            "MLflow's migrations only go forward; restore onto MLflow "
+            f"{archived} or newer ({settings.describe('images.mlflow_version')})"
+        )
+    if problems:
+        raise PlatformError(
+            f"{source} cannot be restored here; nothing was changed:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+def compare_counts(expected: dict[str, int], found: dict[str, int]) -> list[str]:
+    return [
+        f"{name}: {found.get(name)} after the restore, {expected.get(name)} in the archive"
+        for name in COUNTED
+        if name in expected and expected.get(name) != found.get(name)
+    ]
+
+
+def restore(
+    settings: Settings,
+    target: Target,
+    reader: ArchiveReader,
+    *,
+    yes: bool,
+    progress: Progress = no_progress,
+) -> RestoreReport:
+    """Restore a verified archive into `target`; refuses a platform that holds data unless `yes`."""
+    manifest = reader.manifest
+    check_compatible(settings, manifest, target.kind, reader.source)
+    pg = settings.platform.postgres
+    before = counts(settings, target.shell, target.bucket)
+    if holds_data(before) and not yes:
+        held = ", ".join(f"{before[name]} {name.replace('_', ' ')}" for name in COUNTED)
+        raise PlatformError(
+            f"the {target.kind} platform holds data ({held}); a restore replaces all of it. "
+            "Rerun with --yes to overwrite it; nothing was changed"
+        )
+    report = RestoreReport(manifest)
+    report.steps += target.restore_extras(reader)
+    target.stop_mlflow()
+    for name, database in ((TRACKING_DUMP, pg.tracking_db), (AUTH_DUMP, pg.auth_db)):
+        part = manifest.part(name)
+        if part is None:
+            raise PlatformError(f"{reader.source}: {name} is missing from the manifest")
+        progress(name, 0, part.size)
+        target.shell.feed(restore_command(database, part.size), _counted(reader, name, part.size, progress))
+        report.steps.append(f"database {database} restored from {name} ({part.size} bytes)")
+    put, deleted = bucket_parts.restore(target.bucket, reader, progress)
+    report.steps.append(f"bucket {target.bucket.name}: {put} object(s) restored, {deleted} not in the archive removed")
+    target.migrate()
+    report.steps.append("migrations run (tracking and auth schemas current)")
+    client = target.start_mlflow()
+    report.counts = counts(settings, target.shell, target.bucket)
+    differences = compare_counts(manifest.counts, report.counts)
+    if differences:
+        raise PlatformError(
+            "the restored platform does not match the archive's manifest:\n"
+            + "\n".join(f"  - {d}" for d in differences)
+            + "\n(writes during the backup can cause this; check the platform, or restore again)"
+        )
+    report.steps.append("counts match the manifest: " + ", ".join(f"{report.counts[n]} {n}" for n in COUNTED))
+    report.steps += smoke_check(client).steps
+    return report
+
+
+def _counted(reader: ArchiveReader, name: str, size: int, progress: Progress) -> Iterator[bytes]:
+    done = 0
+    for chunk in reader.chunks(name):
+        done += len(chunk)
+        progress(name, done, size)
+        yield chunk

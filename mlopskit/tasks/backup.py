@@ -1,0 +1,130 @@
+"""Tasks for backup and restore of the local stack or the cluster: `invoke backup`, `invoke restore`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from invoke.context import Context
+from rich.progress import Progress as RichProgress
+from rich.progress import TaskID
+
+from mlopskit import console, images
+from mlopskit.backup import crypto, flow
+from mlopskit.backup.archive import BUCKET_PREFIX, Progress
+from mlopskit.errors import PlatformError
+from mlopskit.settings import Settings
+from mlopskit.tasks.common import platform_task, settings_for
+
+TARGETS = ("local", "cluster")
+
+
+def _check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise PlatformError(f"--target {target!r} [from the command line]: must be local or cluster")
+    return target
+
+
+@contextlib.contextmanager
+def open_target(settings: Settings, target: str) -> Iterator[flow.Target]:
+    if target == "local":
+        from mlopskit.backup.local_target import LocalTarget
+
+        yield LocalTarget(settings, images.docker_client())
+    else:
+        from mlopskit.backup.cluster_target import cluster_target
+
+        with cluster_target(settings) as made:
+            yield made
+
+
+def progress_reporter(progress: RichProgress) -> Progress:
+    """One bar per part (bytes), one for the bucket's bytes, one for its objects."""
+    bars: dict[str, TaskID] = {}
+
+    def report(part: str, done: int, total: int | None) -> None:
+        if part.startswith(BUCKET_PREFIX):
+            return  # counted by the "objects" bar; a bar per object would flood the terminal
+        if part not in bars:
+            bars[part] = progress.add_task(part, total=total)
+        progress.update(bars[part], completed=done, total=total)
+
+    return report
+
+
+@platform_task(
+    help={
+        "out": "archive file to write, mode 0600, never overwritten "
+        "[default: BACKUP_DIR/<project or cluster>/<target>-<UTC time>.tar.age]",
+        "target": "local (the `invoke up` stack) or cluster (the deployed platform) [default: local]",
+        "dry-run": "print what the archive would hold and where; write nothing [default: off]",
+    }
+)
+def backup(c: Context, out: str | None = None, target: str = "local", dry_run: bool = False) -> None:
+    """Write one encrypted archive of both databases, the bucket and (cluster) the sealing keys and K3s state."""
+    _check_target(target)
+    settings = settings_for(c)
+    keys = crypto.keys_from(settings)
+    crypto.check_can_encrypt(keys)
+    path = Path(out).expanduser() if out else flow.default_archive(settings, target)
+    if path.exists():
+        raise PlatformError(f"--out {path}: the file exists; choose a new path (an archive is never overwritten)")
+    with open_target(settings, target) as platform:
+        if dry_run:
+            found = flow.counts(settings, platform.shell, platform.bucket)
+            console.table(f"Would back up ({target})", ["what", "count"], list(found.items()))
+            console.info(f"would write {path} (mode 0600, encrypted)")
+            return
+        with console.progress() as bars:
+            manifest = flow.back_up(settings, platform, path, keys, progress_reporter(bars))
+    console.table(f"Archive {path}", ["holds"], [(line,) for line in manifest.holds])
+    size = path.stat().st_size
+    console.ok(f"backup written: {path} ({size / 1e6:.1f} MB, mode 0600, {manifest.started} → {manifest.finished})")
+    console.info(
+        "keep it: copy it off this machine, and keep BACKUP_PASSPHRASE (or the age identity) somewhere else; "
+        f"next: `invoke restore {path} --target {target}`"
+    )
+
+
+@platform_task(
+    help={
+        "path": "the archive to restore (required)",
+        "target": "local (the `invoke up` stack) or cluster (the deployed platform) [default: local]",
+        "yes": "overwrite a platform that already holds data [default: off: refuse]",
+        "dry-run": "decrypt and verify the archive and check it fits this platform; change nothing [default: off]",
+    }
+)
+def restore(c: Context, path: str, target: str = "local", yes: bool = False, dry_run: bool = False) -> None:
+    """Verify an archive, then restore databases, bucket and (cluster) keys; migrate, compare counts, smoke check."""
+    _check_target(target)
+    settings = settings_for(c, "up" if target == "local" else "deploy")
+    keys = crypto.keys_from(settings)
+    archive = Path(path).expanduser()
+    with console.progress() as bars, flow.opened(archive, keys, progress_reporter(bars)) as reader:
+        manifest = reader.manifest
+        flow.check_compatible(settings, manifest, target, str(archive))
+        bars.console.print(
+            f"[green]✓[/] {archive}: {len(manifest.parts)} parts verified (SHA-256), written {manifest.finished} "
+            f"by MLflow {manifest.versions.get('mlflow')} for cluster {manifest.cluster}"
+        )
+        if dry_run:
+            bars.console.print("\n".join(f"would restore: {line}" for line in manifest.holds))
+            bars.console.print("dry run: nothing changed")
+            return
+        if target == "cluster":
+            from mlopskit.backup.cluster_target import restore_keys_without_platform
+
+            done = restore_keys_without_platform(settings, reader)
+            if done is not None:
+                bars.console.print(f"[green]✓[/] {done}")
+                bars.console.print(
+                    f"the platform is not deployed yet: run `invoke deploy` (the controller starts with these keys), "
+                    f"then `invoke restore {archive} --target cluster` again for the data"
+                )
+                return
+        with open_target(settings, target) as platform:
+            report = flow.restore(settings, platform, reader, yes=yes, progress=progress_reporter(bars))
+    for step in report.steps:
+        console.ok(step)
+    console.ok(f"restored {archive} into the {target} platform")
