@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from mlopskit import formats
+from mlopskit import database_url, formats
 from mlopskit.errors import SettingsError
 
 ENV_FILE = ".env"
@@ -425,13 +425,18 @@ class PostgresSettings(_Model):
     tracking_db: str = "mlflow"
     auth_db: str = "mlflow_auth"
 
+    @field_validator("dsn", "auth_dsn")
+    @classmethod
+    def _dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        # Refuses what the MLflow image cannot run; libpq-compatible drivers are translated later.
+        if value is not None:
+            database_url.check_dsn(value.get_secret_value())
+        return value
+
     @model_validator(mode="after")
     def _external(self) -> PostgresSettings:
         if self.mode == "external" and self.dsn is None:
             raise ValueError("mode 'external' needs a DSN (POSTGRES_DSN)")
-        for dsn in (self.dsn, self.auth_dsn):
-            if dsn is not None and not dsn.get_secret_value().startswith(("postgresql://", "postgresql+")):
-                raise ValueError("a DSN must start with postgresql:// (postgresql://user:pass@host:5432/db)")
         if self.tracking_db == self.auth_db:
             raise ValueError("tracking_db and auth_db must differ: auth data lives in its own database")
         return self
