@@ -582,6 +582,9 @@ class LocalSettings(_Model):
     project: str = "mlopskit"
     bind: str = "127.0.0.1"
     port: int = Field(default=5000, ge=1, le=65535)
+    # Seconds each container (and the migrations) may take to start. `up` waits while a container runs
+    # and writes log lines; an `unhealthy` mark from Docker alone does not stop it (mlopskit/startup.py).
+    start_timeout: int = Field(default=900, ge=30)
 
     @field_validator("project")
     @classmethod
