@@ -43,6 +43,8 @@ PUBLISHED_DEFAULT_PASSWORDS = frozenset(
     {"password1234", "password", "admin", "changeme", "minioadmin", "mlflow", "postgres", "secret"}
 )
 MIN_ADMIN_PASSWORD_LENGTH = 12
+# Characters an S3 access key cannot hold (see ObjectStoreSettings._access_key).
+S3_ACCESS_KEY_RESERVED = frozenset("/,=")
 
 _K3S_VERSION = re.compile(r"v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)")
 
@@ -403,6 +405,20 @@ class ObjectStoreSettings(_Model):
     @classmethod
     def _bucket(cls, value: str) -> str:
         return check_bucket_name(value)
+
+    @field_validator("access_key")
+    @classmethod
+    def _access_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # S3 signatures (SigV4) carry the key in "Credential=<key>/<date>/...," and MinIO reserves '='.
+        if value is not None:
+            found = sorted({ch for ch in value.get_secret_value() if ch in S3_ACCESS_KEY_RESERVED or ch.isspace()})
+            if found:
+                raise ValueError(
+                    f"must not contain {' '.join(repr(ch) for ch in found)}: S3 request signatures split the "
+                    "access key at '/' and ',', MinIO refuses '=', and whitespace does not survive; "
+                    "any other printable character works (generate one with `invoke init`)"
+                )
+        return value
 
     @field_validator("endpoint")
     @classmethod

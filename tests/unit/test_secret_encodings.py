@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 
 from mlopskit import credentials, database_url
 from mlopskit.envfile import env_line
+from mlopskit.errors import SettingsError
 from mlopskit.kube.render import render_manifests
 from mlopskit.settings import load_settings
 
@@ -177,12 +178,23 @@ def test_an_env_line_reads_back_unchanged_with_python_dotenv(tmp_path: Path) -> 
     assert dotenv_values(tmp_path / ".env")["S3_SECRET_KEY"] == value
 
 
+@pytest.mark.parametrize("reserved", ["/", ",", "=", " "])
+def test_an_s3_access_key_with_a_character_s3_signatures_cannot_carry_is_refused(tmp_path: Path, reserved: str) -> None:
+    (tmp_path / ".env").write_text(env_line("S3_ACCESS_KEY", f"key{reserved}id") + "\n")
+
+    with pytest.raises(
+        SettingsError, match=r"platform.object_store.access_key \(S3_ACCESS_KEY\) \[from .env\]: must not"
+    ):
+        load_settings(tmp_path, {})
+
+
 def test_every_secret_made_of_punctuation_loads_from_env_unchanged(tmp_path: Path) -> None:
     secrets = {
         "MLFLOW_ADMIN_PASSWORD": EVERY_CHARACTER,
         "MLFLOW_FLASK_SECRET_KEY": EVERY_CHARACTER,
         "POSTGRES_PASSWORD": PUNCTUATION,
         "S3_SECRET_KEY": PUNCTUATION,
+        "S3_ACCESS_KEY": "".join(ch for ch in PUNCTUATION if ch not in "/,="),
     }
     (tmp_path / ".env").write_text("".join(env_line(k, v) + "\n" for k, v in secrets.items()))
     settings = load_settings(tmp_path, {})
@@ -192,3 +204,4 @@ def test_every_secret_made_of_punctuation_loads_from_env_unchanged(tmp_path: Pat
     assert mlflow.flask_secret_key is not None and mlflow.flask_secret_key.get_secret_value() == EVERY_CHARACTER
     assert postgres.password is not None and postgres.password.get_secret_value() == PUNCTUATION
     assert store.secret_key is not None and store.secret_key.get_secret_value() == PUNCTUATION
+    assert store.access_key is not None and store.access_key.get_secret_value() == secrets["S3_ACCESS_KEY"]
