@@ -183,7 +183,7 @@ def test_an_s3_access_key_with_a_character_s3_signatures_cannot_carry_is_refused
     (tmp_path / ".env").write_text(env_line("S3_ACCESS_KEY", f"key{reserved}id") + "\n")
 
     with pytest.raises(
-        SettingsError, match=r"platform.object_store.access_key \(S3_ACCESS_KEY\) \[from .env\]: must not"
+        SettingsError, match=r"platform.object_store.access_key \(S3_ACCESS_KEY\) \[from .env:1\]: must not"
     ):
         load_settings(tmp_path, {})
 
