@@ -97,5 +97,6 @@ def test_a_dsn_the_image_cannot_run_is_refused_naming_key_and_source(
 def test_a_refused_dsn_in_env_file_names_the_file(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("POSTGRES_MODE=external\nPOSTGRES_DSN=mysql://u:pw@db/mlflow\n")
 
-    with pytest.raises(SettingsError, match=r"platform.postgres.dsn \(POSTGRES_DSN\) \[from .env:2\]: is a 'mysql' URL"):
+    expected = r"platform.postgres.dsn \(POSTGRES_DSN\) \[from .env:2\]: is a 'mysql' URL"
+    with pytest.raises(SettingsError, match=expected):
         load_settings(tmp_path, {})
