@@ -8,8 +8,8 @@ a plaintext Secret anywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote
 
+from mlopskit import database_url
 from mlopskit.errors import SettingsError
 from mlopskit.settings import ENV_BY_PATH, ENV_FILE, Settings, get_path
 
@@ -40,20 +40,7 @@ class CredentialSecret:
 
 def postgres_uri(user: str, password: str, host: str, port: int, database: str) -> str:
     """A SQLAlchemy URI for psycopg 3, with user and password escaped."""
-    return f"postgresql+psycopg://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{database}"
-
-
-def _with_driver(dsn: str) -> str:
-    """postgresql://... from a user becomes postgresql+psycopg://... (SQLAlchemy 2 + psycopg 3)."""
-    if dsn.startswith("postgresql://"):
-        return "postgresql+psycopg://" + dsn.removeprefix("postgresql://")
-    return dsn
-
-
-def _auth_dsn_from(dsn: str, auth_db: str) -> str:
-    base, _, query = dsn.partition("?")
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{auth_db}" + (f"?{query}" if query else "")
+    return database_url.postgres_url(user, password, host, port, database)
 
 
 def database_uris(settings: Settings, host: str, port: int = 5432) -> tuple[str, str]:
@@ -61,9 +48,11 @@ def database_uris(settings: Settings, host: str, port: int = 5432) -> tuple[str,
     pg = settings.platform.postgres
     if pg.mode == "external":
         assert pg.dsn is not None  # checked by PostgresSettings
-        dsn = pg.dsn.get_secret_value()
-        auth = pg.auth_dsn.get_secret_value() if pg.auth_dsn else _auth_dsn_from(dsn, pg.auth_db)
-        return _with_driver(dsn), _with_driver(auth)
+        # Checked when settings load; here translated to the image's driver (psycopg 3).
+        tracking = database_url.check_dsn(pg.dsn.get_secret_value()).url
+        if pg.auth_dsn is not None:
+            return tracking, database_url.check_dsn(pg.auth_dsn.get_secret_value()).url
+        return tracking, database_url.with_database(tracking, pg.auth_db)
     password = _secret(settings, "platform.postgres.password")
     return (
         postgres_uri(pg.user, password, host, port, pg.tracking_db),

@@ -19,6 +19,14 @@ def generate_secret(key: str) -> str:
     return secrets.token_urlsafe(32)
 
 
+def env_line(key: str, value: str) -> str:
+    """KEY=value as python-dotenv reads it back unchanged: plain when safe, else single-quoted and escaped."""
+    if re.fullmatch(r"[A-Za-z0-9_.+/=-]*", value):
+        return f"{key}={value}"
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"{key}='{escaped}'"
+
+
 def write_env_file(root: Path) -> list[str]:
     """Create root/.env (mode 0600) from the example; returns the generated keys. Never overwrites."""
     target = root / ENV_FILE
@@ -33,7 +41,7 @@ def write_env_file(root: Path) -> list[str]:
         match = re.match(r"^([A-Z0-9_]+)=\s*$", line)
         if match and match.group(1) in GENERATED_KEYS:
             key = match.group(1)
-            line = f"{key}={generate_secret(key)}"
+            line = env_line(key, generate_secret(key))
             generated.append(key)
         lines.append(line)
     write_private(target, "\n".join(lines) + "\n", replace=False)

@@ -128,7 +128,12 @@ def host_build_files() -> BuildFiles:
 
 
 def _context_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.is_file() and BUILD_DIR not in p.relative_to(directory).parts)
+    # Bytecode is left out: importing docker/mlflow/app in the unit tests must not change the image.
+    return sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and not {BUILD_DIR, "__pycache__"} & set(p.relative_to(directory).parts)
+    )
 
 
 def build_context(directory: Path, files: BuildFiles | None) -> bytes:

@@ -20,6 +20,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 import docker
+from mlopskit import startup
 from mlopskit.errors import PlatformError
 from mlopskit.formats import url
 from mlopskit.services import (
@@ -37,7 +38,8 @@ from mlopskit.settings import Settings
 PROJECT_LABEL = "io.mlopskit.project"
 SERVICE_LABEL = "io.mlopskit.service"
 SPEC_LABEL = "io.mlopskit.spec"
-HEALTH_TIMEOUT = 240.0
+# Seconds one container may take to start when no settings say otherwise (local.start_timeout).
+DEFAULT_START_TIMEOUT = 900.0
 
 # (service, state) -> None; the task turns these into progress lines.
 Report = Callable[[str, str], None]
@@ -183,28 +185,46 @@ def last_logs(container: Container, lines: int = 20) -> str:
         return "(no logs)"
 
 
-def wait_healthy(container: Container, service: str, report: Report = _silent, timeout: float = HEALTH_TIMEOUT) -> None:
-    """Wait for the Docker healthcheck to pass; an exited or unhealthy container fails with its last logs."""
-    deadline = time.monotonic() + timeout
+def _newest_log_line(container: Container) -> bytes:
+    try:
+        return bytes(container.logs(tail=1, timestamps=True))
+    except APIError:
+        return b""
+
+
+def wait_ready(
+    container: Container,
+    service: str,
+    report: Report = _silent,
+    limit: float = DEFAULT_START_TIMEOUT,
+    one_off: bool = False,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Wait while the container makes progress (mlopskit/startup.py decides); fail with its last logs."""
+    container.reload()
+    restarts_before = int(container.attrs.get("RestartCount", 0))
+    started = clock()
     while True:
         container.reload()
-        state = container.attrs.get("State", {})
-        health = state.get("Health", {}).get("Status", "none")
-        report(service, health if state.get("Status") == "running" else str(state.get("Status")))
-        if health == "healthy":
+        observation = startup.observe(container.attrs, _newest_log_line(container), restarts_before)
+        decision = startup.decide(observation, started, clock(), limit, one_off=one_off)
+        if decision.verdict == "ready":
             return
-        if state.get("Status") in {"exited", "dead"} or health == "unhealthy":
+        if decision.verdict == "failed":
             raise PlatformError(
-                f"{service}: container {container.name} is {state.get('Status')} ({health}), exit code "
-                f"{state.get('ExitCode')}; its last log lines:\n{last_logs(container)}\n"
-                f"(full log: docker logs {container.name})"
+                f"{service}: container {container.name} {decision.reason}; its last log lines:\n"
+                f"{last_logs(container)}\n(full log: docker logs {container.name})"
             )
-        if time.monotonic() > deadline:
-            raise PlatformError(
-                f"{service}: container {container.name} not healthy after {timeout:.0f}s; "
-                f"its last log lines:\n{last_logs(container)}"
-            )
-        time.sleep(1.0)
+        report(service, decision.reason)
+        sleep(1.0)
+
+
+def wait_healthy(
+    container: Container, service: str, report: Report = _silent, timeout: float = DEFAULT_START_TIMEOUT
+) -> None:
+    """Wait until the Docker health check passes (see wait_ready)."""
+    wait_ready(container, service, report, timeout)
 
 
 def published_port(container: Container, container_port: int) -> int:
@@ -243,7 +263,9 @@ def ensure_bucket(settings: Settings, endpoint: str) -> str:
     return "created"
 
 
-def run_migrations(client: docker.DockerClient, settings: Settings, spec: ServiceSpec) -> None:
+def run_migrations(
+    client: docker.DockerClient, settings: Settings, spec: ServiceSpec, report: Report = _silent
+) -> None:
     """Upgrade the tracking and auth schemas once with a one-off MLflow container."""
     container = client.containers.create(
         spec.image,
@@ -255,11 +277,10 @@ def run_migrations(client: docker.DockerClient, settings: Settings, spec: Servic
     try:
         client.networks.get(network_name(settings)).connect(container)
         container.start()
-        status = container.wait(timeout=300)
-        if status.get("StatusCode") != 0:
-            raise PlatformError(
-                f"database migrations failed (exit {status.get('StatusCode')}); last log lines:\n{last_logs(container)}"
-            )
+        try:
+            wait_ready(container, "migrate", report, float(settings.local.start_timeout), one_off=True)
+        except PlatformError as exc:
+            raise PlatformError(f"database migrations failed: {exc}") from None
     finally:
         container.remove(force=True)
 
@@ -283,13 +304,13 @@ def up(
         if spec.name == MLFLOW and not dry_run:
             action_preview, _ = ensure_container(client, settings, spec, dry_run=True)
             if action_preview in {"created", "recreated"}:
-                report(MLFLOW, "migrating")
-                run_migrations(client, settings, spec)
+                report(MLFLOW, "migrating the databases")
+                run_migrations(client, settings, spec, lambda _service, state: report(MLFLOW, f"migrations: {state}"))
         action, container = ensure_container(client, settings, spec, dry_run)
         result.actions[f"container {container_name(settings, spec.name)}"] = action
         if dry_run or container is None:
             continue
-        wait_healthy(container, spec.name, report)
+        wait_ready(container, spec.name, report, float(settings.local.start_timeout))
         report(spec.name, "healthy")
         if spec.name == S3:
             endpoint = f"http://127.0.0.1:{published_port(container, spec.container_port)}"

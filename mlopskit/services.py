@@ -227,7 +227,9 @@ def mlflow_spec(settings: Settings, images: ImageSet, hosts: ServiceHosts) -> Se
                 "-c",
                 f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{MLFLOW_PORT}/health', timeout=4)",
             ],
-            start_period=90,
+            # A busy machine needs minutes: probes during start_period do not count. `up` does not
+            # stop on `unhealthy` while the server still makes progress (mlopskit/startup.py).
+            start_period=300,
         ),
         network_aliases=[MLFLOW],
         host_port=settings.local.port,

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from mlopskit import formats
+from mlopskit import database_url, formats
 from mlopskit.errors import SettingsError
 
 ENV_FILE = ".env"
@@ -44,6 +44,8 @@ PUBLISHED_DEFAULT_PASSWORDS = frozenset(
 )
 MIN_ADMIN_PASSWORD_LENGTH = 12
 MIN_BACKUP_PASSPHRASE_LENGTH = 16
+# Characters an S3 access key cannot hold (see ObjectStoreSettings._access_key).
+S3_ACCESS_KEY_RESERVED = frozenset("/,=")
 
 _K3S_VERSION = re.compile(r"v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)")
 
@@ -405,6 +407,20 @@ class ObjectStoreSettings(_Model):
     def _bucket(cls, value: str) -> str:
         return check_bucket_name(value)
 
+    @field_validator("access_key")
+    @classmethod
+    def _access_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # S3 signatures (SigV4) carry the key in "Credential=<key>/<date>/...," and MinIO reserves '='.
+        if value is not None:
+            found = sorted({ch for ch in value.get_secret_value() if ch in S3_ACCESS_KEY_RESERVED or ch.isspace()})
+            if found:
+                raise ValueError(
+                    f"must not contain {' '.join(repr(ch) for ch in found)}: S3 request signatures split the "
+                    "access key at '/' and ',', MinIO refuses '=', and whitespace does not survive; "
+                    "any other printable character works (generate one with `invoke init`)"
+                )
+        return value
+
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
@@ -426,13 +442,18 @@ class PostgresSettings(_Model):
     tracking_db: str = "mlflow"
     auth_db: str = "mlflow_auth"
 
+    @field_validator("dsn", "auth_dsn")
+    @classmethod
+    def _dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        # Refuses what the MLflow image cannot run; libpq-compatible drivers are translated later.
+        if value is not None:
+            database_url.check_dsn(value.get_secret_value())
+        return value
+
     @model_validator(mode="after")
     def _external(self) -> PostgresSettings:
         if self.mode == "external" and self.dsn is None:
             raise ValueError("mode 'external' needs a DSN (POSTGRES_DSN)")
-        for dsn in (self.dsn, self.auth_dsn):
-            if dsn is not None and not dsn.get_secret_value().startswith(("postgresql://", "postgresql+")):
-                raise ValueError("a DSN must start with postgresql:// (postgresql://user:pass@host:5432/db)")
         if self.tracking_db == self.auth_db:
             raise ValueError("tracking_db and auth_db must differ: auth data lives in its own database")
         return self
@@ -578,6 +599,9 @@ class LocalSettings(_Model):
     project: str = "mlopskit"
     bind: str = "127.0.0.1"
     port: int = Field(default=5000, ge=1, le=65535)
+    # Seconds each container (and the migrations) may take to start. `up` waits while a container runs
+    # and writes log lines; an `unhealthy` mark from Docker alone does not stop it (mlopskit/startup.py).
+    start_timeout: int = Field(default=900, ge=30)
 
     @field_validator("project")
     @classmethod

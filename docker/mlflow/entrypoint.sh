@@ -2,7 +2,9 @@
 # Entrypoint of the mlopskit MLflow image.
 #
 # Sub-commands:
-#   serve (default)   render the basic-auth ini, then run `mlflow server --app-name basic-auth`
+#   serve (default)   render the basic-auth ini, create the admin user if missing, then run
+#                     `mlflow server --app-name mlopskit-basic-auth` (MLflow's basic-auth app behind a
+#                     guard that answers unreadable Authorization headers 401: mlopskit_mlflow_app.py)
 #   migrate           upgrade the tracking and auth database schemas, then exit (the cluster's Job;
 #                     `invoke up` runs it once before serve); safe to run again
 #   render-auth-config  print the rendered basic-auth ini with the database URI masked
@@ -42,23 +44,17 @@ need() {
 : "${MLFLOW_ALLOWED_HOSTS:=localhost:*,127.0.0.1:*}"
 : "${MLFLOW_WORKERS:=2}"
 : "${MLFLOW_PORT:=5000}"
+# The image's app (docker/mlflow/app): the same in the local stack and the cluster, which both run `serve`.
+MLFLOW_APP_NAME=mlopskit-basic-auth
 : "${AWS_DEFAULT_REGION:=us-east-1}"
 export MLFLOW_AUTH_DEFAULT_PERMISSION MLFLOW_AUTH_CACHE_TTL_SECONDS AWS_DEFAULT_REGION
 
 render_auth_config() {
-  # ${NAME} placeholders only; a missing variable is an error, never an empty value.
+  # ${NAME} placeholders only; a missing variable is an error, never an empty value. Values are
+  # escaped for configparser ('%' doubled), so any printable character survives.
   local template="${MLFLOW_AUTH_CONFIG_TEMPLATE:-/etc/mlflow/basic_auth.ini.template}"
   [ -r "$template" ] || die "auth config template $template is not readable (MLFLOW_AUTH_CONFIG_TEMPLATE)"
-  python3 - "$template" <<'PY'
-import os, re, sys
-# Comment lines are copied as they are, so they may mention placeholders.
-lines = [line for line in open(sys.argv[1]).read().splitlines() if not line.lstrip().startswith(("#", ";"))]
-pattern = re.compile(r"\$\{([A-Z0-9_]+)\}")
-missing = sorted({n for line in lines for n in pattern.findall(line) if not os.environ.get(n)})
-if missing:
-    sys.exit(f"mlflow-entrypoint: error: {sys.argv[1]} needs {', '.join(missing)}; set them in the container's environment")
-sys.stdout.write("\n".join(pattern.sub(lambda m: os.environ[m.group(1)], line) for line in lines) + "\n")
-PY
+  python3 -m mlopskit_mlflow_app render-auth-config "$template" "$@"
 }
 
 migrate() {
@@ -81,9 +77,13 @@ serve() {
   export MLFLOW_AUTH_CONFIG_PATH="$dir/basic_auth.ini"
   # MLflow reads these only to create the admin user in an empty auth database.
   export MLFLOW_AUTH_ADMIN_USERNAME="$MLFLOW_ADMIN_USER" MLFLOW_AUTH_ADMIN_PASSWORD="$MLFLOW_ADMIN_PASSWORD"
-  say "starting mlflow server on port $MLFLOW_PORT with $MLFLOW_WORKERS workers"
+  # `mlflow server` runs this check itself only for the app name basic-auth; a failure here is one
+  # clear error instead of workers that the server restarts forever.
+  say "checking the auth database and the admin user"
+  python3 -m mlopskit_mlflow_app bootstrap
+  say "starting mlflow server ($MLFLOW_APP_NAME) on port $MLFLOW_PORT with $MLFLOW_WORKERS workers"
   exec mlflow server \
-    --app-name basic-auth \
+    --app-name "$MLFLOW_APP_NAME" \
     --host 0.0.0.0 \
     --port "$MLFLOW_PORT" \
     --workers "$MLFLOW_WORKERS" \
@@ -97,6 +97,6 @@ command="${1:-serve}"
 case "$command" in
   serve) shift || true; serve "$@" ;;
   migrate) migrate ;;
-  render-auth-config) render_auth_config | sed -E 's#(database_uri = [^:]+://[^:]+:)[^@]*@#\1****@#' ;;
+  render-auth-config) render_auth_config --mask ;;
   *) exec "$@" ;;
 esac

@@ -12,6 +12,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 
+from mlopskit import console, database_url
 from mlopskit.errors import PlatformError
 from mlopskit.settings import Settings, load_settings
 
@@ -29,6 +30,8 @@ def settings_for(c: Context, command: str | None = None) -> Settings:
     settings = load_settings(project_root(c))
     if command:
         settings.require(command)
+    for note in database_url.notes(settings):
+        console.warn(note)
     return settings
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -111,3 +112,32 @@ def test_other_user_cannot_log_to_the_admins_experiment(
         timeout=TIMEOUT,
     )
     assert response.status_code == 403
+
+
+# Protected routes of each kind MLflow serves, and Authorization headers basic-auth cannot read.
+PROTECTED_ROUTES = {
+    "rest api": "/api/2.0/mlflow/experiments/search?max_results=1",
+    "ajax api": "/ajax-api/2.0/mlflow/experiments/search?max_results=1",
+    "artifacts": "/api/2.0/mlflow-artifacts/artifacts",
+    "ui": "/",
+}
+MALFORMED_AUTHORIZATION = {
+    "bearer": b"Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl",
+    "empty": b"",
+    "not base64": b"Basic %%%not-base64%%%",
+    "not utf-8": b"Basic " + base64.b64encode(b"admin:\xff\xfe\xfd"),
+}
+
+
+@pytest.mark.parametrize("route", PROTECTED_ROUTES.values(), ids=PROTECTED_ROUTES.keys())
+@pytest.mark.parametrize("header", MALFORMED_AUTHORIZATION.values(), ids=MALFORMED_AUTHORIZATION.keys())
+def test_unreadable_authorization_gets_401_with_a_basic_challenge(stack: Stack, route: str, header: bytes) -> None:
+    response = requests.get(f"{stack.tracking_uri}{route}", headers={"Authorization": header}, timeout=TIMEOUT)
+
+    assert response.status_code == 401, response.text[:500]
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+def test_health_stays_public_with_a_bearer_header(stack: Stack) -> None:
+    headers = {"Authorization": MALFORMED_AUTHORIZATION["bearer"]}
+    assert requests.get(f"{stack.tracking_uri}/health", headers=headers, timeout=TIMEOUT).status_code == 200

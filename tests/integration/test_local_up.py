@@ -92,14 +92,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield made
     finally:
         made.invoke("down", "--volumes")
-        client = docker.from_env()
-        label = f"io.mlopskit.project={project}"
-        for container in client.containers.list(all=True, filters={"label": label}):
-            container.remove(force=True)
-        for volume in client.volumes.list(filters={"label": label}):
-            volume.remove(force=True)
-        for network in client.networks.list(filters={"label": label}):
-            network.remove()
+        remove_project(project)
+
+
+def remove_project(project: str) -> None:
+    """Whatever of the project `down` left behind: containers, volumes, networks."""
+    client = docker.from_env()
+    label = f"io.mlopskit.project={project}"
+    for container in client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True)
+    for volume in client.volumes.list(filters={"label": label}):
+        volume.remove(force=True)
+    for network in client.networks.list(filters={"label": label}):
+        network.remove()
 
 
 def test_up_on_a_fresh_copy_writes_env_and_prints_the_url(stack: Stack) -> None:

@@ -245,7 +245,7 @@ def test_seaweedfs_identities_are_written_from_the_environment_at_start(settings
     container = statefulset["spec"]["template"]["spec"]["containers"][0]
     script = container["command"][-1]
 
-    assert '"accessKey": "${AWS_ACCESS_KEY_ID}"' in script
+    assert '"$AWS_ACCESS_KEY_ID"' in script and '"$AWS_SECRET_ACCESS_KEY"' in script
     assert "-s3.port=8333" in script
     assert not any(o["kind"] == "ConfigMap" and "s3.json" in str(o.get("data")) for o in objects)
 

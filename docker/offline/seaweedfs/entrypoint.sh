@@ -14,11 +14,14 @@ for name in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; do
   fi
 done
 
+# JSON strings: '\' and '"' escaped, so any printable character in a key survives.
+json_string() { printf '%s' "$1" | sed 's/[\\"]/\\&/g'; }
+access_key=$(json_string "$AWS_ACCESS_KEY_ID")
+secret_key=$(json_string "$AWS_SECRET_ACCESS_KEY")
 config_dir=$(mktemp -d)
-# mlopskit generates keys from [A-Za-z0-9_-], which need no JSON escaping.
 (umask 077 && cat >"$config_dir/s3.json") <<JSON
 {"identities": [{"name": "admin",
-  "credentials": [{"accessKey": "${AWS_ACCESS_KEY_ID}", "secretKey": "${AWS_SECRET_ACCESS_KEY}"}],
+  "credentials": [{"accessKey": "${access_key}", "secretKey": "${secret_key}"}],
   "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
 JSON
 

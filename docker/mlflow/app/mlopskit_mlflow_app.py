@@ -1,0 +1,191 @@
+"""The image's MLflow app and the helpers its entrypoint runs.
+
+`create_app` is registered as `mlopskit-basic-auth` in the `mlflow.app` entry point group, so
+`mlflow server --app-name mlopskit-basic-auth` serves MLflow's own basic-auth app behind one guard:
+a request to a protected route whose Authorization header basic-auth cannot read (another scheme such
+as Bearer, an empty value, credentials that are not base64 or not UTF-8) is answered 401 with
+`WWW-Authenticate: Basic`. MLflow 3.17.2 answers some of them with 500 (its Flask hook passes a
+Bearer header's missing username to the user store).
+
+Sub-commands (`python3 -m mlopskit_mlflow_app ...`, called by docker/mlflow/entrypoint.sh):
+    render-auth-config TEMPLATE [--mask]   the basic-auth ini with ${NAME} taken from the environment
+    bootstrap                              check the Flask secret, create the admin user if missing
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+APP_NAME = "mlopskit-basic-auth"
+REALM = 'Basic realm="mlflow"'
+# MLflow's AI gateway takes a provider's key in Authorization (and MLflow's in X-MLflow-Authorization).
+GATEWAY_PREFIX = "/gateway/"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+# ------------------------------------------------------------------------------ Authorization guard
+
+
+def readable_basic_credentials(value: bytes) -> bool:
+    """True when an Authorization header value is `Basic <base64 of UTF-8 "user:password">`."""
+    try:
+        text = value.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return False
+    scheme, _, token = text.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "basic" or not token or " " in token:
+        return False
+    try:
+        credentials = base64.b64decode(token, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    username, colon, _ = credentials.partition(":")
+    return bool(colon and username)
+
+
+def needs_rejection(path: str, headers: Iterable[tuple[bytes, bytes]], is_public: Callable[[str], bool]) -> bool:
+    """A protected route with an Authorization header that basic-auth cannot read (or more than one)."""
+    if is_public(path):
+        return False
+    values = [value for name, value in headers if name.lower() == b"authorization"]
+    if not values:
+        return False  # no credentials at all: MLflow itself answers 401
+    return len(values) > 1 or not readable_basic_credentials(values[0])
+
+
+class RequireReadableBasicAuth:
+    """ASGI middleware: unreadable credentials on protected routes get 401 before MLflow sees them."""
+
+    def __init__(self, app: ASGIApp, is_public: Callable[[str], bool]) -> None:
+        self.app = app
+        self.is_public = is_public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and needs_rejection(scope.get("path", ""), scope["headers"], self.is_public):
+            body = b"Unsupported or malformed Authorization header; send HTTP Basic credentials (user:password)."
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"www-authenticate", REALM.encode()),
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def create_app() -> RequireReadableBasicAuth:
+    """MLflow's basic-auth app (FastAPI under uvicorn, MLflow's default server) behind the guard."""
+    from mlflow.server.auth import create_app as create_basic_auth_app
+    from mlflow.server.auth import is_unprotected_route
+
+    if os.environ.get("_MLFLOW_SGI_NAME", "uvicorn") != "uvicorn":
+        raise SystemExit(f"{APP_NAME} is an ASGI app: run `mlflow server` with uvicorn (its default)")
+    prefix = os.environ.get("_MLFLOW_STATIC_PREFIX", "").rstrip("/")
+
+    def is_public(path: str) -> bool:
+        routed = path[len(prefix) :] if prefix and path.startswith(prefix + "/") else path
+        return bool(is_unprotected_route(path)) or routed.startswith(GATEWAY_PREFIX)
+
+    return RequireReadableBasicAuth(create_basic_auth_app(), is_public)
+
+
+# ------------------------------------------------------------------------------------ auth ini render
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+
+class RenderError(Exception):
+    """The template cannot be rendered from this environment; the message says which variable."""
+
+
+def ini_value(name: str, value: str) -> str:
+    """A value as configparser reads it back unchanged: '%' doubled (interpolation), no line breaks."""
+    if "\n" in value or "\r" in value:
+        raise RenderError(f"{name} contains a line break, which an ini value cannot hold")
+    if value != value.strip():
+        raise RenderError(f"{name} starts or ends with whitespace, which the ini format drops")
+    return value.replace("%", "%%")
+
+
+def render_auth_config(template: str, environ: Mapping[str, str]) -> str:
+    """The ini from a template: ${NAME} placeholders from environ; comment lines are left out."""
+    lines = [line for line in template.splitlines() if not line.lstrip().startswith(("#", ";"))]
+    missing = sorted({n for line in lines for n in _PLACEHOLDER.findall(line) if not environ.get(n)})
+    if missing:
+        raise RenderError(f"the template needs {', '.join(missing)}; set them in the container's environment")
+    rendered = [_PLACEHOLDER.sub(lambda m: ini_value(m.group(1), environ[m.group(1)]), line) for line in lines]
+    return "\n".join(rendered) + "\n"
+
+
+def mask_uri_password(uri: str) -> str:
+    """The URI with its password replaced by ****, for printing."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+
+
+def mask_rendered(text: str) -> str:
+    """The rendered ini with the database password masked (the escaped '%%' left as written)."""
+    out = []
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip().endswith("database_uri"):
+            line = f"{key}= {mask_uri_password(value.strip().replace('%%', '%')).replace('%', '%%')}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def bootstrap() -> None:
+    """What `mlflow server --app-name basic-auth` checks before it starts workers, for our app name too."""
+    from mlflow.server.auth import bootstrap_admin_user, get_flask_server_secret_key
+
+    get_flask_server_secret_key()
+    bootstrap_admin_user()
+
+
+def main(argv: list[str]) -> int:
+    command, *args = argv or ["help"]
+    if command == "render-auth-config" and args:
+        template = Path(args[0]).read_text(encoding="utf-8")
+        try:
+            text = render_auth_config(template, os.environ)
+        except RenderError as exc:
+            print(f"mlflow-entrypoint: error: {args[0]}: {exc}", file=sys.stderr)
+            return 1
+        sys.stdout.write(mask_rendered(text) if "--mask" in args[1:] else text)
+        return 0
+    if command == "bootstrap":
+        bootstrap()
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

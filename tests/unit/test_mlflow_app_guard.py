@@ -1,0 +1,124 @@
+"""The image's app answers unreadable Authorization headers on protected routes with 401, before MLflow."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import sys
+from collections.abc import MutableMapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+APP_DIR = REPO / "docker" / "mlflow" / "app"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mlopskit_mlflow_app", APP_DIR / "mlopskit_mlflow_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("mlopskit_mlflow_app", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+app_module = _load()
+
+
+def basic(raw: bytes) -> bytes:
+    return b"Basic " + base64.b64encode(raw)
+
+
+UNREADABLE = {
+    "bearer": b"Bearer eyJhbGciOiJIUzI1NiJ9.e30.x",
+    "empty": b"",
+    "scheme only": b"Basic",
+    "not base64": b"Basic not*base64!",
+    "not utf-8": basic(b"admin:\xff\xfe"),
+    "no colon": basic(b"admin"),
+    "no user": basic(b":password"),
+    "not ascii": "Basic é".encode("latin-1"),
+}
+
+
+@pytest.mark.parametrize("header", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_unreadable_credentials_are_recognised(header: bytes) -> None:
+    assert not app_module.readable_basic_credentials(header)
+
+
+@pytest.mark.parametrize("header", [basic(b"admin:p@ss:w%rd"), b"basic " + base64.b64encode(b"u:p")])
+def test_basic_credentials_are_readable(header: bytes) -> None:
+    assert app_module.readable_basic_credentials(header)
+
+
+class Recorder:
+    """An ASGI app standing in for MLflow: records whether it was called."""
+
+    def __init__(self) -> None:
+        self.called = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.called = True
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def call(path: str, headers: list[tuple[bytes, bytes]]) -> tuple[Recorder, list[MutableMapping[str, Any]]]:
+    inner = Recorder()
+    guard = app_module.RequireReadableBasicAuth(inner, lambda p: p.startswith("/health"))
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(guard({"type": "http", "path": path, "headers": headers}, receive, send))
+    return inner, sent
+
+
+@pytest.mark.parametrize("header", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_a_protected_route_with_unreadable_credentials_gets_401_with_a_basic_challenge(header: bytes) -> None:
+    inner, sent = call("/api/2.0/mlflow/experiments/search", [(b"authorization", header)])
+
+    assert not inner.called
+    assert sent[0]["status"] == 401
+    assert (b"www-authenticate", b'Basic realm="mlflow"') in sent[0]["headers"]
+
+
+def test_two_authorization_headers_get_401() -> None:
+    inner, sent = call("/", [(b"authorization", basic(b"a:b")), (b"Authorization", basic(b"c:d"))])
+
+    assert not inner.called and sent[0]["status"] == 401
+
+
+def test_readable_credentials_reach_mlflow() -> None:
+    inner, _ = call("/ajax-api/2.0/mlflow/experiments/search", [(b"authorization", basic(b"admin:secret"))])
+
+    assert inner.called
+
+
+def test_no_credentials_reach_mlflow_which_asks_for_them() -> None:
+    inner, _ = call("/", [])
+
+    assert inner.called
+
+
+def test_public_routes_ignore_the_authorization_header() -> None:
+    inner, _ = call("/health", [(b"authorization", UNREADABLE["bearer"])])
+
+    assert inner.called
+
+
+def test_the_app_is_registered_under_the_name_the_entrypoint_runs() -> None:
+    pyproject = (APP_DIR / "pyproject.toml").read_text()
+    entrypoint = (REPO / "docker" / "mlflow" / "entrypoint.sh").read_text()
+
+    assert 'mlopskit-basic-auth = "mlopskit_mlflow_app:create_app"' in pyproject
+    assert f"MLFLOW_APP_NAME={app_module.APP_NAME}" in entrypoint
+    assert '--app-name "$MLFLOW_APP_NAME"' in entrypoint
