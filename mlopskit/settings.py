@@ -136,8 +136,11 @@ class _Model(BaseModel):
 
 
 def _texts(value: Any) -> Iterator[str]:
-    """The plain text inside a value (secrets excluded: they are not str), for checks that apply to all text."""
-    if isinstance(value, str | Path):
+    """The text inside a value, secrets included, for checks that apply to all text (their messages never
+    quote a value): a line break in a password would break sudo's prompt, the auth ini and .env alike."""
+    if isinstance(value, SecretStr):
+        yield value.get_secret_value()
+    elif isinstance(value, str | Path):
         yield str(value)
     elif isinstance(value, list):
         for item in value:

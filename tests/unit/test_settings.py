@@ -11,7 +11,7 @@ import pytest
 from mlopskit.errors import SettingsError
 from mlopskit.settings import ENV_KEYS, GENERATED_KEYS, Settings, check_bucket_name, load_settings
 
-from .conftest import REPO, Project
+from .conftest import REPO, SAMPLE_SECRETS, Project
 
 MakeSettings = Callable[..., Settings]
 
@@ -336,3 +336,14 @@ def test_repository_config_loads(tmp_path: Path) -> None:
     (tmp_path / "config/inventory.yaml").write_text((REPO / "config/inventory.example.yaml").read_text())
     settings = load_settings(tmp_path, {})
     assert len(settings.cluster.hosts) == 3
+
+
+@pytest.mark.parametrize("key", ["POSTGRES_PASSWORD", "MLFLOW_ADMIN_PASSWORD", "SSH_SUDO_PASSWORD", "K3S_TOKEN"])
+def test_a_secret_with_a_line_break_is_refused_by_name_without_echoing_it(tmp_path: Path, key: str) -> None:
+    secret = "first-line-secret-4411\nsecond-line"
+    environ = dict(SAMPLE_SECRETS) | {key: secret}
+    with pytest.raises(SettingsError) as caught:
+        load_settings(tmp_path, environ)
+    message = str(caught.value)
+    assert f"({key})" in message and "control character" in message
+    assert "first-line-secret-4411" not in message
