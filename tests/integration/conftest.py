@@ -314,10 +314,6 @@ def mlflow_env(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.tracking_uri)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", stack.admin_user)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", stack.admin_password)
-    # Multipart transfers hand out presigned URLs naming the container's S3 host (s3:8333), which only
-    # resolves on the Docker network; plain proxied transfers go through MLflow itself.
-    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
-    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     return stack
 

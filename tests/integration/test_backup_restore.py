@@ -97,8 +97,6 @@ def mlflow_as_admin(drill: Drill, monkeypatch: pytest.MonkeyPatch) -> None:
     user, password = drill.stack.admin()
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD", "false")
-    monkeypatch.setenv("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "false")
 
 
 def _auth(drill: Drill, method: str, path: str, **kwargs: Any) -> requests.Response:

@@ -122,3 +122,19 @@ def test_the_app_is_registered_under_the_name_the_entrypoint_runs() -> None:
     assert 'mlopskit-basic-auth = "mlopskit_mlflow_app:create_app"' in pyproject
     assert f"MLFLOW_APP_NAME={app_module.APP_NAME}" in entrypoint
     assert '--app-name "$MLFLOW_APP_NAME"' in entrypoint
+
+
+def test_server_info_no_longer_invites_clients_to_presigned_s3_transfers() -> None:
+    handlers = type("Handlers", (), {})()
+    handlers.build_server_info_payload = lambda: {
+        "store_type": "SqlStore",
+        "multipart_downloads_enabled": True,
+        "multipart_uploads_enabled": True,
+    }
+    app_module.advertise_proxied_transfers_only(handlers)
+    app_module.advertise_proxied_transfers_only(handlers)  # a second app in the same process: no double wrap
+    assert handlers.build_server_info_payload() == {
+        "store_type": "SqlStore",
+        "multipart_downloads_enabled": False,
+        "multipart_uploads_enabled": False,
+    }

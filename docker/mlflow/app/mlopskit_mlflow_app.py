@@ -7,6 +7,10 @@ as Bearer, an empty value, credentials that are not base64 or not UTF-8) is answ
 `WWW-Authenticate: Basic`. MLflow 3.17.2 answers some of them with 500 (its Flask hook passes a
 Bearer header's missing username to the user store).
 
+It also advertises proxied artifact transfers only (see `advertise_proxied_transfers_only`): MLflow 3.17
+otherwise tells clients to fetch large artifacts from presigned S3 URLs, which name the S3 endpoint as
+the server sees it (a host inside the Docker network or the cluster), so a client outside hangs.
+
 Sub-commands (`python3 -m mlopskit_mlflow_app ...`, called by docker/mlflow/entrypoint.sh):
     render-auth-config TEMPLATE [--mask]   the basic-auth ini with ${NAME} taken from the environment
     bootstrap                              check the Flask secret, create the admin user if missing
@@ -93,10 +97,34 @@ class RequireReadableBasicAuth:
         await self.app(scope, receive, send)
 
 
+# server-info keys (mlflow.utils.server_info) by which a server invites clients to presigned S3 transfers.
+PRESIGNED_TRANSFER_KEYS = ("multipart_downloads_enabled", "multipart_uploads_enabled")
+
+
+def advertise_proxied_transfers_only(handlers: Any) -> None:
+    """Make server-info say no to multipart (presigned) downloads and uploads; artifacts then stream
+    through the server, which alone can reach the object store. Idempotent; `handlers` is
+    mlflow.server.handlers, whose _get_server_info looks build_server_info_payload up at call time."""
+    original = handlers.build_server_info_payload
+    if getattr(original, "proxied_only", False):
+        return
+
+    def build_server_info_payload() -> dict[str, Any]:
+        payload = dict(original())
+        payload.update(dict.fromkeys(PRESIGNED_TRANSFER_KEYS, False))
+        return payload
+
+    build_server_info_payload.proxied_only = True  # type: ignore[attr-defined]
+    handlers.build_server_info_payload = build_server_info_payload
+
+
 def create_app() -> RequireReadableBasicAuth:
     """MLflow's basic-auth app (FastAPI under uvicorn, MLflow's default server) behind the guard."""
+    from mlflow.server import handlers
     from mlflow.server.auth import create_app as create_basic_auth_app
     from mlflow.server.auth import is_unprotected_route
+
+    advertise_proxied_transfers_only(handlers)
 
     if os.environ.get("_MLFLOW_SGI_NAME", "uvicorn") != "uvicorn":
         raise SystemExit(f"{APP_NAME} is an ASGI app: run `mlflow server` with uvicorn (its default)")
