@@ -24,13 +24,13 @@ from mlopskit import startup
 from mlopskit.errors import PlatformError
 from mlopskit.formats import url
 from mlopskit.services import (
+    MIGRATE_COMMAND,
     MLFLOW,
     S3,
     ImageSet,
     ServiceSpec,
     container_name,
     local_services,
-    migrate_command,
     network_name,
 )
 from mlopskit.settings import Settings
@@ -264,18 +264,23 @@ def ensure_bucket(settings: Settings, endpoint: str) -> str:
 
 
 def run_migrations(
-    client: docker.DockerClient, settings: Settings, spec: ServiceSpec, report: Report = _silent
+    client: docker.DockerClient,
+    settings: Settings,
+    spec: ServiceSpec,
+    report: Report = _silent,
+    network: str | None = None,
 ) -> None:
-    """Upgrade the tracking and auth schemas once with a one-off MLflow container."""
+    """Upgrade the tracking and auth schemas once with a one-off MLflow container on the platform's network
+    (or `network`), waiting on its progress up to local.start_timeout; PlatformError with its log if it fails."""
     container = client.containers.create(
         spec.image,
-        command=migrate_command(),
+        command=MIGRATE_COMMAND,
         environment=spec.environment,
         labels=_labels(settings, **{SERVICE_LABEL: "migrate"}),
         name=container_name(settings, "migrate"),
     )
     try:
-        client.networks.get(network_name(settings)).connect(container)
+        client.networks.get(network or network_name(settings)).connect(container)
         container.start()
         try:
             wait_ready(container, "migrate", report, float(settings.local.start_timeout), one_off=True)

@@ -9,7 +9,7 @@ API kept stable for tests/integration (other helpers rely on it):
     ServiceSpec(name, image, environment, command, container_port, volumes, healthcheck, network_aliases,
                 bind_mounts, host_port, publish)
     local_services(settings, images, network_hosts=None) -> [postgres, s3, mlflow]
-    migrate_command() -> the MLflow image's command that upgrades both schemas (run once before `serve`)
+    MIGRATE_COMMAND: the MLflow image's command that upgrades both schemas (run once before `serve`)
 Additions since the first version: `bind_mounts` (host path -> container path, read-only: the Postgres
 init script), `host_port`/`publish` (what `up` publishes on settings.local.bind).
 """
@@ -237,9 +237,8 @@ def mlflow_spec(settings: Settings, images: ImageSet, hosts: ServiceHosts) -> Se
     )
 
 
-def migrate_command() -> list[str]:
-    """The MLflow image's sub-command that upgrades the tracking and auth schemas, then exits."""
-    return ["migrate"]
+# The MLflow image's sub-command that upgrades the tracking and auth schemas, then exits.
+MIGRATE_COMMAND = ["migrate"]
 
 
 def local_services(

@@ -25,19 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
-from botocore.config import Config
-from botocore.exceptions import ClientError
 from docker.errors import DockerException
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
 import docker
+from mlopskit import local
 from mlopskit.images import ensure_images
-from mlopskit.services import MLFLOW, POSTGRES, S3, ImageSet, ServiceSpec, local_services, migrate_command
+from mlopskit.services import MLFLOW, POSTGRES, S3, ImageSet, ServiceSpec, local_services
 from mlopskit.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,13 +138,6 @@ class ServiceContainer(DockerContainer):
         self._wait_strategy.wait_until_ready(self)
 
 
-class PostgresContainer(ServiceContainer):
-    """PostgreSQL with the tracking and auth databases (the init script creates the second)."""
-
-    def __init__(self, spec: ServiceSpec, network: Network, name: str) -> None:
-        super().__init__(spec, network, name)
-
-
 class SeaweedFSContainer(ServiceContainer):
     """SeaweedFS with its S3 gateway; ready when the gateway answers /healthz."""
 
@@ -180,7 +171,7 @@ class Stack:
     """The running platform as the tests see it."""
 
     settings: Settings
-    postgres: PostgresContainer
+    postgres: ServiceContainer  # PostgreSQL with the tracking and auth databases
     s3: SeaweedFSContainer
     mlflow: MlflowContainer
     admin_user: str
@@ -244,37 +235,6 @@ def _specs(settings: Settings, images: ImageSet) -> dict[str, ServiceSpec]:
     return {spec.name: spec for spec in local_services(settings, images)}
 
 
-def _create_bucket(endpoint: str, settings: Settings) -> None:
-    store = settings.platform.object_store
-    assert store.access_key is not None and store.secret_key is not None
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=store.access_key.get_secret_value(),
-        aws_secret_access_key=store.secret_key.get_secret_value(),
-        region_name=store.region,
-        config=Config(s3={"addressing_style": "path"}),
-    )
-    try:
-        client.create_bucket(Bucket=store.bucket)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-            raise
-
-
-def _migrate(docker_client: docker.DockerClient, spec: ServiceSpec, network: Network) -> None:
-    """Run the image's schema migration once, as `invoke up` does before `serve`; fail with its logs."""
-    container = docker_client.containers.run(
-        spec.image, migrate_command(), environment=spec.environment, network=network.name, detach=True
-    )
-    try:
-        result = container.wait(timeout=STARTUP_TIMEOUT)
-        if result.get("StatusCode") != 0:
-            raise RuntimeError(f"mlflow migrate failed:\n{container.logs().decode(errors='replace')[-4000:]}")
-    finally:
-        container.remove(force=True)
-
-
 @pytest.fixture(scope="session")
 def stack(
     stack_settings: Settings, images: ImageSet, network: Network, docker_client: docker.DockerClient
@@ -284,13 +244,13 @@ def stack(
     project = stack_settings.local.project
     started: list[ServiceContainer] = []
     try:
-        postgres = PostgresContainer(specs[POSTGRES], network, f"{project}-{POSTGRES}")
+        postgres = ServiceContainer(specs[POSTGRES], network, f"{project}-{POSTGRES}")
         s3 = SeaweedFSContainer(specs[S3], network, f"{project}-{S3}")
         for service in (postgres, s3):
             started.append(service)
             service.start()
-        _create_bucket(s3.endpoint, stack_settings)
-        _migrate(docker_client, specs[MLFLOW], network)
+        local.ensure_bucket(stack_settings, s3.endpoint)
+        local.run_migrations(docker_client, stack_settings, specs[MLFLOW], network=network.name)
         mlflow = MlflowContainer(specs[MLFLOW], network, f"{project}-{MLFLOW}")
         started.append(mlflow)
         mlflow.start()
