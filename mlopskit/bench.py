@@ -29,9 +29,10 @@ import requests
 
 import docker
 from mlopskit import console, credentials, local
+from mlopskit.contract import MLFLOW_PORT
 from mlopskit.errors import PlatformError
 from mlopskit.images import BuildSpec, ImageBuilder, build_image, ensure_images, host_build_files, image_size
-from mlopskit.services import MLFLOW_PORT, S3, S3_PORT, ImageSet, container_name, network_name
+from mlopskit.services import S3, S3_PORT, ImageSet, container_name, network_name
 from mlopskit.settings import Settings, load_settings
 
 RESULTS = Path("bench-results/bench.json")

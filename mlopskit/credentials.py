@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlopskit import database_url
-from mlopskit.errors import SettingsError
-from mlopskit.settings import ENV_BY_PATH, ENV_FILE, Settings, get_path
+from mlopskit.settings import Settings
 
 # Secret names in the platform namespace.
 POSTGRES_SECRET = "postgres-credentials"
@@ -53,18 +52,11 @@ def database_uris(settings: Settings, host: str, port: int = 5432) -> tuple[str,
         if pg.auth_dsn is not None:
             return tracking, database_url.check_dsn(pg.auth_dsn.get_secret_value()).url
         return tracking, database_url.with_database(tracking, pg.auth_db)
-    password = _secret(settings, "platform.postgres.password")
+    password = settings.secrets.postgres_password
     return (
         postgres_uri(pg.user, password, host, port, pg.tracking_db),
         postgres_uri(pg.user, password, host, port, pg.auth_db),
     )
-
-
-def _secret(settings: Settings, path: str) -> str:
-    value = get_path(settings, path)
-    if value is None:
-        raise SettingsError([f"{path}: not set; set {ENV_BY_PATH[path]} in {ENV_FILE} (see .env.example)"])
-    return str(value.get_secret_value())
 
 
 def credential_secrets(settings: Settings, postgres_host: str) -> list[CredentialSecret]:
@@ -75,15 +67,15 @@ def credential_secrets(settings: Settings, postgres_host: str) -> list[Credentia
     if pg.mode == "internal":
         postgres_data |= {
             "POSTGRES_USER": pg.user,
-            "POSTGRES_PASSWORD": _secret(settings, "platform.postgres.password"),
+            "POSTGRES_PASSWORD": settings.secrets.postgres_password,
         }
     return [
         CredentialSecret(POSTGRES_SECRET, postgres_data, "PostgreSQL user, password and database URIs"),
         CredentialSecret(
             S3_SECRET,
             {
-                ENV_AWS_ACCESS_KEY: _secret(settings, "platform.object_store.access_key"),
-                ENV_AWS_SECRET_KEY: _secret(settings, "platform.object_store.secret_key"),
+                ENV_AWS_ACCESS_KEY: settings.secrets.s3_access_key,
+                ENV_AWS_SECRET_KEY: settings.secrets.s3_secret_key,
             },
             "S3 access key pair of the artifact store",
         ),
@@ -91,8 +83,8 @@ def credential_secrets(settings: Settings, postgres_host: str) -> list[Credentia
             MLFLOW_SECRET,
             {
                 ENV_ADMIN_USER: settings.platform.mlflow.admin_user,
-                ENV_ADMIN_PASSWORD: _secret(settings, "platform.mlflow.admin_password"),
-                ENV_FLASK_SECRET: _secret(settings, "platform.mlflow.flask_secret_key"),
+                ENV_ADMIN_PASSWORD: settings.secrets.admin_password,
+                ENV_FLASK_SECRET: settings.secrets.flask_secret_key,
             },
             "MLflow admin login and Flask secret key",
         ),

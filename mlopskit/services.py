@@ -24,16 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from mlopskit import credentials
-from mlopskit.errors import SettingsError
-from mlopskit.settings import ENV_BY_PATH, ENV_FILE, Settings, get_path
+from mlopskit.contract import (
+    MLFLOW_PORT,
+    MLFLOW_SERVICE,
+    POSTGRES_PORT,
+    POSTGRES_SERVICE,
+    SEAWEEDFS_S3_PORT,
+    allowed_hosts,
+)
+from mlopskit.settings import Settings
 
-POSTGRES = "postgres"
-S3 = "s3"
-MLFLOW = "mlflow"
-
-POSTGRES_PORT = 5432
-S3_PORT = 8333
-MLFLOW_PORT = 5000
+POSTGRES = POSTGRES_SERVICE
+S3 = "s3"  # the local stack's S3 service; in the cluster it is named after the object store's kind
+MLFLOW = MLFLOW_SERVICE
+S3_PORT = SEAWEEDFS_S3_PORT
 
 # Docker healthchecks count in nanoseconds.
 _SECOND = 1_000_000_000
@@ -106,18 +110,14 @@ def default_workers() -> int:
     return max(2, min(4, os.cpu_count() or 2))
 
 
-def allowed_hosts(settings: Settings) -> list[str]:
-    """Host headers MLflow accepts: loopback, the bind address, the service names, and the user's own."""
-    hosts = ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*", MLFLOW, f"{MLFLOW}:*"]
-    name = container_name(settings, MLFLOW)
-    hosts += [name, f"{name}:*"]
+def local_allowed_hosts(settings: Settings) -> list[str]:
+    """Host headers MLflow accepts locally: loopback, the service and container names and a non-loopback bind
+    address on any port (the published port is chosen at start), and the user's own."""
+    names = [MLFLOW, container_name(settings, MLFLOW)]
     bind = settings.local.bind
     if bind not in {"127.0.0.1", "0.0.0.0", "localhost"}:  # noqa: S104 - compared, not bound
-        hosts += [bind, f"{bind}:*"]
-    for host in settings.platform.mlflow.allowed_hosts:
-        if host not in hosts:
-            hosts.append(host)
-    return hosts
+        names.append(bind)
+    return allowed_hosts(names, "*", settings.platform.mlflow.allowed_hosts)
 
 
 def _healthcheck(test: list[str], start_period: int, interval: int = 5) -> dict[str, Any]:
@@ -130,13 +130,6 @@ def _healthcheck(test: list[str], start_period: int, interval: int = 5) -> dict[
     }
 
 
-def _secret(settings: Settings, path: str) -> str:
-    value = get_path(settings, path)
-    if value is None:
-        raise SettingsError([f"{path}: not set; set {ENV_BY_PATH[path]} in {ENV_FILE} (or run `invoke init`)"])
-    return str(value.get_secret_value())
-
-
 def postgres_spec(settings: Settings, images: ImageSet) -> ServiceSpec:
     pg = settings.platform.postgres
     return ServiceSpec(
@@ -144,7 +137,7 @@ def postgres_spec(settings: Settings, images: ImageSet) -> ServiceSpec:
         image=images.postgres,
         environment={
             "POSTGRES_USER": pg.user,
-            "POSTGRES_PASSWORD": _secret(settings, "platform.postgres.password"),
+            "POSTGRES_PASSWORD": settings.secrets.postgres_password,
             "POSTGRES_DB": pg.tracking_db,
             # Read by docker/postgres-init/10-mlflow-auth-db.sh.
             "MLFLOW_AUTH_DB": pg.auth_db,
@@ -169,8 +162,8 @@ def s3_spec(settings: Settings, images: ImageSet) -> ServiceSpec:
         image=images.s3,
         environment={
             # docker/offline/seaweedfs/entrypoint.sh turns these into the S3 gateway's only identity.
-            "AWS_ACCESS_KEY_ID": _secret(settings, "platform.object_store.access_key"),
-            "AWS_SECRET_ACCESS_KEY": _secret(settings, "platform.object_store.secret_key"),
+            "AWS_ACCESS_KEY_ID": settings.secrets.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": settings.secrets.s3_secret_key,
             "S3_BUCKET": store.bucket,
         },
         command=None,
@@ -195,15 +188,15 @@ def mlflow_environment(settings: Settings, hosts: ServiceHosts) -> dict[str, str
         credentials.ENV_BACKEND_STORE_URI: tracking,
         credentials.ENV_AUTH_DATABASE_URI: auth,
         credentials.ENV_ADMIN_USER: mlflow.admin_user,
-        credentials.ENV_ADMIN_PASSWORD: _secret(settings, "platform.mlflow.admin_password"),
-        credentials.ENV_FLASK_SECRET: _secret(settings, "platform.mlflow.flask_secret_key"),
-        credentials.ENV_AWS_ACCESS_KEY: _secret(settings, "platform.object_store.access_key"),
-        credentials.ENV_AWS_SECRET_KEY: _secret(settings, "platform.object_store.secret_key"),
+        credentials.ENV_ADMIN_PASSWORD: settings.secrets.admin_password,
+        credentials.ENV_FLASK_SECRET: settings.secrets.flask_secret_key,
+        credentials.ENV_AWS_ACCESS_KEY: settings.secrets.s3_access_key,
+        credentials.ENV_AWS_SECRET_KEY: settings.secrets.s3_secret_key,
         "AWS_DEFAULT_REGION": store.region,
         "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{store.bucket}/",
         "MLFLOW_AUTH_DEFAULT_PERMISSION": mlflow.default_permission,
         "MLFLOW_AUTH_CACHE_TTL_SECONDS": str(mlflow.auth_cache_ttl_seconds),
-        "MLFLOW_ALLOWED_HOSTS": ",".join(allowed_hosts(settings)),
+        "MLFLOW_ALLOWED_HOSTS": ",".join(local_allowed_hosts(settings)),
         "MLFLOW_WORKERS": str(mlflow.workers or default_workers()),
         "MLFLOW_PORT": str(MLFLOW_PORT),
     }

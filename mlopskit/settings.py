@@ -649,6 +649,40 @@ class BackupSettings(_Model):
         return value
 
 
+class SecretValues:
+    """The platform's secrets as plain strings, each a typed property; a missing one is a SettingsError that
+    names its key and where to set it. Read only where a value must leave the process (a container's
+    environment, a Secret to seal)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def _required(self, value: SecretStr | None, path: str) -> str:
+        if value is None:
+            raise SettingsError([f"{path}: not set; set {ENV_BY_PATH[path]} in {ENV_FILE} (or run `invoke init`)"])
+        return value.get_secret_value()
+
+    @property
+    def postgres_password(self) -> str:
+        return self._required(self._settings.platform.postgres.password, "platform.postgres.password")
+
+    @property
+    def s3_access_key(self) -> str:
+        return self._required(self._settings.platform.object_store.access_key, "platform.object_store.access_key")
+
+    @property
+    def s3_secret_key(self) -> str:
+        return self._required(self._settings.platform.object_store.secret_key, "platform.object_store.secret_key")
+
+    @property
+    def admin_password(self) -> str:
+        return self._required(self._settings.platform.mlflow.admin_password, "platform.mlflow.admin_password")
+
+    @property
+    def flask_secret_key(self) -> str:
+        return self._required(self._settings.platform.mlflow.flask_secret_key, "platform.mlflow.flask_secret_key")
+
+
 class Settings(_Model):
     cluster: ClusterSettings = ClusterSettings()
     images: ImageSettings = ImageSettings()
@@ -659,6 +693,11 @@ class Settings(_Model):
     # Filled by load_settings; not settings themselves.
     root: Path = Field(default=Path(), exclude=True)
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)
+
+    @property
+    def secrets(self) -> SecretValues:
+        """Typed access to the secret values: settings.secrets.postgres_password and so on."""
+        return SecretValues(self)
 
     @model_validator(mode="after")
     def _cross(self) -> Settings:

@@ -14,22 +14,22 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from mlopskit import console
+from mlopskit import console, contract
 from mlopskit.backup import bucket as bucket_parts
 from mlopskit.backup.archive import K3S_DATASTORE, K3S_TOKEN, SEALING_KEYS, ArchiveReader, ArchiveWriter
 from mlopskit.backup.postgres import PodShell
-from mlopskit.errors import PlatformError
-from mlopskit.kube import sealing
-from mlopskit.kube.client import api_client
-from mlopskit.kube.portforward import forward_service, ready_pod
-from mlopskit.kube.render import (
+from mlopskit.contract import (
     MINIO_PORT,
     MLFLOW_PORT,
     MLFLOW_SERVICE,
     POSTGRES_PORT,
     POSTGRES_SERVICE,
-    SEAWEEDFS_PORT,
+    SEAWEEDFS_S3_PORT,
 )
+from mlopskit.errors import PlatformError
+from mlopskit.kube import sealing
+from mlopskit.kube.client import api_client
+from mlopskit.kube.portforward import forward_service, ready_pod
 from mlopskit.mlflow_admin import MlflowClient, wait_healthy
 from mlopskit.settings import Settings
 
@@ -75,7 +75,7 @@ class ClusterTarget:
             assert store.endpoint is not None
             endpoint = store.endpoint
         else:
-            port = {"seaweedfs": SEAWEEDFS_PORT, "minio": MINIO_PORT}[store.kind]
+            port = {"seaweedfs": SEAWEEDFS_S3_PORT, "minio": MINIO_PORT}[store.kind]
             local_port = stack.enter_context(forward_service(api, self.namespace, store.kind, port))
             endpoint = f"http://127.0.0.1:{local_port}"
         self.bucket = bucket_parts.connect(settings, endpoint)
@@ -96,7 +96,7 @@ class ClusterTarget:
         keys = sealing.fetch_sealing_keys(self.settings, self.api)
         if keys:
             writer.add_bytes(SEALING_KEYS, sealing.key_backup_document(keys).encode())
-            holds.append(f"{len(keys)} Sealed Secrets sealing key(s) of {sealing.CONTROLLER_NAMESPACE} (private keys)")
+            holds.append(f"{len(keys)} Sealed Secrets sealing key(s) of {contract.CONTROLLER_NAMESPACE} (private keys)")
         else:
             holds.append("no Sealed Secrets keys (none found in kube-system)")
         holds += k3s_parts(self.settings, writer)
@@ -202,7 +202,7 @@ def restore_keys(core: client.CoreV1Api, apps: client.AppsV1Api, document: bytes
     changed = 0
     for item in items:
         name = item["metadata"]["name"]
-        namespace = item["metadata"].get("namespace", sealing.CONTROLLER_NAMESPACE)
+        namespace = item["metadata"].get("namespace", contract.CONTROLLER_NAMESPACE)
         try:
             live = core.read_namespaced_secret(name, namespace)
             if (live.data or {}) == item.get("data"):
@@ -214,15 +214,15 @@ def restore_keys(core: client.CoreV1Api, apps: client.AppsV1Api, document: bytes
             core.create_namespaced_secret(namespace, item)
         changed += 1
     if not changed:
-        return f"sealing keys unchanged ({len(items)} already in {sealing.CONTROLLER_NAMESPACE})"
+        return f"sealing keys unchanged ({len(items)} already in {contract.CONTROLLER_NAMESPACE})"
     try:
-        deployment = apps.read_namespaced_deployment(CONTROLLER_DEPLOYMENT, sealing.CONTROLLER_NAMESPACE)
+        deployment = apps.read_namespaced_deployment(CONTROLLER_DEPLOYMENT, contract.CONTROLLER_NAMESPACE)
     except ApiException as exc:
         if exc.status == 404:
             return f"{changed} sealing key(s) restored; the controller will load them when `invoke deploy` starts it"
         raise _api_error("reading the Sealed Secrets controller", exc) from None
     selector = ",".join(f"{k}={v}" for k, v in sorted((deployment.spec.selector.match_labels or {}).items()))
-    core.delete_collection_namespaced_pod(sealing.CONTROLLER_NAMESPACE, label_selector=selector)
+    core.delete_collection_namespaced_pod(contract.CONTROLLER_NAMESPACE, label_selector=selector)
     return f"{changed} sealing key(s) restored; the controller restarted to load them"
 
 

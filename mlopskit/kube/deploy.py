@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
 from mlopskit import console
+from mlopskit.contract import CONTROLLER_NAMESPACE, MLFLOW_SERVICE
 from mlopskit.errors import PlatformError
 from mlopskit.image_names import mlflow_image_ref
 from mlopskit.kube import render, sealing, validate
@@ -25,8 +26,6 @@ from mlopskit.kube.wait import Readiness, wait_for_rollout
 from mlopskit.settings import Settings
 
 SEALED_SECRETS_CRD = "sealedsecrets.bitnami.com"
-MLFLOW_SERVICE = "mlflow"
-CONTROLLER_NAMESPACE = "kube-system"
 CONTROLLER_APPLYSET = "applyset-mlopskit-sealed-secrets"
 
 

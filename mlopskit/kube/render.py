@@ -26,6 +26,15 @@ import jinja2
 import yaml
 
 from mlopskit import credentials, formats
+from mlopskit.contract import (
+    MINIO_PORT,
+    MLFLOW_PORT,
+    MLFLOW_SERVICE,
+    POSTGRES_PORT,
+    POSTGRES_SERVICE,
+    SEAWEEDFS_S3_PORT,
+    allowed_hosts,
+)
 from mlopskit.errors import PlatformError
 from mlopskit.image_names import cluster_image
 from mlopskit.kube.applyset import check_unique
@@ -39,12 +48,6 @@ COMPONENTS = ("namespace", "storage", "postgres", "objectstore", "mlflow", "ingr
 TEMPLATE_ANNOTATION = "mlopskit.io/template"
 PART_OF = "mlopskit"
 
-POSTGRES_SERVICE = "postgres"
-POSTGRES_PORT = 5432
-MLFLOW_SERVICE = "mlflow"
-MLFLOW_PORT = 5000
-SEAWEEDFS_PORT = 8333
-MINIO_PORT = 9000
 AUTH_TEMPLATE_PATH = "/etc/mlflow/basic_auth.ini.template"
 NFS_NAMESPACE = "kube-system"
 NFS_PROVISIONER = "mlopskit.io/nfs-subdir"
@@ -72,7 +75,7 @@ def s3_endpoint(settings: Settings) -> str:
     store = settings.platform.object_store
     ns = settings.platform.namespace
     if store.kind == "seaweedfs":
-        return f"http://seaweedfs.{ns}.svc.cluster.local:{SEAWEEDFS_PORT}"
+        return f"http://seaweedfs.{ns}.svc.cluster.local:{SEAWEEDFS_S3_PORT}"
     if store.kind == "minio":
         return f"http://minio.{ns}.svc.cluster.local:{MINIO_PORT}"
     assert store.endpoint is not None  # checked by ObjectStoreSettings
@@ -151,21 +154,9 @@ def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
     store = p.object_store
     pg = p.postgres
     endpoint = s3_endpoint(settings)
-    allowed_hosts = [
-        MLFLOW_SERVICE,
-        f"{MLFLOW_SERVICE}:{MLFLOW_PORT}",
-        f"{MLFLOW_SERVICE}.{ns}",
-        f"{MLFLOW_SERVICE}.{ns}:{MLFLOW_PORT}",
-        f"{MLFLOW_SERVICE}.{ns}.svc",
-        f"{MLFLOW_SERVICE}.{ns}.svc:{MLFLOW_PORT}",
-        f"{MLFLOW_SERVICE}.{ns}.svc.cluster.local",
-        f"{MLFLOW_SERVICE}.{ns}.svc.cluster.local:{MLFLOW_PORT}",
-        "localhost:*",
-        "127.0.0.1:*",
-    ]
-    if p.ingress.enabled and p.ingress.host:
-        allowed_hosts += [p.ingress.host, f"{p.ingress.host}:*"]
-    allowed_hosts += [h for h in p.mlflow.allowed_hosts if h not in allowed_hosts]
+    ingress_hosts = [p.ingress.host, f"{p.ingress.host}:*"] if p.ingress.enabled and p.ingress.host else []
+    service_names = [f"{MLFLOW_SERVICE}{suffix}" for suffix in ("", f".{ns}", f".{ns}.svc", f".{ns}.svc.cluster.local")]
+    mlflow_hosts = allowed_hosts(service_names, MLFLOW_PORT, [*ingress_hosts, *p.mlflow.allowed_hosts])
     if pg.mode == "external":
         assert pg.dsn is not None  # checked by PostgresSettings
         postgres_port = _external_port(pg.dsn.get_secret_value(), POSTGRES_PORT)
@@ -232,7 +223,8 @@ def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
         "object_store": {
             "kind": store.kind,
             "endpoint": endpoint,
-            "port": {"seaweedfs": SEAWEEDFS_PORT, "minio": MINIO_PORT}.get(store.kind) or _external_port(endpoint, 80),
+            "port": {"seaweedfs": SEAWEEDFS_S3_PORT, "minio": MINIO_PORT}.get(store.kind)
+            or _external_port(endpoint, 80),
             "bucket": store.bucket,
             "region": store.region,
         },
@@ -246,7 +238,7 @@ def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
             "workers": p.mlflow.workers or 2,
             "default_permission": p.mlflow.default_permission,
             "auth_cache_ttl_seconds": p.mlflow.auth_cache_ttl_seconds,
-            "allowed_hosts": ",".join(allowed_hosts),
+            "allowed_hosts": ",".join(mlflow_hosts),
             "auth_template_path": AUTH_TEMPLATE_PATH,
             "auth_template": (PACKAGE_ROOT / "docker" / "mlflow" / "basic_auth.ini.template").read_text(),
             "migrate_job": f"mlflow-migrate-{_short_hash(image, pg.mode, pg.tracking_db, pg.auth_db)}",

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from mlopskit.contract import CONTROLLER_NAMESPACE, CONTROLLER_SERVICE
 from mlopskit.credentials import CredentialSecret, credential_secrets
 from mlopskit.errors import PlatformError
 from mlopskit.private_files import write_private
@@ -41,8 +42,6 @@ NAMESPACE_WIDE_ANNOTATION = "sealedsecrets.bitnami.com/namespace-wide"
 CLUSTER_WIDE_ANNOTATION = "sealedsecrets.bitnami.com/cluster-wide"
 DESCRIPTION_ANNOTATION = "mlopskit.io/description"
 
-CONTROLLER_NAMESPACE = "kube-system"
-CONTROLLER_SERVICE = "sealed-secrets-controller"
 # The controller labels every sealing key it generates with this (value "active" or "compromised").
 SEALING_KEY_LABEL = "sealedsecrets.bitnami.com/sealed-secrets-key"
 

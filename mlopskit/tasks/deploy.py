@@ -6,6 +6,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from mlopskit import console, formats
+from mlopskit.contract import MLFLOW_SERVICE
 from mlopskit.errors import PlatformError
 from mlopskit.kube import deploy as flow
 from mlopskit.settings import check_flag, check_seconds
@@ -58,7 +59,7 @@ def deploy(
         console.info(f"MLflow: {outcome.url} (log in as {settings.platform.mlflow.admin_user}; password in .env)")
     else:
         console.info(
-            f"MLflow: kubectl -n {settings.platform.namespace} port-forward svc/{flow.MLFLOW_SERVICE} 5000 "
+            f"MLflow: kubectl -n {settings.platform.namespace} port-forward svc/{MLFLOW_SERVICE} 5000 "
             "then http://127.0.0.1:5000 (or enable the ingress: INGRESS_ENABLED, INGRESS_HOST)"
         )
 

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from mlopskit.contract import CONTROLLER_NAMESPACE
 from mlopskit.kube import deploy as flow
 from mlopskit.kube import sealing
 from mlopskit.kube.apply import Engine
@@ -73,7 +74,7 @@ def test_diff_is_empty_after_the_rendered_platform_is_applied(cluster: FakeClust
     rendered = flow.rendered_objects(settings, IMAGE)
     controller = [o for o in rendered if flow.is_controller_object(o)]
     platform = [o for o in rendered if not flow.is_controller_object(o)]
-    Engine(cluster, flow.CONTROLLER_NAMESPACE, parent_name=flow.CONTROLLER_APPLYSET).apply(controller)  # type: ignore[arg-type]
+    Engine(cluster, CONTROLLER_NAMESPACE, parent_name=flow.CONTROLLER_APPLYSET).apply(controller)  # type: ignore[arg-type]
     Engine(cluster, settings.platform.namespace).apply(platform)  # type: ignore[arg-type]
     assert [ref for ref, _ in flow.diff(settings, mlflow_image=IMAGE) if ref.kind != "SealedSecret"] == []
 
