@@ -108,11 +108,13 @@ def test_without_a_passphrase_or_recipient_backup_names_the_keys_to_set() -> Non
         crypto.check_can_encrypt(crypto.Keys())
 
 
-@pytest.fixture
-def encrypted(tmp_path: Path) -> Path:
-    plain = _archive(tmp_path / "a.tar", {TRACKING_DUMP: b"dump" * 50_000})
-    crypto.encrypt_file(plain, tmp_path / "a.age", crypto.Keys(passphrase=PASSPHRASE))
-    return tmp_path / "a.age"
+@pytest.fixture(scope="module")
+def encrypted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One passphrase archive for the refusal tests (scrypt makes each encryption cost about a second)."""
+    folder = tmp_path_factory.mktemp("encrypted")
+    plain = _archive(folder / "a.tar", {TRACKING_DUMP: b"dump" * 50_000})
+    crypto.encrypt_file(plain, folder / "a.age", crypto.Keys(passphrase=PASSPHRASE))
+    return folder / "a.age"
 
 
 def test_a_wrong_passphrase_is_refused_and_writes_nothing(encrypted: Path, tmp_path: Path) -> None:
