@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
-import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -46,18 +49,41 @@ class Project:
         return self.write(".env", "".join(f"{k}={v}\n" for k, v in values.items()))
 
     def invoke(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run the real invoke CLI in the project, as a user would; never raises on failure."""
-        invoke = Path(sys.executable).with_name("invoke")
-        return subprocess.run(
-            [str(invoke), *args],
-            cwd=self.root,
-            stdin=subprocess.DEVNULL,  # no terminal, as in CI: a task that asks must refuse, not crash
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=_clean_env(),
-            check=False,
-        )
+        """Run the real `invoke` program on the project's task collection, as a user would, in this process:
+        a clean environment, no terminal and no stdin (a task that asks must refuse, not crash), output
+        captured. An exception that escapes the program lands in stderr as the traceback a user would see.
+        Never raises on failure. (In-process because a fresh interpreter per call made the unit tier slow.)"""
+        from invoke.program import Program
+
+        from mlopskit import console
+        from mlopskit.tasks import build_collection
+
+        namespace = build_collection()
+        namespace.configure({"mlopskit": {"root": str(self.root)}})
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        cwd = Path.cwd()
+        widths = (console.console.width, console.err_console.width)
+        try:
+            os.chdir(self.root)
+            console.console.width = console.err_console.width = 250  # wide tables: rows are not folded
+            with (
+                mock.patch.dict(os.environ, _clean_env(), clear=True),
+                mock.patch("sys.stdin", io.StringIO()),
+                contextlib.redirect_stdout(out),
+                contextlib.redirect_stderr(err),
+            ):
+                try:
+                    Program(namespace=namespace, name="invoke", binary="invoke").run(["invoke", *args])
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                except Exception:
+                    traceback.print_exc(file=err)
+                    code = 1
+        finally:
+            os.chdir(cwd)
+            console.console.width, console.err_console.width = widths
+        return subprocess.CompletedProcess(["invoke", *args], code, out.getvalue(), err.getvalue())
 
 
 def _clean_env() -> dict[str, str]:
