@@ -37,9 +37,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def unit(session: nox.Session) -> None:
-    """Unit tests: need nothing but Python."""
+    """Unit tests: need nothing but Python; spread over every core."""
     _install(session, "test")
-    session.run("pytest", "tests/unit", *session.posargs)
+    session.run("pytest", "tests/unit", "-n", "auto", *session.posargs)
 
 
 @nox.session(python=PYTHON)
