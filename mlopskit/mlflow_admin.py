@@ -54,6 +54,27 @@ class MlflowClient:
         body: dict[str, Any] = self._call(method, f"/api/2.0/mlflow/{endpoint}", **kwargs).json()
         return body
 
+    def api3(self, method: str, endpoint: str, **kwargs: Any) -> dict[str, Any]:
+        """MLflow's 3.0 endpoints: the per-user grants of the auth API live there."""
+        response = self._call(method, f"/api/3.0/mlflow/{endpoint}", **kwargs)
+        body: dict[str, Any] = response.json() if response.content else {}
+        return body
+
+    def accepts(self, user: str, password: str) -> bool:
+        """Whether MLflow accepts this login: True on 200, False on 401, an error otherwise."""
+        try:
+            response = requests.get(
+                f"{self.url}/api/2.0/mlflow/users/current",
+                auth=(user, password),
+                timeout=TIMEOUT,
+                verify=self.session.verify,
+            )
+        except requests.RequestException as exc:
+            raise PlatformError(f"cannot reach MLflow at {self.url}: {exc}") from None
+        if response.status_code in {200, 401}:
+            return response.status_code == 200
+        raise PlatformError(f"MLflow at {self.url} answered a login check with HTTP {response.status_code}")
+
     def health(self) -> str:
         try:
             response = requests.get(f"{self.url}/health", timeout=TIMEOUT, verify=self.session.verify)

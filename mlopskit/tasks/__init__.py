@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
-from mlopskit.tasks import config, deploy, provision, secrets
+from mlopskit.tasks import access, config, deploy, provision, secrets
 from mlopskit.tasks import images as image_tasks
 from mlopskit.tasks import local as local_tasks
 from mlopskit.tasks import render as render_tasks
@@ -28,4 +28,5 @@ def build_collection() -> Collection:
     ns.add_task(local_tasks.status)
     ns.add_task(secrets.seal)
     ns.add_collection(Collection("secrets", secrets.backup_key))
+    ns.add_collection(Collection("access", access.plan, access.apply))
     return ns
