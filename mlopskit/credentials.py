@@ -17,6 +17,8 @@ from mlopskit.settings import ENV_BY_PATH, ENV_FILE, Settings, get_path
 POSTGRES_SECRET = "postgres-credentials"
 S3_SECRET = "s3-credentials"
 MLFLOW_SECRET = "mlflow-credentials"
+# The passwords of the users in config/access.yaml, under their password_env keys.
+ACCESS_SECRET = "mlflow-user-passwords"
 
 # Environment variables the MLflow container reads (docker/mlflow/entrypoint renders the auth ini
 # from them and starts the server).
@@ -88,6 +90,8 @@ def credential_secrets(settings: Settings, postgres_host: str) -> list[Credentia
             "POSTGRES_USER": pg.user,
             "POSTGRES_PASSWORD": _secret(settings, "platform.postgres.password"),
         }
+    users = {user.password_env: user.password.get_secret_value() for user in settings.access.users if user.password}
+    access = [CredentialSecret(ACCESS_SECRET, users, "passwords of the MLflow users in config/access.yaml")]
     return [
         CredentialSecret(POSTGRES_SECRET, postgres_data, "PostgreSQL user, password and database URIs"),
         CredentialSecret(
@@ -107,4 +111,4 @@ def credential_secrets(settings: Settings, postgres_host: str) -> list[Credentia
             },
             "MLflow admin login and Flask secret key",
         ),
-    ]
+    ] + (access if users else [])
