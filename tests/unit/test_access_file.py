@@ -211,3 +211,14 @@ def test_the_example_file_loads(tmp_path: Path) -> None:
     settings = load_settings(tmp_path, {key: f"{key.lower()}-sample-1234" for key in keys})
     assert len(settings.access.users) == len(keys) > 0
     assert settings.access.permissions
+
+
+def test_config_shows_one_row_per_user_with_its_password_masked(project: Project, sample_env: dict[str, str]) -> None:
+    project.write("config/access.yaml", GOOD)
+    project.write_env(
+        sample_env | {"ALICE_MLFLOW_PASSWORD": "alice-sample-password-1", "BOB_MLFLOW_PASSWORD": "b" * 16}
+    )
+    result = project.invoke("config")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"access\.users\[alice\].*password=\*+.*config/access\.yaml:2", result.stdout)
+    assert "alice-sample-password-1" not in result.stdout
