@@ -364,7 +364,7 @@ def mlflow_endpoint(settings: Settings, *, cluster: bool) -> Iterator[tuple[str,
     from mlopskit.kube.deploy import MLFLOW_SERVICE, connect, live_admin_password
     from mlopskit.kube.portforward import forward_service
 
-    api, _ = connect(settings)
+    api, dyn = connect(settings)
     namespace = settings.platform.namespace
     try:
         service = client.CoreV1Api(api).read_namespaced_service(MLFLOW_SERVICE, namespace)
@@ -376,6 +376,6 @@ def mlflow_endpoint(settings: Settings, *, cluster: bool) -> Iterator[tuple[str,
     ports = (service.spec.ports if service.spec else None) or []
     if not ports:
         raise PlatformError(f"Service {namespace}/{MLFLOW_SERVICE} has no port to forward")
-    previous = live_admin_password(settings, api)
+    previous = live_admin_password(settings, dyn)
     with forward_service(api, namespace, MLFLOW_SERVICE, int(ports[0].port)) as local_port:
         yield f"http://127.0.0.1:{local_port}", previous

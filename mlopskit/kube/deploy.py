@@ -141,7 +141,7 @@ def deploy(
 
     # MLflow reads MLFLOW_ADMIN_PASSWORD only when its auth database is empty: a changed one is rotated
     # through the API with the one the live Secret still holds, before the new Secret replaces it.
-    previous = live_admin_password(settings, api)
+    previous = live_admin_password(settings, dyn)
     admin_password = "unchanged"
     if previous and not dry_run:
         admin_password = rotate_admin_if_running(settings, api, previous)
@@ -161,13 +161,14 @@ def deploy(
 
     console.step("Waiting for rollouts")
     _wait(dyn, list(result.applied.values()), timeout)
-    port = service_port(platform, namespace, MLFLOW_SERVICE)
-    console.step("MLflow: admin password, access (config/access.yaml)" + (", verification" if verify else ""))
-    outcome.checks = reconcile_mlflow(settings, api, port, previous, verify=verify, rotated=admin_password)
+    if verify or previous or settings.access.declared:
+        port = service_port(platform, namespace, MLFLOW_SERVICE)
+        console.step("MLflow: admin password, access (config/access.yaml)" + (", verification" if verify else ""))
+        outcome.checks = reconcile_mlflow(settings, api, port, previous, verify=verify, rotated=admin_password)
     return outcome
 
 
-def live_admin_password(settings: Settings, api: client.ApiClient) -> list[PreviousPassword]:
+def live_admin_password(settings: Settings, dyn: DynamicClient) -> list[PreviousPassword]:
     """The admin password the deployed Secret holds, when it differs from .env (the one MLflow may still have)."""
     from kubernetes.client.exceptions import ApiException
 
@@ -175,7 +176,7 @@ def live_admin_password(settings: Settings, api: client.ApiClient) -> list[Previ
 
     namespace = settings.platform.namespace
     try:
-        secret = client.CoreV1Api(api).read_namespaced_secret(MLFLOW_SECRET, namespace)
+        secret = dyn.resources.get(api_version="v1", kind="Secret").get(name=MLFLOW_SECRET, namespace=namespace)
     except ApiException as exc:
         if exc.status != 404:
             console.warn(
@@ -183,7 +184,7 @@ def live_admin_password(settings: Settings, api: client.ApiClient) -> list[Previ
                 "MLFLOW_ADMIN_PASSWORD cannot be rotated without the previous one"
             )
         return []
-    encoded = (secret.data or {}).get(ENV_ADMIN_PASSWORD)
+    encoded = (secret.to_dict().get("data") or {}).get(ENV_ADMIN_PASSWORD)
     if not encoded:
         return []
     old = base64.b64decode(encoded).decode()

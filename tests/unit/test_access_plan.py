@@ -255,3 +255,41 @@ def test_admin_password_unknown_previous_stops_and_says_what_to_do(
     assert "nothing in MLflow was changed" in message
     assert "Put the password MLflow accepts back into .env as MLFLOW_ADMIN_PASSWORD" in message
     assert ADMIN_PASSWORD not in message
+
+
+class Answer:
+    status_code = 200
+    content = b"{}"
+    text = "{}"
+
+
+def test_a_dropped_connection_on_a_login_check_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
+    attempts: list[str] = []
+
+    def request(self: requests.Session, method: str, url: str, **kwargs: Any) -> Answer:
+        attempts.append(method)
+        if len(attempts) == 1:
+            raise requests.ConnectionError("Remote end closed connection without response")
+        return Answer()
+
+    monkeypatch.setattr(requests.Session, "request", request)
+    monkeypatch.setattr("mlopskit.mlflow_admin.time.sleep", lambda seconds: None)
+    assert MlflowClient("http://mlflow.invalid", "admin", "x").accepts("alice", "secret-password")
+    assert attempts == ["GET", "GET"]
+
+
+def test_a_dropped_connection_on_a_create_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    import requests
+
+    attempts: list[str] = []
+
+    def request(self: requests.Session, method: str, url: str, **kwargs: Any) -> Answer:
+        attempts.append(method)
+        raise requests.ConnectionError("Remote end closed connection without response")
+
+    monkeypatch.setattr(requests.Session, "request", request)
+    with pytest.raises(PlatformError, match="cannot reach MLflow"):
+        MlflowClient("http://mlflow.invalid", "admin", "x").api("POST", "users/create", json={})
+    assert attempts == ["POST"]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
 
-import kubernetes.client
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from mlopskit import local
 from mlopskit.kube import deploy
 from mlopskit.settings import Settings, load_settings
+from tests.unit.kube_fake import FakeCluster
 
 ADMIN_PASSWORD = "Adm1n-Sample-Passw0rd-7f3a"
 
@@ -66,37 +64,26 @@ def test_no_container_means_no_known_previous_password(settings: Settings) -> No
     assert previous_local(settings, None) == []
 
 
-class FakeCore:
-    def __init__(self, secret: Any) -> None:
-        self.secret = secret
-
-    def read_namespaced_secret(self, name: str, namespace: str) -> Any:
-        if isinstance(self.secret, ApiException):
-            raise self.secret
-        return self.secret
+def previous_cluster(settings: Settings, cluster: FakeCluster) -> list[tuple[str, str]]:
+    return [(p.password, p.source) for p in deploy.live_admin_password(settings, cluster)]  # type: ignore[arg-type]
 
 
-class FakeSecret:
-    def __init__(self, password: str) -> None:
-        self.data = {"MLFLOW_ADMIN_PASSWORD": base64.b64encode(password.encode()).decode()}
+def cluster_with_secret(password: str) -> FakeCluster:
+    cluster = FakeCluster()
+    data = {"MLFLOW_ADMIN_PASSWORD": base64.b64encode(password.encode()).decode()}
+    cluster.objects[("v1", "Secret", "mlops", "mlflow-credentials")] = {"metadata": {"name": "x"}, "data": data}
+    return cluster
 
 
-def previous_cluster(settings: Settings, secret: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    monkeypatch.setattr(kubernetes.client, "CoreV1Api", lambda api: FakeCore(secret))
-    return [(p.password, p.source) for p in deploy.live_admin_password(settings, object())]  # type: ignore[arg-type]
-
-
-def test_the_live_secret_holds_the_previous_password(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert previous_cluster(settings, FakeSecret("the-old-admin-password"), monkeypatch) == [
+def test_the_live_secret_holds_the_previous_password(settings: Settings) -> None:
+    assert previous_cluster(settings, cluster_with_secret("the-old-admin-password")) == [
         ("the-old-admin-password", "the live Secret mlops/mlflow-credentials")
     ]
 
 
-def test_a_live_secret_with_the_same_password_gives_nothing_to_rotate(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert previous_cluster(settings, FakeSecret(ADMIN_PASSWORD), monkeypatch) == []
+def test_a_live_secret_with_the_same_password_gives_nothing_to_rotate(settings: Settings) -> None:
+    assert previous_cluster(settings, cluster_with_secret(ADMIN_PASSWORD)) == []
 
 
-def test_a_first_deploy_has_no_previous_password(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert previous_cluster(settings, ApiException(status=404), monkeypatch) == []
+def test_a_first_deploy_has_no_previous_password(settings: Settings) -> None:
+    assert previous_cluster(settings, FakeCluster()) == []
