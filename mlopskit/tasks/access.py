@@ -31,7 +31,9 @@ def _show(plan: access.Plan, title: str) -> None:
     if plan.undeclared and not plan.prune:
         console.info(
             f"not declared in {ACCESS_FILE}, kept: "
-            + "; ".join(f"{c.action} {c.user} {plan.label(c.target)}".rstrip(" -") for c in plan.undeclared)
+            + "; ".join(
+                " ".join([c.action, c.user] + ([plan.label(c.target)] if c.target else [])) for c in plan.undeclared
+            )
             + " (--prune removes them)"
         )
 
@@ -48,7 +50,8 @@ def plan(c: Context, cluster: bool = False, prune: bool = False) -> None:
     if rotation != "unchanged":
         console.info(f"admin password: {rotation}")
     if result.effective or rotation != "unchanged":
-        raise Exit(f"{len(result.effective)} change(s) to apply: run `invoke access apply`", code=1)
+        count = len(result.effective) + (rotation != "unchanged")
+        raise Exit(f"{count} change(s) to apply: run `invoke access apply`", code=1)
     console.ok(f"no differences: MLflow matches {ACCESS_FILE}")
 
 
