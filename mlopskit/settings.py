@@ -1060,9 +1060,11 @@ def _read_env_file(env_file: Path, layers: _Layers) -> None:
             _put_password(layers, password_keys[key_name], binding.value, where)
             continue
         if key_name not in ENV_KEYS:
+            # A user's password key is known only while config/access.yaml names it.
+            user_hint = f"; a user's password key must be some user's password_env in {ACCESS_FILE}"
             layers.problems.append(
                 f"{key_name} [from {where}]: unknown key{_suggest(key_name, list(ENV_KEYS))} "
-                "(every key is listed in .env.example)"
+                "(every key is listed in .env.example" + (user_hint if key_name.endswith("PASSWORD") else "") + ")"
             )
             continue
         if binding.value is None:

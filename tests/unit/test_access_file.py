@@ -79,7 +79,10 @@ def test_the_environment_overrides_a_password_from_env(load: Load) -> None:
 def test_a_key_no_user_names_is_still_unknown_in_env(load: Load) -> None:
     with pytest.raises(SettingsError) as exc_info:
         load(GOOD, env=ADMIN + ALICE + BOB + "CAROL_MLFLOW_PASSWORD=carol-sample-password\n")
-    assert "CAROL_MLFLOW_PASSWORD [from .env:4]: unknown key" in problems(exc_info)
+    assert (
+        "CAROL_MLFLOW_PASSWORD [from .env:4]: unknown key; did you mean MLFLOW_ADMIN_PASSWORD? (every key is listed in "
+        ".env.example; a user's password key must be some user's password_env in config/access.yaml)"
+    ) in problems(exc_info)
 
 
 def test_unknown_user_in_a_grant_names_key_file_and_line(load: Load) -> None:
