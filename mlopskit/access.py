@@ -347,6 +347,18 @@ def ensure_admin_password(
     )
 
 
+def admin_client(settings: Settings, url: str, previous: Sequence[PreviousPassword]) -> MlflowClient:
+    """The admin, logged in with the password in .env, or with a previous one while a rotation is only planned."""
+    mlflow = settings.platform.mlflow
+    assert mlflow.admin_password is not None  # settings.require("access")
+    user, wanted = mlflow.admin_user, mlflow.admin_password.get_secret_value()
+    client = MlflowClient(url, user, wanted)
+    if not previous or client.accepts(user, wanted):
+        return client
+    working = next((old.password for old in previous if client.accepts(user, old.password)), wanted)
+    return MlflowClient(url, user, working)
+
+
 # ------------------------------------------------------------------------------------------ reaching
 
 

@@ -7,19 +7,15 @@ from invoke.exceptions import Exit
 
 from mlopskit import access, console
 from mlopskit.mlflow_admin import MlflowClient, wait_healthy
-from mlopskit.settings import ACCESS_FILE, Settings
+from mlopskit.settings import ACCESS_FILE
 from mlopskit.tasks.common import platform_task, settings_for
 
 TARGET_HELP = "reach the cluster's MLflow through a port-forward (default: the local stack of `invoke up`)"
 PRUNE_HELP = f"also delete users and revoke grants that {ACCESS_FILE} does not declare; never the admin (default: off)"
 
 
-def _admin(settings: Settings, url: str) -> MlflowClient:
-    mlflow = settings.platform.mlflow
-    assert mlflow.admin_password is not None  # settings.require("access")
-    client = MlflowClient(url, mlflow.admin_user, mlflow.admin_password.get_secret_value())
-    wait_healthy(client, timeout=60)
-    return client
+def _healthy(url: str) -> None:
+    wait_healthy(MlflowClient(url, "-", "-"), timeout=60)
 
 
 def _show(plan: access.Plan, title: str) -> None:
@@ -43,9 +39,9 @@ def plan(c: Context, cluster: bool = False, prune: bool = False) -> None:
     """Show what `invoke access apply` would change in MLflow's users and permissions; exit 1 when anything differs."""
     settings = settings_for(c, "access")
     with access.mlflow_endpoint(settings, cluster=cluster) as (url, previous):
-        admin = _admin(settings, url)
+        _healthy(url)
         rotation = access.ensure_admin_password(settings, url, previous, dry_run=True)
-        result = access.make_plan(settings, admin, prune=prune)
+        result = access.make_plan(settings, access.admin_client(settings, url, previous), prune=prune)
     _show(result, f"Access plan for {url}")
     if rotation != "unchanged":
         console.info(f"admin password: {rotation}")
@@ -66,8 +62,9 @@ def apply(c: Context, cluster: bool = False, prune: bool = False, dry_run: bool 
     """Make MLflow's users, passwords and permissions match config/access.yaml; a second run changes nothing."""
     settings = settings_for(c, "access")
     with access.mlflow_endpoint(settings, cluster=cluster) as (url, previous):
-        admin = _admin(settings, url)
+        _healthy(url)
         rotation = access.ensure_admin_password(settings, url, previous, dry_run=dry_run)
+        admin = access.admin_client(settings, url, previous)
         result = access.make_plan(settings, admin, prune=prune)
         if dry_run:
             _show(result, f"Would change in {url}")

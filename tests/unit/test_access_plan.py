@@ -293,3 +293,21 @@ def test_a_dropped_connection_on_a_create_is_not_retried(monkeypatch: pytest.Mon
     with pytest.raises(PlatformError, match="cannot reach MLflow"):
         MlflowClient("http://mlflow.invalid", "admin", "x").api("POST", "users/create", json={})
     assert attempts == ["POST"]
+
+
+def test_a_plan_made_before_the_admin_rotation_logs_in_with_the_previous_password(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MlflowClient, "accepts", lambda self, user, password: password == "previous-admin-password")
+    previous = [access.PreviousPassword("previous-admin-password", "the container")]
+    client = access.admin_client(settings, "http://mlflow.invalid", previous)
+    assert client.session.auth == ("admin", "previous-admin-password")
+
+
+def test_the_admin_logs_in_with_the_password_in_env_once_mlflow_accepts_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MlflowClient, "accepts", lambda self, user, password: True)
+    previous = [access.PreviousPassword("previous-admin-password", "the container")]
+    client = access.admin_client(settings, "http://mlflow.invalid", previous)
+    assert client.session.auth == ("admin", ADMIN_PASSWORD)
