@@ -32,9 +32,11 @@ def settings_rows(settings: Settings) -> list[tuple[str, str, str]]:
     """One row per setting; a secret shows as a mask whatever its length, so nothing leaks."""
     rows = []
     for path, value in settings.leaves():
-        if path == "cluster.hosts":
-            for index, host in enumerate(value):
-                rows.append((f"cluster.hosts[{host.name}]", _show(host), settings.source_of(f"{path}.{index}")))
+        if path in {"cluster.hosts", "access.users", "access.groups", "access.permissions"}:
+            # One row per item, named like errors name it: cluster.hosts[k3s-1], access.users[alice].
+            for index, item in enumerate(value):
+                name = getattr(item, "name", index)
+                rows.append((f"{path}[{name}]", _show(item), settings.source_of(f"{path}.{index}")))
             if not value:
                 rows.append((path, "[]", settings.source_of(path)))
             continue

@@ -16,6 +16,8 @@ from mlopskit.settings import Settings
 POSTGRES_SECRET = "postgres-credentials"
 S3_SECRET = "s3-credentials"
 MLFLOW_SECRET = "mlflow-credentials"
+# The passwords of the users in config/access.yaml, under their password_env keys.
+ACCESS_SECRET = "mlflow-user-passwords"
 
 # Environment variables the MLflow container reads (docker/mlflow/entrypoint renders the auth ini
 # from them and starts the server).
@@ -69,6 +71,8 @@ def credential_secrets(settings: Settings, postgres_host: str) -> list[Credentia
             "POSTGRES_USER": pg.user,
             "POSTGRES_PASSWORD": settings.secrets.postgres_password,
         }
+    users = {user.password_env: user.password.get_secret_value() for user in settings.access.users if user.password}
+    access = [CredentialSecret(ACCESS_SECRET, users, "passwords of the MLflow users in config/access.yaml")]
     return [
         CredentialSecret(POSTGRES_SECRET, postgres_data, "PostgreSQL user, password and database URIs"),
         CredentialSecret(
@@ -88,4 +92,4 @@ def credential_secrets(settings: Settings, postgres_host: str) -> list[Credentia
             },
             "MLflow admin login and Flask secret key",
         ),
-    ]
+    ] + (access if users else [])

@@ -20,9 +20,12 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 import docker
-from mlopskit import startup
+from mlopskit import access, startup
+from mlopskit.access import PreviousPassword
+from mlopskit.credentials import ENV_ADMIN_PASSWORD
 from mlopskit.errors import PlatformError
 from mlopskit.formats import url
+from mlopskit.mlflow_admin import MlflowClient
 from mlopskit.services import (
     MIGRATE_COMMAND,
     MLFLOW,
@@ -33,7 +36,7 @@ from mlopskit.services import (
     local_services,
     network_name,
 )
-from mlopskit.settings import Settings
+from mlopskit.settings import ACCESS_FILE, Settings
 
 PROJECT_LABEL = "io.mlopskit.project"
 SERVICE_LABEL = "io.mlopskit.service"
@@ -300,6 +303,8 @@ def up(
     """Start (or keep) the local platform; a second call with the same settings changes nothing."""
     specs = local_services(settings, images)
     result = UpResult(url=mlflow_url(settings))
+    # Read before the container is recreated: the password MLflow may still have for the admin.
+    previous = previous_admin_password(client, settings)
     stale = _container(client, container_name(settings, "migrate"))
     if stale is not None and not dry_run:
         stale.remove(force=True)
@@ -320,7 +325,37 @@ def up(
         if spec.name == S3:
             endpoint = f"http://127.0.0.1:{published_port(container, spec.container_port)}"
             result.actions[f"bucket {settings.platform.object_store.bucket}"] = ensure_bucket(settings, endpoint)
+    if not dry_run:
+        report(MLFLOW, "admin password and access")
+        result.actions |= reconcile_mlflow(settings, result.url, previous)
+        report(MLFLOW, "healthy")
     return result
+
+
+def previous_admin_password(client: docker.DockerClient, settings: Settings) -> list[PreviousPassword]:
+    """The admin password in the running MLflow container's environment, when it differs from .env."""
+    container = _container(client, container_name(settings, MLFLOW))
+    if container is None:
+        return []
+    prefix = f"{ENV_ADMIN_PASSWORD}="
+    environment = container.attrs.get("Config", {}).get("Env") or []
+    old = next((item.removeprefix(prefix) for item in environment if item.startswith(prefix)), None)
+    wanted = settings.platform.mlflow.admin_password
+    if not old or (wanted is not None and old == wanted.get_secret_value()):
+        return []
+    return [PreviousPassword(old, f"the environment of container {container.name}")]
+
+
+def reconcile_mlflow(settings: Settings, url: str, previous: list[PreviousPassword]) -> dict[str, str]:
+    """The admin password from .env (rotated when it changed), then config/access.yaml applied without prune."""
+    actions = {"mlflow admin password": access.ensure_admin_password(settings, url, previous)}
+    if settings.access.declared:
+        mlflow = settings.platform.mlflow
+        assert mlflow.admin_password is not None  # settings.require("up")
+        admin = MlflowClient(url, mlflow.admin_user, mlflow.admin_password.get_secret_value())
+        done = access.apply_plan(settings, admin, access.make_plan(settings, admin))
+        actions[f"mlflow access ({ACCESS_FILE})"] = f"{len(done)} change(s) applied" if done else "unchanged"
+    return actions
 
 
 def project_objects(client: docker.DockerClient, settings: Settings) -> tuple[list[Container], list[Any], list[Any]]:

@@ -16,6 +16,7 @@ import requests
 from mlopskit.errors import PlatformError
 
 TIMEOUT = 30
+RETRIES = 4
 
 
 @dataclass
@@ -36,11 +37,23 @@ class MlflowClient:
         self.session.verify = verify
         self.user = user
 
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request; a dropped connection is retried when repeating the request is harmless (GET, PATCH)."""
+        attempts = RETRIES if method in {"GET", "PATCH"} else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.session.request(method, url, timeout=TIMEOUT, **kwargs)
+            except requests.ConnectionError as exc:
+                # A server worker that restarts drops its connections; the next one answers.
+                if attempt == attempts:
+                    raise PlatformError(f"cannot reach MLflow at {self.url}: {exc}") from None
+                time.sleep(attempt)
+            except requests.RequestException as exc:
+                raise PlatformError(f"cannot reach MLflow at {self.url}: {exc}") from None
+        raise AssertionError("unreachable")
+
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            response = self.session.request(method, f"{self.url}{path}", timeout=TIMEOUT, **kwargs)
-        except requests.RequestException as exc:
-            raise PlatformError(f"cannot reach MLflow at {self.url}: {exc}") from None
+        response = self._send(method, f"{self.url}{path}", **kwargs)
         if response.status_code == 401:
             raise PlatformError(
                 f"MLflow at {self.url} refused the credentials of {self.user!r} (401) on {path}: check "
@@ -53,6 +66,19 @@ class MlflowClient:
     def api(self, method: str, endpoint: str, **kwargs: Any) -> dict[str, Any]:
         body: dict[str, Any] = self._call(method, f"/api/2.0/mlflow/{endpoint}", **kwargs).json()
         return body
+
+    def api3(self, method: str, endpoint: str, **kwargs: Any) -> dict[str, Any]:
+        """MLflow's 3.0 endpoints: the per-user grants of the auth API live there."""
+        response = self._call(method, f"/api/3.0/mlflow/{endpoint}", **kwargs)
+        body: dict[str, Any] = response.json() if response.content else {}
+        return body
+
+    def accepts(self, user: str, password: str) -> bool:
+        """Whether MLflow accepts this login: True on 200, False on 401, an error otherwise."""
+        response = self._send("GET", f"{self.url}/api/2.0/mlflow/users/current", auth=(user, password))
+        if response.status_code in {200, 401}:
+            return response.status_code == 200
+        raise PlatformError(f"MLflow at {self.url} answered a login check with HTTP {response.status_code}")
 
     def health(self) -> str:
         try:

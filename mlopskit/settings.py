@@ -34,6 +34,7 @@ from mlopskit.errors import SettingsError
 ENV_FILE = ".env"
 PLATFORM_FILE = "config/platform.yaml"
 INVENTORY_FILE = "config/inventory.yaml"
+ACCESS_FILE = "config/access.yaml"
 T = TypeVar("T")
 DEFAULT_SOURCE = "default"
 ENVIRONMENT_SOURCE = "environment"
@@ -506,17 +507,7 @@ class MlflowSettings(_Model):
     @field_validator("admin_password")
     @classmethod
     def _password(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return value
-        secret = value.get_secret_value()
-        if len(secret) < MIN_ADMIN_PASSWORD_LENGTH:
-            raise ValueError(
-                f"must be at least {MIN_ADMIN_PASSWORD_LENGTH} characters "
-                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))')"
-            )
-        if secret.lower() in PUBLISHED_DEFAULT_PASSWORDS:
-            raise ValueError("is a published default password; choose your own")
-        return value
+        return check_password(value)
 
     @field_validator("flask_secret_key")
     @classmethod
@@ -683,12 +674,141 @@ class SecretValues:
         return self._required(self._settings.platform.mlflow.flask_secret_key, "platform.mlflow.flask_secret_key")
 
 
+# ---------------------------------------------------------------------------------------------- access
+
+# The levels MLflow's auth grants on an experiment or a registered model. NO_PERMISSIONS is written to
+# MLflow 3.17 as its DENY (it refuses an explicit NO_PERMISSIONS grant; DENY is the same intent).
+ACCESS_LEVELS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
+AccessLevel = Literal["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"]
+_ACCESS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}")
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def check_password(value: SecretStr | None) -> SecretStr | None:
+    """The rule for every MLflow password: long enough, and not one published in docs and examples."""
+    if value is None:
+        return value
+    secret = value.get_secret_value()
+    if len(secret) < MIN_ADMIN_PASSWORD_LENGTH:
+        raise ValueError(
+            f"must be at least {MIN_ADMIN_PASSWORD_LENGTH} characters "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+        )
+    if secret.lower() in PUBLISHED_DEFAULT_PASSWORDS:
+        raise ValueError("is a published default password; choose your own")
+    return value
+
+
+def _check_access_name(value: str) -> str:
+    if not _ACCESS_NAME.fullmatch(value):
+        raise ValueError(
+            "must be 1 to 255 letters, digits and '.', '_', '@', '+', '-', starting with a letter or digit"
+        )
+    return value
+
+
+class AccessUser(_Model):
+    """An MLflow user; its password is the .env key named by password_env, never in the file."""
+
+    name: str
+    admin: bool = False
+    password_env: str
+    password: SecretStr | None = None  # filled by the loader from .env or the environment
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_access_name(value)
+
+    @field_validator("password_env")
+    @classmethod
+    def _password_env(cls, value: str) -> str:
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError("must be an environment variable name such as ALICE_MLFLOW_PASSWORD (A-Z, 0-9, _)")
+        if value in ENV_KEYS:
+            raise ValueError(
+                f"{value} is a platform setting; name a key of this user's own, e.g. ALICE_MLFLOW_PASSWORD"
+            )
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: SecretStr | None) -> SecretStr | None:
+        return check_password(value)
+
+
+class AccessGroup(_Model):
+    """Users granted together: a grant to the group is a grant to each member."""
+
+    name: str
+    members: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_access_name(value)
+
+
+class AccessGrant(_Model):
+    """A level on experiments or registered models, by name, by prefix (`team-a/*`) or all (`*`)."""
+
+    experiment: str | None = None
+    registered_model: str | None = None
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    level: AccessLevel
+
+    @field_validator("experiment", "registered_model")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "*" in value[:-1]):
+            raise ValueError("must be a name, a prefix ending in '*' (team-a/*), or '*' for all")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> AccessGrant:
+        if (self.experiment is None) == (self.registered_model is None):
+            raise ValueError("name exactly one of experiment: or registered_model:")
+        if not self.users and not self.groups:
+            raise ValueError("grant to at least one of users: or groups:")
+        return self
+
+    @property
+    def kind(self) -> Literal["experiment", "registered_model"]:
+        return "experiment" if self.experiment is not None else "registered_model"
+
+    @property
+    def pattern(self) -> str:
+        return self.experiment if self.experiment is not None else str(self.registered_model)
+
+
+class AccessSettings(_Model):
+    """config/access.yaml: MLflow users, groups and their permissions, applied by `invoke access apply`."""
+
+    users: list[AccessUser] = Field(default_factory=list)
+    groups: list[AccessGroup] = Field(default_factory=list)
+    permissions: list[AccessGrant] = Field(default_factory=list)
+
+    @property
+    def declared(self) -> bool:
+        return bool(self.users or self.groups or self.permissions)
+
+    def members(self, grant: AccessGrant) -> list[str]:
+        """The users a grant reaches: its own and its groups' members, in order, once each."""
+        groups = {group.name: group for group in self.groups}
+        names = list(grant.users)
+        for group in grant.groups:
+            names += groups[group].members if group in groups else []
+        return list(dict.fromkeys(names))
+
+
 class Settings(_Model):
     cluster: ClusterSettings = ClusterSettings()
     images: ImageSettings = ImageSettings()
     platform: PlatformSettings = PlatformSettings()
     local: LocalSettings = LocalSettings()
     backup: BackupSettings = BackupSettings()
+    access: AccessSettings = AccessSettings()
 
     # Filled by load_settings; not settings themselves.
     root: Path = Field(default=Path(), exclude=True)
@@ -732,6 +852,8 @@ class Settings(_Model):
                 env = ENV_BY_PATH.get(path)
                 where = f"set {env} in {ENV_FILE} (see .env.example)" if env else f"set it in {PLATFORM_FILE}"
                 missing.append(f"{path}: required by `invoke {command}` but not set; {where}")
+        if command in {"up", "deploy", "seal", "access"}:
+            missing += missing_passwords(self)
         if command in {"provision", "upgrade", "reset"} and not self.cluster.hosts:
             missing.append(
                 f"cluster.hosts: `invoke {command}` needs hosts; copy config/inventory.example.yaml "
@@ -755,6 +877,7 @@ def required_for(settings: Settings, command: str) -> list[str]:
     table: dict[str, list[str]] = {
         "up": credentials,
         "deploy": credentials,
+        "access": ["platform.mlflow.admin_password"],
         "seal": credentials,
         "provision": [],
         "upgrade": [],
@@ -964,11 +1087,11 @@ def _read_yaml(path: Path, label: str, layers: _Layers, wrap: str | None = None)
 def _record_item_sources(
     item: Any, file_path: str, settings_path: str, lines: dict[str, int], label: str, layers: _Layers
 ) -> None:
-    if isinstance(item, dict):
-        for key, value in item.items():
-            line = lines.get(f"{file_path}.{key}")
-            layers.sources[f"{settings_path}.{key}"] = f"{label}:{line}" if line else label
-            _record_item_sources(value, f"{file_path}.{key}", f"{settings_path}.{key}", lines, label, layers)
+    children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else []
+    for key, value in children:
+        line = lines.get(f"{file_path}.{key}")
+        layers.sources[f"{settings_path}.{key}"] = f"{label}:{line}" if line else label
+        _record_item_sources(value, f"{file_path}.{key}", f"{settings_path}.{key}", lines, label, layers)
 
 
 def _is_free_mapping(path: str) -> bool:
@@ -987,8 +1110,24 @@ def _suggest(name: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
+def _password_keys(layers: _Layers) -> dict[str, int]:
+    """The .env keys config/access.yaml names as password_env, each with its user's index in the file."""
+    users = layers.data.get("access", {}).get("users")
+    keys: dict[str, int] = {}
+    for index, user in enumerate(users if isinstance(users, list) else []):
+        if isinstance(user, dict) and isinstance(user.get("password_env"), str):
+            keys.setdefault(user["password_env"], index)
+    return keys
+
+
+def _put_password(layers: _Layers, index: int, value: str, source: str) -> None:
+    layers.data["access"]["users"][index]["password"] = value
+    layers.sources[f"access.users.{index}.password"] = source
+
+
 def _read_env_file(env_file: Path, layers: _Layers) -> None:
     """.env is data: KEY=value lines, no ${VAR} expansion; a line it cannot read or a repeated key is a problem."""
+    password_keys = _password_keys(layers)
     text = _read_text(env_file, ENV_FILE, layers)
     if text is None:
         return
@@ -1017,10 +1156,15 @@ def _read_env_file(env_file: Path, layers: _Layers) -> None:
             )
             continue
         first_line[key_name] = line
+        if key_name in password_keys and binding.value:
+            _put_password(layers, password_keys[key_name], binding.value, where)
+            continue
         if key_name not in ENV_KEYS:
+            # A user's password key is known only while config/access.yaml names it.
+            user_hint = f"; a user's password key must be some user's password_env in {ACCESS_FILE}"
             layers.problems.append(
                 f"{key_name} [from {where}]: unknown key{_suggest(key_name, list(ENV_KEYS))} "
-                "(every key is listed in .env.example)"
+                "(every key is listed in .env.example" + (user_hint if key_name.endswith("PASSWORD") else "") + ")"
             )
             continue
         if binding.value is None:
@@ -1040,6 +1184,10 @@ def _read_env(env_file: Path, environ: Mapping[str, str], layers: _Layers) -> No
         raw = environ.get(key)
         if raw:
             layers.put(path, _env_value(path, raw), f"{ENVIRONMENT_SOURCE} ${key}")
+    for key, index in _password_keys(layers).items():
+        raw = environ.get(key)
+        if raw:
+            _put_password(layers, index, raw, f"{ENVIRONMENT_SOURCE} ${key}")
 
 
 def _source_for_loc(loc: tuple[int | str, ...], layers: _Layers) -> tuple[str, str]:
@@ -1055,15 +1203,18 @@ def _source_for_loc(loc: tuple[int | str, ...], layers: _Layers) -> tuple[str, s
     return key, ", ".join(below) or DEFAULT_SOURCE
 
 
+_NAMED_LISTS = (("cluster", "hosts"), ("access", "users"), ("access", "groups"))
+
+
 def _host_label(loc: tuple[int | str, ...], layers: _Layers) -> str:
-    """cluster.hosts.1.address reads better as cluster.hosts[s2].address."""
+    """cluster.hosts.1.address reads better as cluster.hosts[s2].address (access.users[alice] alike)."""
     parts = [str(p) for p in loc]
-    if len(parts) > 2 and parts[:2] == ["cluster", "hosts"] and isinstance(loc[2], int):
-        hosts = layers.data.get("cluster", {}).get("hosts") or []
+    if len(parts) > 2 and tuple(parts[:2]) in _NAMED_LISTS and isinstance(loc[2], int):
+        items = layers.data.get(parts[0], {}).get(parts[1]) or []
         index = loc[2]
-        if index < len(hosts) and isinstance(hosts[index], dict) and hosts[index].get("name"):
+        if index < len(items) and isinstance(items[index], dict) and isinstance(items[index].get("name"), str):
             rest = "".join(f".{p}" for p in parts[3:])
-            return f"cluster.hosts[{hosts[index]['name']}]{rest}"
+            return f"{parts[0]}.{parts[1]}[{items[index]['name']}]{rest}"
     return ".".join(parts)
 
 
@@ -1118,6 +1269,8 @@ def load_settings(root: Path | str = ".", environ: Mapping[str, str] | None = No
     layers = _Layers()
     _read_yaml(root / PLATFORM_FILE, PLATFORM_FILE, layers)
     _read_yaml(root / INVENTORY_FILE, INVENTORY_FILE, layers, wrap="cluster")
+    # Before .env: it names the .env keys that hold the users' passwords.
+    _read_yaml(root / ACCESS_FILE, ACCESS_FILE, layers, wrap="access")
     _read_env(root / ENV_FILE, environ, layers)
     problems = list(layers.problems)
     settings: Settings | None = None
@@ -1125,6 +1278,88 @@ def load_settings(root: Path | str = ".", environ: Mapping[str, str] | None = No
         settings = Settings.model_validate({**layers.data, "root": root, "sources": layers.sources})
     except ValidationError as exc:
         problems += [_format_error(error, layers) for error in exc.errors()]
+    if settings is not None:
+        problems += access_problems(settings, lambda loc: _host_label(loc, layers))
     if problems or settings is None:
         raise SettingsError(problems)
     return settings
+
+
+def access_problems(settings: Settings, label: Callable[[tuple[int | str, ...]], str]) -> list[str]:
+    """What pydantic cannot see in config/access.yaml: names used twice, grants to undeclared users or groups."""
+    access = settings.access
+    problems: list[str] = []
+
+    def problem(loc: tuple[int | str, ...], message: str) -> None:
+        problems.append(f"{label(loc)} [from {settings.source_of('.'.join(str(p) for p in loc))}]: {message}")
+
+    def line_of(loc: tuple[int | str, ...]) -> str:
+        return settings.source_of(".".join(str(p) for p in loc)).rpartition(":")[2]
+
+    admin = settings.platform.mlflow.admin_user
+    first_user: dict[str, int] = {}
+    first_env: dict[str, int] = {}
+    for index, user in enumerate(access.users):
+        here = ("access", "users", index, "name")
+        if user.name in first_user:
+            first = line_of(("access", "users", first_user[user.name], "name"))
+            problem(here, f"user {user.name} is declared twice (first on line {first}); keep one of them")
+        first_user.setdefault(user.name, index)
+        if user.name == admin:
+            problem(
+                here,
+                f"{user.name} is the platform admin (MLFLOW_ADMIN_USER); its password is MLFLOW_ADMIN_PASSWORD in "
+                f"{ENV_FILE}: remove it from users",
+            )
+        env_loc: tuple[int | str, ...] = ("access", "users", index, "password_env")
+        if user.password_env in first_env:
+            other = access.users[first_env[user.password_env]].name
+            problem(env_loc, f"{user.password_env} is already the password of {other}; give each user a key of its own")
+        first_env.setdefault(user.password_env, index)
+    users = set(first_user)
+    known_users = ", ".join(sorted(users)) or "none"
+
+    first_group: dict[str, int] = {}
+    for index, group in enumerate(access.groups):
+        if group.name in first_group:
+            first = line_of(("access", "groups", first_group[group.name], "name"))
+            problem(
+                ("access", "groups", index, "name"),
+                f"group {group.name} is declared twice (first on line {first}); keep one of them",
+            )
+        first_group.setdefault(group.name, index)
+        for position, member in enumerate(group.members):
+            if member not in users:
+                problem(
+                    ("access", "groups", index, "members", position),
+                    f"unknown user {member!r}; declare it under users (declared: {known_users})",
+                )
+    known_groups = ", ".join(sorted(first_group)) or "none"
+    for index, grant in enumerate(access.permissions):
+        for position, name in enumerate(grant.users):
+            if name not in users:
+                problem(
+                    ("access", "permissions", index, "users", position),
+                    f"unknown user {name!r}; declare it under users (declared: {known_users})",
+                )
+        for position, name in enumerate(grant.groups):
+            if name not in first_group:
+                problem(
+                    ("access", "permissions", index, "groups", position),
+                    f"unknown group {name!r}; declare it under groups (declared: {known_groups})",
+                )
+    return problems
+
+
+def missing_passwords(settings: Settings) -> list[str]:
+    """One problem per declared user whose password_env is not set in .env or the environment."""
+    problems = []
+    for index, user in enumerate(settings.access.users):
+        if user.password is None:
+            where = settings.source_of(f"access.users.{index}.password_env")
+            problems.append(
+                f"access.users[{user.name}].password_env [from {where}]: {user.password_env} is not set; add "
+                f"{user.password_env}=<password> to {ENV_FILE} (12+ characters, e.g. from "
+                "python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+    return problems

@@ -6,6 +6,8 @@ called (and tested) without invoke.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +15,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
-from mlopskit import console
+from mlopskit import access, console
+from mlopskit.access import PreviousPassword, ensure_admin_password
 from mlopskit.contract import CONTROLLER_NAMESPACE, MLFLOW_SERVICE
 from mlopskit.errors import PlatformError
 from mlopskit.image_names import mlflow_image_ref
@@ -23,6 +26,7 @@ from mlopskit.kube.applyset import ObjectRef
 from mlopskit.kube.client import api_client, dynamic_client
 from mlopskit.kube.order import unknown_kinds
 from mlopskit.kube.wait import Readiness, wait_for_rollout
+from mlopskit.mlflow_admin import MlflowClient, smoke_check, wait_healthy
 from mlopskit.settings import Settings
 
 SEALED_SECRETS_CRD = "sealedsecrets.bitnami.com"
@@ -134,6 +138,13 @@ def deploy(
         if not dry_run:
             _wait(dyn, controller, timeout)
 
+    # MLflow reads MLFLOW_ADMIN_PASSWORD only when its auth database is empty: a changed one is rotated
+    # through the API with the one the live Secret still holds, before the new Secret replaces it.
+    previous = live_admin_password(settings, dyn)
+    admin_password = "unchanged"
+    if previous and not dry_run:
+        admin_password = rotate_admin_if_running(settings, api, previous)
+
     console.step("Sealing credentials")
     sealed, note = sealed_objects(settings, api, reseal=not dry_run)
     (console.info if sealed else console.warn)(note)
@@ -149,11 +160,89 @@ def deploy(
 
     console.step("Waiting for rollouts")
     _wait(dyn, list(result.applied.values()), timeout)
-    if verify:
-        console.step("Verifying MLflow: health, login, experiment, run, artifact round trip")
+    if verify or previous or settings.access.declared:
         port = service_port(platform, namespace, MLFLOW_SERVICE)
-        outcome.checks = verify_mlflow(settings, api, port)
+        console.step("MLflow: admin password, access (config/access.yaml)" + (", verification" if verify else ""))
+        outcome.checks = reconcile_mlflow(settings, api, port, previous, verify=verify, rotated=admin_password)
     return outcome
+
+
+def live_admin_password(settings: Settings, dyn: DynamicClient) -> list[PreviousPassword]:
+    """The admin password the deployed Secret holds, when it differs from .env (the one MLflow may still have)."""
+    from kubernetes.client.exceptions import ApiException
+
+    from mlopskit.credentials import ENV_ADMIN_PASSWORD, MLFLOW_SECRET
+
+    namespace = settings.platform.namespace
+    try:
+        secret = dyn.resources.get(api_version="v1", kind="Secret").get(name=MLFLOW_SECRET, namespace=namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            console.warn(
+                f"cannot read Secret {namespace}/{MLFLOW_SECRET} (HTTP {exc.status}): a changed "
+                "MLFLOW_ADMIN_PASSWORD cannot be rotated without the previous one"
+            )
+        return []
+    encoded = (secret.to_dict().get("data") or {}).get(ENV_ADMIN_PASSWORD)
+    if not encoded:
+        return []
+    old = base64.b64decode(encoded).decode()
+    wanted = settings.platform.mlflow.admin_password
+    if wanted is not None and old == wanted.get_secret_value():
+        return []
+    return [PreviousPassword(old, f"the live Secret {namespace}/{MLFLOW_SECRET}")]
+
+
+def rotate_admin_if_running(settings: Settings, api: client.ApiClient, previous: list[PreviousPassword]) -> str:
+    """Rotate the admin password through the MLflow that runs now; 'deferred' when none is ready yet."""
+    from mlopskit.kube.portforward import forward_service
+
+    namespace = settings.platform.namespace
+    with contextlib.ExitStack() as stack:
+        try:
+            service = client.CoreV1Api(api).read_namespaced_service(MLFLOW_SERVICE, namespace)
+            ports = (service.spec.ports if service.spec else None) or []
+            if not ports:
+                return "deferred"
+            local_port = stack.enter_context(forward_service(api, namespace, MLFLOW_SERVICE, int(ports[0].port)))
+        except (PlatformError, client.exceptions.ApiException):
+            return "deferred"  # nothing runs yet: rotated after the rollout, with the same previous password
+        url = f"http://127.0.0.1:{local_port}"
+        wait_healthy(MlflowClient(url, "-", "-"), timeout=30)
+        state = ensure_admin_password(settings, url, previous)
+    console.info(f"MLflow admin password {state} (the previous one came from {previous[0].source})")
+    return state
+
+
+def reconcile_mlflow(
+    settings: Settings,
+    api: client.ApiClient,
+    port: int,
+    previous: list[PreviousPassword],
+    *,
+    verify: bool,
+    rotated: str = "unchanged",
+) -> list[str]:
+    """Through one port-forward: the admin password from .env, config/access.yaml applied, the smoke check."""
+    from mlopskit.kube.portforward import forward_service
+
+    mlflow = settings.platform.mlflow
+    assert mlflow.admin_password is not None  # settings.require("deploy")
+    checks = []
+    with forward_service(api, settings.platform.namespace, MLFLOW_SERVICE, port) as local_port:
+        url = f"http://127.0.0.1:{local_port}"
+        admin = MlflowClient(url, mlflow.admin_user, mlflow.admin_password.get_secret_value())
+        wait_healthy(admin)
+        state = ensure_admin_password(settings, url, previous)
+        checks.append(f"admin password: {rotated if state == 'unchanged' else state}")
+        if settings.access.declared:
+            done = access.apply_plan(settings, admin, access.make_plan(settings, admin))
+            checks.append(
+                f"access (config/access.yaml): {len(done)} change(s) applied" if done else "access: unchanged"
+            )
+        if verify:
+            checks += smoke_check(admin).steps
+    return checks
 
 
 def _wait(dyn: DynamicClient, objects: list[dict[str, Any]], timeout: float) -> None:
@@ -178,22 +267,6 @@ def platform_url(settings: Settings) -> str | None:
         scheme = "https" if ingress.tls_secret else "http"
         return f"{scheme}://{ingress.host}/"
     return None
-
-
-def verify_mlflow(settings: Settings, api: client.ApiClient, port: int) -> list[str]:
-    """The smoke check through a port-forward to the MLflow Service."""
-    from mlopskit.kube.portforward import forward_service
-    from mlopskit.mlflow_admin import MlflowClient, smoke_check, wait_healthy
-
-    mlflow = settings.platform.mlflow
-    if mlflow.admin_password is None:
-        raise PlatformError("platform.mlflow.admin_password (MLFLOW_ADMIN_PASSWORD) is not set; cannot log in")
-    with forward_service(api, settings.platform.namespace, MLFLOW_SERVICE, port) as local_port:
-        mlflow_client = MlflowClient(
-            f"http://127.0.0.1:{local_port}", mlflow.admin_user, mlflow.admin_password.get_secret_value()
-        )
-        wait_healthy(mlflow_client)
-        return smoke_check(mlflow_client).steps
 
 
 def diff(settings: Settings, mlflow_image: str | None = None) -> list[tuple[ObjectRef, str]]:

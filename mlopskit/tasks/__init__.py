@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
+from mlopskit.tasks import access, config, deploy, provision, secrets
 from mlopskit.tasks import backup as backup_tasks
-from mlopskit.tasks import config, deploy, provision, secrets
 from mlopskit.tasks import images as image_tasks
 from mlopskit.tasks import local as local_tasks
 from mlopskit.tasks import render as render_tasks
@@ -31,4 +31,5 @@ def build_collection() -> Collection:
     ns.add_task(backup_tasks.backup)
     ns.add_task(backup_tasks.restore)
     ns.add_collection(Collection("secrets", secrets.backup_key))
+    ns.add_collection(Collection("access", access.plan, access.apply))
     return ns

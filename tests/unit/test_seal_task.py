@@ -211,3 +211,24 @@ def test_changing_the_scope_reseals_every_value_for_the_new_scope(
     files = sealed_files(env_project)
     assert {sealing.scope_of(obj) for obj in files.values()} == {"cluster-wide"}
     assert {name: unseal(private_key, obj) for name, obj in files.items()} == expected_secrets(env_project)
+
+
+def test_seal_covers_the_passwords_of_the_users_in_access_yaml(
+    env_project: Project, cert_file: Path, private_key: rsa.RSAPrivateKey
+) -> None:
+    env_project.write("config/access.yaml", "users:\n  - {name: alice, password_env: ALICE_MLFLOW_PASSWORD}\n")
+    with (env_project.root / ".env").open("a") as env:
+        env.write("ALICE_MLFLOW_PASSWORD=alice-sample-password-1\n")
+    seal(env_project, cert_file)
+    sealed = sealed_files(env_project)["mlflow-user-passwords"]
+    assert unseal(private_key, sealed) == {"ALICE_MLFLOW_PASSWORD": "alice-sample-password-1"}
+
+
+def test_seal_refuses_a_user_without_a_password_before_sealing(env_project: Project, cert_file: Path) -> None:
+    env_project.write("config/access.yaml", "users:\n  - {name: alice, password_env: ALICE_MLFLOW_PASSWORD}\n")
+    result = env_project.invoke("seal", "--cert", str(cert_file))
+    assert result.returncode == 1
+    assert "access.users[alice].password_env [from config/access.yaml:2]: ALICE_MLFLOW_PASSWORD is not set" in (
+        result.stderr
+    )
+    assert not sealed_dir(env_project).exists()
