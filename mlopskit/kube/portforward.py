@@ -31,6 +31,8 @@ def _pod_and_port(core: client.CoreV1Api, namespace: str, service: str, port: in
         status, meta, pod_spec = pod.status, pod.metadata, pod.spec
         if status is None or meta is None or pod_spec is None or status.phase != "Running":
             continue
+        if meta.deletion_timestamp is not None:
+            continue  # terminating (e.g. the old replica after a rollout): still Ready, gone in a moment
         if not any(c.type == "Ready" and c.status == "True" for c in status.conditions or []):
             continue
         if isinstance(target, str) and not target.isdigit():
@@ -74,11 +76,28 @@ def _pump(local: socket.socket, remote: Any) -> None:
 def forward_service(api: client.ApiClient, namespace: str, service: str, port: int) -> Iterator[int]:
     """Yield a port on 127.0.0.1 whose connections reach `service:port` in `namespace`."""
     core = client.CoreV1Api(api)
-    pod, pod_port = _pod_and_port(core, namespace, service, port)
+    target = [_pod_and_port(core, namespace, service, port)]  # the pod in use; replaced when it goes away
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     stop = threading.Event()
+
+    def open_remote() -> Any:
+        """A stream to the pod in use; when that pod is gone (deleted, rescheduled), to another ready one."""
+        for attempt in range(2):
+            pod, pod_port = target[0]
+            try:
+                forwarded = portforward(
+                    core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(pod_port)
+                )
+                remote = forwarded.socket(pod_port)
+                remote.setblocking(True)
+                return remote
+            except Exception:  # the websocket library raises its own types for a 404 handshake
+                if attempt:
+                    raise
+                target[0] = _pod_and_port(core, namespace, service, port)
+        raise AssertionError("unreachable")
 
     def serve() -> None:
         while not stop.is_set():
@@ -86,9 +105,11 @@ def forward_service(api: client.ApiClient, namespace: str, service: str, port: i
                 connection, _ = listener.accept()
             except OSError:
                 return
-            forwarded = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(pod_port))
-            remote = forwarded.socket(pod_port)
-            remote.setblocking(True)
+            try:
+                remote = open_remote()
+            except Exception:
+                connection.close()  # the client sees a closed connection and retries; no traceback here
+                continue
             threading.Thread(target=_pump, args=(connection, remote), daemon=True).start()
 
     thread = threading.Thread(target=serve, name=f"port-forward {namespace}/{service}", daemon=True)
