@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
-from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from docker.errors import APIError, ImageNotFound, NotFound
 from docker.models.containers import Container
@@ -26,6 +24,7 @@ from mlopskit.credentials import ENV_ADMIN_PASSWORD
 from mlopskit.errors import PlatformError
 from mlopskit.formats import url
 from mlopskit.mlflow_admin import MlflowClient
+from mlopskit.object_store import s3_client
 from mlopskit.services import (
     MIGRATE_COMMAND,
     MLFLOW,
@@ -241,15 +240,7 @@ def published_port(container: Container, container_port: int) -> int:
 def ensure_bucket(settings: Settings, endpoint: str) -> str:
     """Create the artifact bucket if missing (idempotent); returns created/unchanged."""
     store = settings.platform.object_store
-    assert store.access_key is not None and store.secret_key is not None  # checked by require("up")
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=store.region,
-        aws_access_key_id=store.access_key.get_secret_value(),
-        aws_secret_access_key=store.secret_key.get_secret_value(),
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
-    )
+    s3 = s3_client(settings, endpoint)
     try:
         s3.head_bucket(Bucket=store.bucket)
         return "unchanged"

@@ -6,12 +6,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlopskit.backup.archive import BUCKET_PREFIX, ArchiveReader, ArchiveWriter, Progress
 from mlopskit.errors import PlatformError
+from mlopskit.object_store import s3_client
 from mlopskit.settings import Settings
 
 
@@ -32,15 +31,7 @@ def connect(settings: Settings, endpoint: str) -> Bucket:
     store = settings.platform.object_store
     if store.access_key is None or store.secret_key is None:
         raise PlatformError("S3_ACCESS_KEY and S3_SECRET_KEY must be set in .env to back up or restore the bucket")
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=store.region,
-        aws_access_key_id=store.access_key.get_secret_value(),
-        aws_secret_access_key=store.secret_key.get_secret_value(),
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
-    )
-    return Bucket(client, store.bucket, endpoint)
+    return Bucket(s3_client(settings, endpoint), store.bucket, endpoint)
 
 
 def objects(bucket: Bucket) -> Iterator[tuple[str, int]]:
