@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import string
 import subprocess
 import sys
 import time
@@ -30,23 +31,29 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from mlopskit.envfile import env_line
 from mlopskit.hosts.images import images_to_deliver
 from mlopskit.image_names import mlflow_image_ref
 from mlopskit.images import ImageBuilder, docker_client, image_present
 from mlopskit.kube.portforward import forward_service
 from mlopskit.mlflow_admin import MlflowClient, wait_healthy
-from mlopskit.settings import Settings, load_settings
+from mlopskit.settings import S3_ACCESS_KEY_RESERVED, Settings, load_settings
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
+# Every printable ASCII punctuation character in every secret: each must survive .env, the Secret, the
+# DSN, the auth ini, SeaweedFS's identities and the shell in the cluster too (S3 access keys cannot hold
+# '/', ',' or '=': S3 signatures split at them, and they are refused when settings load).
+PUNCTUATION = string.punctuation
 SECRETS = {
-    "MLFLOW_ADMIN_PASSWORD": "cluster-e2e-admin-Passw0rd",
-    "MLFLOW_FLASK_SECRET_KEY": "cluster-e2e-flask-secret-key-4411",
-    "POSTGRES_PASSWORD": "cluster-e2e-postgres-password",
-    "S3_ACCESS_KEY": "clustere2eaccess",
-    "S3_SECRET_KEY": "cluster-e2e-s3-secret-key-9a1b",
+    "MLFLOW_ADMIN_PASSWORD": "Cl1" + PUNCTUATION,
+    "MLFLOW_FLASK_SECRET_KEY": "Fl1" + PUNCTUATION,
+    "POSTGRES_PASSWORD": "Pg1" + PUNCTUATION,
+    "S3_ACCESS_KEY": "S31" + "".join(ch for ch in PUNCTUATION if ch not in S3_ACCESS_KEY_RESERVED),
+    "S3_SECRET_KEY": "Sk1" + PUNCTUATION,
 }
+ROTATED_ADMIN_PASSWORD = "Rotated-" + PUNCTUATION
 COMMAND_TIMEOUT = 1800  # seconds: a whole deploy on a busy two-core machine; waits inside follow progress
 
 
@@ -79,9 +86,10 @@ class Platform:
 
     @contextlib.contextmanager
     def mlflow(self) -> Iterator[MlflowClient]:
-        """An admin client of the deployed MLflow through a real port-forward."""
+        """An admin client of the deployed MLflow through a real port-forward, with the password .env holds."""
+        password = self.settings().secrets.admin_password
         with forward_service(self.api, self.namespace, "mlflow", 5000) as port:
-            admin = MlflowClient(f"http://127.0.0.1:{port}", "admin", SECRETS["MLFLOW_ADMIN_PASSWORD"])
+            admin = MlflowClient(f"http://127.0.0.1:{port}", "admin", password)
             wait_healthy(admin)
             yield admin
 
@@ -117,7 +125,7 @@ def platform(
         "K3S_VERSION": "v1.32.0+k3s1",
         "KUBECONFIG_PATH": _kubeconfig(),
     }
-    (root / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    (root / ".env").write_text("".join(env_line(k, v) + "\n" for k, v in env.items()))
     deployed = Platform(root, namespace, api)
     settings = deployed.settings()
     docker = docker_client()
@@ -187,6 +195,25 @@ def test_a_second_deploy_changes_nothing_and_diff_agrees(
     assert ", 0 pruned" in second.stdout
     diff = platform.invoke("diff")
     assert diff.returncode == 0, diff.stdout + diff.stderr
+
+
+def test_a_changed_admin_password_is_rotated_by_the_next_deploy(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    """MLflow reads the admin password only into an empty auth database: deploy rotates it through the auth
+    API with the previous one from the live Secret, so its own verification logs in with the new one."""
+    env_file = platform.root / ".env"
+    old = env_line("MLFLOW_ADMIN_PASSWORD", SECRETS["MLFLOW_ADMIN_PASSWORD"])
+    env_file.write_text(env_file.read_text().replace(old, env_line("MLFLOW_ADMIN_PASSWORD", ROTATED_ADMIN_PASSWORD)))
+    rotated = platform.invoke("deploy", "--timeout", "900")
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    assert "logged in as admin" in rotated.stdout
+    with platform.mlflow() as mlflow:
+        assert mlflow.accepts("admin", ROTATED_ADMIN_PASSWORD)
+        deadline = time.monotonic() + 120  # a worker may keep a cached login for auth_cache_ttl_seconds
+        while mlflow.accepts("admin", SECRETS["MLFLOW_ADMIN_PASSWORD"]):
+            assert time.monotonic() < deadline, "the old admin password still works"
+            time.sleep(3)
 
 
 def test_a_missing_mlflow_image_stops_deploy_with_the_pods_waiting_reason(
