@@ -8,6 +8,7 @@ with a hash of its inputs (context files, build args, base image); an image with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
@@ -235,6 +236,7 @@ def build_image(
     existing = None if no_cache else _find_by_inputs(client, digest, spec.tags)
     changed = existing is None
     if existing is None:
+        dangling_before = _dangling_ids(client)
         context = build_context(spec.context, files if spec.needs_build_files else None)
         stream = client.api.build(
             fileobj=io.BytesIO(context),
@@ -253,7 +255,21 @@ def build_image(
     for tag in spec.tags:
         repository, _, name = tag.rpartition(":")
         existing.tag(repository, name)
+    if changed:
+        _remove_leftovers(client, _dangling_ids(client) - dangling_before)
     return BuildResult(spec.tags[0], changed, int(existing.attrs.get("Size", 0)))
+
+
+def _dangling_ids(client: docker.DockerClient) -> set[str]:
+    return {str(image.id) for image in client.images.list(filters={"dangling": True})}
+
+
+def _remove_leftovers(client: docker.DockerClient, image_ids: set[str]) -> None:
+    """Remove what a build left untagged: its builder stages and the image its tag pointed at before.
+    One still in use (a container, another build) stays; it is not ours to force."""
+    for image_id in sorted(image_ids):
+        with contextlib.suppress(APIError, DockerException):
+            client.images.remove(image_id, noprune=False)
 
 
 def _follow_build(spec: BuildSpec, stream: Iterator[dict[str, Any]], report: Reporter) -> None:

@@ -6,6 +6,7 @@ import io
 import re
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,3 +261,39 @@ def test_a_stand_in_built_earlier_is_only_mentioned(monkeypatch: pytest.MonkeyPa
     assert builder.log.infos == [
         "using the local stand-in mlopskit/postgres:stand-in built earlier (postgres:15-bookworm is out of reach)"
     ]
+
+
+class LeftoverEngine:
+    """The Docker SDK calls build_image makes, over an engine where a build leaves untagged images behind:
+    the builder stage, and the image the tag pointed at before."""
+
+    def __init__(self) -> None:
+        self.dangling = {"sha256:someone-elses"}
+        self.removed: list[str] = []
+        self.images = self
+        self.api = self
+
+    def list(self, filters: dict[str, Any]) -> list[Any]:
+        if filters.get("dangling"):
+            return [type("Image", (), {"id": image_id})() for image_id in sorted(self.dangling)]
+        return []  # nothing built with these inputs yet
+
+    def build(self, **_: Any) -> Any:
+        self.dangling |= {"sha256:builder-stage", "sha256:previous-mlflow"}
+        return iter([{"stream": "Step 1/1 : FROM scratch\n"}])
+
+    def get(self, ref: str) -> Any:
+        return type("Image", (), {"id": "sha256:new", "attrs": {"Size": 1}, "tag": lambda self, repo, tag: None})()
+
+    def remove(self, image_id: str, noprune: bool) -> None:
+        self.removed.append(image_id)
+        self.dangling.discard(image_id)
+
+
+def test_a_build_removes_the_untagged_images_it_left_and_nothing_else(tmp_path: Path) -> None:
+    engine = LeftoverEngine()
+    spec = images.BuildSpec("mlflow", tmp_path, ["mlopskit/mlflow:new"])
+    result = images.build_image(engine, spec, None)  # type: ignore[arg-type]
+    assert result.changed
+    assert engine.removed == ["sha256:builder-stage", "sha256:previous-mlflow"]
+    assert engine.dangling == {"sha256:someone-elses"}
