@@ -148,6 +148,9 @@ def test_a_second_up_changes_nothing_and_says_unchanged(stack: Stack) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert "unchanged" in again.stdout
     assert "recreated" not in again.stdout and "created" not in again.stdout
+    # Stand-ins built by the first up are reused, and said so plainly: no warning that something was built.
+    assert "could not be pulled" not in again.stdout + again.stderr
+    assert "warning" not in again.stderr
 
 
 def test_data_survives_down_and_up(stack: Stack) -> None:
