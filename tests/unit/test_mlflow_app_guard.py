@@ -8,7 +8,7 @@ import importlib.util
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -125,16 +125,16 @@ def test_the_app_is_registered_under_the_name_the_entrypoint_runs() -> None:
 
 
 def test_server_info_no_longer_invites_clients_to_presigned_s3_transfers() -> None:
-    handlers = type("Handlers", (), {})()
-    handlers.build_server_info_payload = lambda: {
-        "store_type": "SqlStore",
-        "multipart_downloads_enabled": True,
-        "multipart_uploads_enabled": True,
-    }
-    app_module.advertise_proxied_transfers_only(handlers)
-    app_module.advertise_proxied_transfers_only(handlers)  # a second app in the same process: no double wrap
-    assert handlers.build_server_info_payload() == {
-        "store_type": "SqlStore",
-        "multipart_downloads_enabled": False,
-        "multipart_uploads_enabled": False,
-    }
+    """Both routes are rewritten: Flask's (handlers) and the FastAPI one uvicorn serves, which imported the
+    payload builder by name."""
+
+    def payload() -> dict[str, Any]:
+        return {"store_type": "SqlStore", "multipart_downloads_enabled": True, "multipart_uploads_enabled": True}
+
+    handlers = SimpleNamespace(build_server_info_payload=payload)
+    server_info_api = SimpleNamespace(build_server_info_payload=payload)
+    app_module.advertise_proxied_transfers_only(handlers, server_info_api)
+    app_module.advertise_proxied_transfers_only(handlers, server_info_api)  # a second app: no double wrap
+    expected = {"store_type": "SqlStore", "multipart_downloads_enabled": False, "multipart_uploads_enabled": False}
+    assert handlers.build_server_info_payload() == expected
+    assert server_info_api.build_server_info_payload() == expected

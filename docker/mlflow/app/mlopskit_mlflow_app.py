@@ -101,30 +101,44 @@ class RequireReadableBasicAuth:
 PRESIGNED_TRANSFER_KEYS = ("multipart_downloads_enabled", "multipart_uploads_enabled")
 
 
-def advertise_proxied_transfers_only(handlers: Any) -> None:
+def advertise_proxied_transfers_only(*modules: Any) -> None:
     """Make server-info say no to multipart (presigned) downloads and uploads; artifacts then stream
-    through the server, which alone can reach the object store. Idempotent; `handlers` is
-    mlflow.server.handlers, whose _get_server_info looks build_server_info_payload up at call time."""
-    original = handlers.build_server_info_payload
-    if getattr(original, "proxied_only", False):
-        return
+    through the server, which alone can reach the object store.
 
-    def build_server_info_payload() -> dict[str, Any]:
-        payload = dict(original())
-        payload.update(dict.fromkeys(PRESIGNED_TRANSFER_KEYS, False))
-        return payload
+    `modules` are every module that calls build_server_info_payload by its global name at request time:
+    mlflow.server.handlers (the Flask route) and mlflow.server.server_info_api (the FastAPI route uvicorn
+    serves, which imported the function by name). Idempotent."""
+    for module in modules:
+        original = module.build_server_info_payload
+        if getattr(original, "proxied_only", False):
+            continue
 
-    build_server_info_payload.proxied_only = True  # type: ignore[attr-defined]
-    handlers.build_server_info_payload = build_server_info_payload
+        def build_server_info_payload(original: Any = original) -> dict[str, Any]:
+            payload = dict(original())
+            payload.update(dict.fromkeys(PRESIGNED_TRANSFER_KEYS, False))
+            return payload
+
+        build_server_info_payload.proxied_only = True  # type: ignore[attr-defined]
+        module.build_server_info_payload = build_server_info_payload
+
+
+def _server_info_modules() -> list[Any]:
+    from mlflow.server import handlers
+
+    modules: list[Any] = [handlers]
+    try:
+        from mlflow.server import server_info_api
+    except ImportError:  # releases without the native FastAPI route
+        return modules
+    return [*modules, server_info_api]
 
 
 def create_app() -> RequireReadableBasicAuth:
     """MLflow's basic-auth app (FastAPI under uvicorn, MLflow's default server) behind the guard."""
-    from mlflow.server import handlers
     from mlflow.server.auth import create_app as create_basic_auth_app
     from mlflow.server.auth import is_unprotected_route
 
-    advertise_proxied_transfers_only(handlers)
+    advertise_proxied_transfers_only(*_server_info_modules())
 
     if os.environ.get("_MLFLOW_SGI_NAME", "uvicorn") != "uvicorn":
         raise SystemExit(f"{APP_NAME} is an ASGI app: run `mlflow server` with uvicorn (its default)")
