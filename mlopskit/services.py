@@ -199,6 +199,9 @@ def mlflow_environment(settings: Settings, hosts: ServiceHosts) -> dict[str, str
         "MLFLOW_ALLOWED_HOSTS": ",".join(local_allowed_hosts(settings)),
         "MLFLOW_WORKERS": str(mlflow.workers or default_workers()),
         "MLFLOW_PORT": str(MLFLOW_PORT),
+        # platform.mlflow.job_execution, as in the cluster: MLflow 3's job runner starts dozens of processes
+        # (about 1.1 GiB more at idle) for GenAI jobs that tracking and the registry never use.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": str(mlflow.job_execution).lower(),
     }
     if endpoint:
         environment["MLFLOW_S3_ENDPOINT_URL"] = endpoint

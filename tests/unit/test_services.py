@@ -18,6 +18,7 @@ from mlopskit.services import (
     ServiceSpec,
     default_workers,
     local_services,
+    mlflow_environment,
 )
 from mlopskit.settings import Settings, load_settings
 
@@ -152,3 +153,13 @@ def test_spec_hash_changes_with_the_environment_only(tmp_path: Path) -> None:
     changed = by_name(local_services(settings_with(tmp_path, MLFLOW_WORKERS="4"), IMAGES))[MLFLOW]
     assert first.spec_hash() == again.spec_hash()
     assert first.spec_hash() != changed.spec_hash()
+
+
+def test_the_local_mlflow_runs_the_job_runner_only_when_asked(tmp_path: Path) -> None:
+    """The same setting as in the cluster: platform.mlflow.job_execution, off by default."""
+    default = load_settings(tmp_path, dict(SECRETS))
+    assert mlflow_environment(default, ServiceHosts())["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    (tmp_path / "config").mkdir(exist_ok=True)
+    (tmp_path / "config" / "platform.yaml").write_text("platform:\n  mlflow:\n    job_execution: true\n")
+    asked = load_settings(tmp_path, dict(SECRETS))
+    assert mlflow_environment(asked, ServiceHosts())["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
