@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-import docker
-from tests.integration.test_local_up import Stack, free_port, project_copy
+from tests.integration.test_local_up import Stack, free_port, project_copy, remove_project
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -107,14 +106,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AccessStack]:
         yield made
     finally:
         made.invoke("down", "--volumes")
-        client = docker.from_env()
-        label = f"io.mlopskit.project={project}"
-        for container in client.containers.list(all=True, filters={"label": label}):
-            container.remove(force=True)
-        for volume in client.volumes.list(filters={"label": label}):
-            volume.remove(force=True)
-        for network in client.networks.list(filters={"label": label}):
-            network.remove()
+        remove_project(project)
 
 
 @pytest.fixture(scope="module")

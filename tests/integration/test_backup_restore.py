@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 import requests
 
-import docker
 from mlopskit.settings import ENV_KEYS
-from tests.integration.test_local_up import UP_TIMEOUT, Stack, free_port, project_copy
+from tests.integration.test_local_up import UP_TIMEOUT, Stack, free_port, project_copy, remove_project
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -82,14 +81,7 @@ def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
         yield made
     finally:
         stack.invoke("down", "--volumes")
-        client = docker.from_env()
-        label = f"io.mlopskit.project={project}"
-        for container in client.containers.list(all=True, filters={"label": label}):
-            container.remove(force=True)
-        for volume in client.volumes.list(filters={"label": label}):
-            volume.remove(force=True)
-        for network in client.networks.list(filters={"label": label}):
-            network.remove()
+        remove_project(project)
 
 
 @pytest.fixture(autouse=True)
