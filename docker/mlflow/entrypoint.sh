@@ -2,9 +2,11 @@
 # Entrypoint of the mlopskit MLflow image.
 #
 # Sub-commands:
-#   serve (default)   render the basic-auth ini, create the admin user if missing, then run
-#                     `mlflow server --app-name mlopskit-basic-auth` (MLflow's basic-auth app behind a
-#                     guard that answers unreadable Authorization headers 401: mlopskit_mlflow_app.py)
+#   serve (default)   render the basic-auth ini, then, in one Python process, create the admin user if
+#                     missing and run `mlflow server --app-name mlopskit-basic-auth` (MLflow's basic-auth
+#                     app behind a guard that answers unreadable Authorization headers 401, and its user
+#                     lookups cached: mlopskit_mlflow_app.py); uvicorn replaces that process when MLflow's
+#                     job runner is off
 #   migrate           upgrade the tracking and auth database schemas, then exit (the cluster's Job;
 #                     `invoke up` runs it once before serve); safe to run again
 #   render-auth-config  print the rendered basic-auth ini with the database URI masked
@@ -77,12 +79,11 @@ serve() {
   export MLFLOW_AUTH_CONFIG_PATH="$dir/basic_auth.ini"
   # MLflow reads these only to create the admin user in an empty auth database.
   export MLFLOW_AUTH_ADMIN_USERNAME="$MLFLOW_ADMIN_USER" MLFLOW_AUTH_ADMIN_PASSWORD="$MLFLOW_ADMIN_PASSWORD"
-  # `mlflow server` runs this check itself only for the app name basic-auth; a failure here is one
-  # clear error instead of workers that the server restarts forever.
-  say "checking the auth database and the admin user"
-  python3 -m mlopskit_mlflow_app bootstrap
-  say "starting mlflow server ($MLFLOW_APP_NAME) on port $MLFLOW_PORT with $MLFLOW_WORKERS workers"
-  exec mlflow server \
+  # `mlflow server` checks the auth database and the admin user itself only for the app name basic-auth;
+  # `serve` does it first for ours (one clear error instead of workers that the server restarts forever),
+  # then runs `mlflow server` in the same process: MLflow is imported once, not twice.
+  say "checking the auth database and the admin user, then starting mlflow server ($MLFLOW_APP_NAME) on port $MLFLOW_PORT with $MLFLOW_WORKERS workers"
+  exec python3 -m mlopskit_mlflow_app serve \
     --app-name "$MLFLOW_APP_NAME" \
     --host 0.0.0.0 \
     --port "$MLFLOW_PORT" \

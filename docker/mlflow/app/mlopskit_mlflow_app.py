@@ -11,9 +11,15 @@ It also advertises proxied artifact transfers only (see `advertise_proxied_trans
 otherwise tells clients to fetch large artifacts from presigned S3 URLs, which name the S3 endpoint as
 the server sees it (a host inside the Docker network or the cluster), so a client outside hangs.
 
+And it answers basic-auth's user lookups from memory (see `cache_user_lookups`): MLflow caches a verified
+credential, but then reads the user's row from the auth database again two to four times per request
+(`sender_is_admin` and the permission checks call `store.get_user`), which was most of what
+authentication added to a request.
+
 Sub-commands (`python3 -m mlopskit_mlflow_app ...`, called by docker/mlflow/entrypoint.sh):
     render-auth-config TEMPLATE [--mask]   the basic-auth ini with ${NAME} taken from the environment
     bootstrap                              check the Flask secret, create the admin user if missing
+    serve MLFLOW-SERVER-ARGS...            bootstrap, then `mlflow server ARGS...` in the same process
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ import binascii
 import os
 import re
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 APP_NAME = "mlopskit-basic-auth"
@@ -122,6 +129,52 @@ def advertise_proxied_transfers_only(*modules: Any) -> None:
         module.build_server_info_payload = build_server_info_payload
 
 
+# The auth store's methods that change what get_user returns, each called with the username first.
+USER_MUTATIONS = ("update_user", "delete_user")
+
+
+def cache_user_lookups(store: Any, ttl_seconds: float, max_size: int) -> None:
+    """Answer `store.get_user(username)` from a per-process cache for ttl_seconds.
+
+    The cached value is what MLflow's own credential cache already holds for the same time (a `User`:
+    id, name, password hash, admin flag), so the staleness bound is the one MLflow has: a change made
+    through this process (`update_user`, `delete_user`: password, admin flag, deletion) drops the entry at
+    once; another worker process sees it within ttl_seconds (`auth_cache_ttl_seconds`). A missing user
+    raises as before and is not cached. ttl_seconds <= 0 (MLflow's cache off) leaves the store alone.
+    Idempotent; safe from several threads."""
+    if ttl_seconds <= 0 or getattr(store.get_user, "mlopskit_cached", False):
+        return
+    from cachetools import TTLCache
+
+    cache: TTLCache[str, Any] = TTLCache(maxsize=max_size, ttl=ttl_seconds)
+    lock = threading.Lock()
+    lookup = store.get_user
+
+    def get_user(username: str) -> Any:
+        with lock:
+            user = cache.get(username)
+        if user is None:
+            user = lookup(username)
+            with lock:
+                cache[username] = user
+        return user
+
+    get_user.mlopskit_cached = True  # type: ignore[attr-defined]
+    store.get_user = get_user
+
+    for name in USER_MUTATIONS:
+        mutation = getattr(store, name)
+
+        def mutate(username: str, *args: Any, _mutation: Any = mutation, **kwargs: Any) -> Any:
+            try:
+                return _mutation(username, *args, **kwargs)
+            finally:
+                with lock:
+                    cache.pop(username, None)
+
+        setattr(store, name, mutate)
+
+
 def _server_info_modules() -> list[Any]:
     from mlflow.server import handlers
 
@@ -135,6 +188,7 @@ def _server_info_modules() -> list[Any]:
 
 def create_app() -> RequireReadableBasicAuth:
     """MLflow's basic-auth app (FastAPI under uvicorn, MLflow's default server) behind the guard."""
+    from mlflow.server import auth
     from mlflow.server.auth import create_app as create_basic_auth_app
     from mlflow.server.auth import is_unprotected_route
 
@@ -148,7 +202,10 @@ def create_app() -> RequireReadableBasicAuth:
         routed = path[len(prefix) :] if prefix and path.startswith(prefix + "/") else path
         return bool(is_unprotected_route(path)) or routed.startswith(GATEWAY_PREFIX)
 
-    return RequireReadableBasicAuth(create_basic_auth_app(), is_public)
+    app = create_basic_auth_app()
+    config = auth.auth_config
+    cache_user_lookups(auth.store, config.auth_cache_ttl_seconds, config.auth_cache_max_size)
+    return RequireReadableBasicAuth(app, is_public)
 
 
 # ------------------------------------------------------------------------------------ auth ini render
@@ -211,6 +268,45 @@ def bootstrap() -> None:
     bootstrap_admin_user()
 
 
+def exec_server(cmd: Any, *, extra_env: Mapping[str, str] | None = None, **kwargs: Any) -> NoReturn:
+    """Replace this process with the server command `mlflow server` would start as its child.
+
+    Stands in for mlflow.utils.process._exec_cmd in mlflow.server (the one call there starts uvicorn with
+    the server's environment in extra_env). The child's environment is the same; only the parent that
+    would wait for it (a Python process holding all of MLflow, about 200 MB) is gone, and signals reach
+    uvicorn directly. Any other command is passed to MLflow's own function."""
+    argv = [str(part) for part in cmd] if isinstance(cmd, list | tuple) else []
+    if "uvicorn" not in argv[1:3]:
+        from mlflow.utils.process import _exec_cmd
+
+        return _exec_cmd(cmd, extra_env=extra_env, **kwargs)  # type: ignore[no-any-return]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(argv[0], argv, {**os.environ, **(extra_env or {})})  # noqa: S606 - MLflow's own server command
+
+
+def serve(args: list[str]) -> NoReturn:
+    """bootstrap(), then MLflow's own `mlflow server ARGS` (its CLI, checks and environment) in this process.
+
+    One Python start and one import of MLflow before the workers instead of two (bootstrap, then the
+    CLI), and the workers skip the bootstrap it did. With MLflow's job runner off
+    (MLFLOW_SERVER_ENABLE_JOB_EXECUTION, the platform's default), uvicorn then replaces this process
+    (exec_server); with it on, MLflow keeps its parent process, which starts and watches the job runner."""
+    bootstrap()
+    from mlflow import environment_variables, server
+    from mlflow.cli import cli
+
+    # What `mlflow server --app-name basic-auth` tells its workers after the same bootstrap: they then only
+    # open the store instead of repeating it (two password-hash checks each, ~1 s of CPU at start).
+    bootstrapped = getattr(environment_variables, "_MLFLOW_AUTH_ADMIN_BOOTSTRAPPED", None)
+    if bootstrapped is not None:
+        os.environ[bootstrapped.name] = "true"
+    if not environment_variables.MLFLOW_SERVER_ENABLE_JOB_EXECUTION.get():
+        server._exec_cmd = exec_server  # type: ignore[attr-defined]
+    cli.main(args=["server", *args], prog_name="mlflow")
+    raise SystemExit(0)
+
+
 def main(argv: list[str]) -> int:
     command, *args = argv or ["help"]
     if command == "render-auth-config" and args:
@@ -225,6 +321,8 @@ def main(argv: list[str]) -> int:
     if command == "bootstrap":
         bootstrap()
         return 0
+    if command == "serve":
+        serve(args)
     print(__doc__, file=sys.stderr)
     return 2
 
