@@ -6,6 +6,7 @@ import asyncio
 import base64
 import importlib.util
 import sys
+import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -138,3 +139,111 @@ def test_server_info_no_longer_invites_clients_to_presigned_s3_transfers() -> No
     expected = {"store_type": "SqlStore", "multipart_downloads_enabled": False, "multipart_uploads_enabled": False}
     assert handlers.build_server_info_payload() == expected
     assert server_info_api.build_server_info_payload() == expected
+
+
+# ------------------------------------------------------------------------------------- user lookups
+
+
+class RecordingUserStore:
+    """Stands in for MLflow's auth SqlAlchemyStore (which needs Flask and a database, absent from the unit
+    tier; the integration tier runs the real one): users in a dict, every lookup counted."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, SimpleNamespace] = {"alice": SimpleNamespace(username="alice", is_admin=True)}
+        self.lookups = 0
+
+    def get_user(self, username: str) -> SimpleNamespace:
+        self.lookups += 1
+        if username not in self.users:
+            raise LookupError(f"User with username={username} not found")
+        return self.users[username]
+
+    def update_user(self, username: str, password: str | None = None, is_admin: bool | None = None) -> None:
+        old = self.users[username]
+        self.users[username] = SimpleNamespace(
+            username=username, is_admin=old.is_admin if is_admin is None else is_admin
+        )
+
+    def delete_user(self, username: str) -> None:
+        del self.users[username]
+
+
+def test_repeated_user_lookups_reach_the_store_once() -> None:
+    store = RecordingUserStore()
+    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+
+    admin_flags = [store.get_user("alice").is_admin for _ in range(5)]
+
+    assert admin_flags == [True] * 5 and store.lookups == 1
+
+
+def test_a_changed_admin_flag_is_seen_at_once_through_the_same_store() -> None:
+    store = RecordingUserStore()
+    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+    assert store.get_user("alice").is_admin
+
+    store.update_user("alice", is_admin=False)
+
+    assert store.get_user("alice").is_admin is False
+
+
+def test_a_deleted_user_is_not_found_once_deleted() -> None:
+    store = RecordingUserStore()
+    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+    store.get_user("alice")
+
+    store.delete_user("alice")
+
+    with pytest.raises(LookupError, match="alice"):
+        store.get_user("alice")
+
+
+def test_a_cached_user_expires_after_the_ttl() -> None:
+    store = RecordingUserStore()
+    app_module.cache_user_lookups(store, ttl_seconds=0.05, max_size=10)
+    store.get_user("alice")
+    store.users["alice"] = SimpleNamespace(username="alice", is_admin=False)  # changed by another process
+
+    time.sleep(0.1)
+
+    assert store.get_user("alice").is_admin is False and store.lookups == 2
+
+
+def test_a_missing_user_is_asked_again_not_cached() -> None:
+    store = RecordingUserStore()
+    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+    for _ in range(2):
+        with pytest.raises(LookupError):
+            store.get_user("bob")
+
+    assert store.lookups == 2
+
+
+def test_without_mlflows_credential_cache_user_lookups_are_not_cached_either() -> None:
+    store = RecordingUserStore()
+    app_module.cache_user_lookups(store, ttl_seconds=0, max_size=10)
+    store.get_user("alice")
+    store.get_user("alice")
+
+    assert store.lookups == 2
+
+
+def test_caching_twice_wraps_once() -> None:
+    store = RecordingUserStore()
+    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+    wrapped = store.get_user
+    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+
+    assert store.get_user is wrapped
+
+
+# ------------------------------------------------------------------------------------------ serving
+
+
+def test_only_the_uvicorn_server_command_replaces_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    replaced: list[list[str]] = []
+    monkeypatch.setattr(app_module.os, "execvpe", lambda path, argv, env: replaced.append(argv))
+
+    app_module.exec_server(["/opt/venv/bin/python3", "-m", "uvicorn", "--workers", "2", "app"], extra_env={"X": "1"})
+
+    assert replaced == [["/opt/venv/bin/python3", "-m", "uvicorn", "--workers", "2", "app"]]
