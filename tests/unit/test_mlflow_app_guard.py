@@ -247,3 +247,59 @@ def test_only_the_uvicorn_server_command_replaces_the_process(monkeypatch: pytes
     app_module.exec_server(["/opt/venv/bin/python3", "-m", "uvicorn", "--workers", "2", "app"], extra_env={"X": "1"})
 
     assert replaced == [["/opt/venv/bin/python3", "-m", "uvicorn", "--workers", "2", "app"]]
+
+
+class CountingRouteMatcher:
+    """Stands in for mlflow.server.auth (the module needs Flask, absent from the unit tier): its
+    `_scope_matches_native_route`, here a path-prefix match that counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+        def match(native_routes: list[str], scope: dict[str, Any]) -> bool:
+            self.calls += 1
+            return any(scope["path"].startswith(prefix) and scope["method"] == "GET" for prefix in native_routes)
+
+        self._scope_matches_native_route = match
+
+
+def scope_of(method: str, path: str) -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+
+
+def test_native_route_answers_are_remembered_per_method_and_path() -> None:
+    auth = CountingRouteMatcher()
+    app_module.remember_native_route_matches(auth)
+    routes = ["/gateway/"]
+
+    answers = [
+        auth._scope_matches_native_route(routes, scope_of(method, path))
+        for method, path in [
+            ("GET", "/gateway/x"),
+            ("GET", "/gateway/x"),
+            ("POST", "/gateway/x"),
+            ("GET", "/api/2.0/x"),
+        ]
+    ]
+
+    assert answers == [True, True, False, False]
+    assert auth.calls == 3  # the repeated request was answered from memory
+
+
+def test_remembered_native_route_answers_are_bounded() -> None:
+    auth = CountingRouteMatcher()
+    app_module.remember_native_route_matches(auth, max_size=2)
+    routes = ["/gateway/"]
+    for path in ("/a", "/b", "/c", "/a"):  # /a was pushed out by /c
+        auth._scope_matches_native_route(routes, scope_of("GET", path))
+
+    assert auth.calls == 4
+
+
+def test_remembering_native_route_answers_twice_wraps_once() -> None:
+    auth = CountingRouteMatcher()
+    app_module.remember_native_route_matches(auth)
+    wrapped = auth._scope_matches_native_route
+    app_module.remember_native_route_matches(auth)
+
+    assert auth._scope_matches_native_route is wrapped
