@@ -316,6 +316,12 @@ class MemorySampler:
         self._thread.join()
 
 
+def worker_starts(container: Any) -> int:
+    """How often a server worker started in the container (uvicorn logs each): more than the workers means
+    uvicorn replaced a worker, e.g. one that did not answer its health ping on a starved machine."""
+    return bytes(container.logs()).count(b"Started server process")
+
+
 def idle_memory(container: Any, settle: float = 5.0, samples: int = 3) -> int:
     """The median of a few samples after `settle` seconds without requests."""
     time.sleep(settle)
@@ -491,8 +497,10 @@ def measure_load(
         report.note_load("memory at rest")
         idle = {"platform": idle_memory(platform), "open": idle_memory(open_c, settle=0.0)}
         processes = process_count(platform)
+        starts_before = worker_starts(platform)
         with MemorySampler(platform) as sampled, MemorySampler(open_c) as sampled_open:
             results = run_rounds(sides, load, rounds, report)
+        replaced = worker_starts(platform) - starts_before
     report.raw["load"] = {
         "load": asdict(load),
         "rounds": rounds,
@@ -500,6 +508,7 @@ def measure_load(
         "sides": {label: [_load_summary(r) for r in rs] for label, rs in results.items()},
         "memory_bytes": {"idle": idle, "peak": {"platform": sampled.peak, "open": sampled_open.peak}},
         "processes": processes,
+        "workers_replaced_during_load": replaced,
     }
     auth, open_, default = (results[side.label] for side in sides)
     pooled = {label: _pooled(rs) for label, rs in results.items()}
@@ -559,7 +568,8 @@ def measure_load(
                 "MiB",
                 f"<= {MEMORY_TARGET_BYTES / MIB:.0f}",
                 value <= MEMORY_TARGET_BYTES,
-                f"{workers} workers, {processes} processes, job runner off; `docker stats` memory",
+                f"{workers} workers, {processes} processes, job runner off; `docker stats` memory"
+                + (f"; uvicorn replaced {replaced} worker(s) during the load" if replaced else ""),
                 ours=f"{value / MIB:.0f} MiB",
                 theirs=f"{other / MIB:.0f} MiB without authentication",
             )
