@@ -227,6 +227,18 @@ def http_probe(address: str) -> Callable[[], bool]:
     return probe
 
 
+def exec_probe(container: Container, command: Sequence[str]) -> Callable[[], bool]:
+    """A probe that passes when `command` (a container's own health check) exits 0 inside the container."""
+
+    def probe() -> bool:
+        try:
+            return container.exec_run(list(command)).exit_code == 0
+        except (APIError, NotFound):
+            return False
+
+    return probe
+
+
 def wait_all_ready(
     waits: Sequence[Starting],
     report: Report = _silent,
@@ -344,7 +356,8 @@ def run_migrations(
 
 
 def _probe(settings: Settings, spec: ServiceSpec, container: Container) -> Callable[[], bool] | None:
-    """The direct readiness probe of a published service: MLflow's /health, the S3 gateway's /healthz."""
+    """A direct readiness probe: MLflow's /health and the S3 gateway's /healthz where they are published, else
+    the container's own health check command run now (PostgreSQL's pg_isready)."""
     if spec.name == MLFLOW:
         return http_probe(f"{mlflow_url(settings)}/health")
     if spec.name == S3:

@@ -7,8 +7,9 @@
 #                     app behind a guard that answers unreadable Authorization headers 401, and its user
 #                     lookups cached: mlopskit_mlflow_app.py); uvicorn replaces that process when MLflow's
 #                     job runner is off
-#   migrate           upgrade the tracking and auth database schemas, then exit (the cluster's Job;
-#                     `invoke up` runs it once before serve); safe to run again
+#   migrate           upgrade the tracking and auth database schemas (MLflow's two upgrade commands, in one
+#                     Python process), then exit (the cluster's Job; `invoke up` runs it once before serve);
+#                     safe to run again
 #   render-auth-config  print the rendered basic-auth ini with the database URI masked
 #   anything else     exec'd as given (e.g. `mlflow --version`, `bash`)
 #
@@ -61,11 +62,8 @@ render_auth_config() {
 
 migrate() {
   need MLFLOW_BACKEND_STORE_URI MLFLOW_AUTH_DATABASE_URI
-  say "upgrading the tracking database schema"
-  mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"
-  say "upgrading the auth database schema"
-  python3 -m mlflow.server.auth db upgrade --url "$MLFLOW_AUTH_DATABASE_URI"
-  say "schemas are up to date"
+  # `mlflow db upgrade` and `python -m mlflow.server.auth db upgrade --url`, in one Python process.
+  exec python3 -m mlopskit_mlflow_app migrate "$MLFLOW_BACKEND_STORE_URI" "$MLFLOW_AUTH_DATABASE_URI"
 }
 
 serve() {

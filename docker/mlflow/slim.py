@@ -41,10 +41,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-# Imported by `mlflow-entrypoint serve`/`migrate`: MLflow's CLI, the app's basic-auth and FastAPI parts, the
-# stores, uvicorn's worker. (The image's own module, installed in a later layer, imports only the stdlib.)
+# Imported by `mlflow-entrypoint serve`/`migrate`: MLflow's CLI and its two schema upgrade commands, the app's
+# basic-auth and FastAPI parts, the stores, uvicorn's worker. (The image's own module, installed in a later
+# layer, imports only the stdlib.)
 ENTRY_MODULES = (
     "mlflow.cli",
+    "mlflow.db",
+    "mlflow.server.auth.db.cli",
     "mlflow.server.auth",
     "mlflow.server.fastapi_app",
     "mlflow.server.handlers",

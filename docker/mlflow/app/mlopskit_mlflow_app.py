@@ -21,6 +21,7 @@ Sub-commands (`python3 -m mlopskit_mlflow_app ...`, called by docker/mlflow/entr
     render-auth-config TEMPLATE [--mask]   the basic-auth ini with ${NAME} taken from the environment
     bootstrap                              check the Flask secret, create the admin user if missing
     serve MLFLOW-SERVER-ARGS...            bootstrap, then `mlflow server ARGS...` in the same process
+    migrate TRACKING-URI AUTH-URI          `mlflow db upgrade` and the auth database's upgrade, one process
 """
 
 from __future__ import annotations
@@ -342,6 +343,25 @@ def serve(args: list[str]) -> NoReturn:
     raise SystemExit(0)
 
 
+def migrate(tracking_uri: str, auth_uri: str) -> None:
+    """MLflow's own `mlflow db upgrade TRACKING-URI` then `python -m mlflow.server.auth db upgrade --url
+    AUTH-URI`, as one process: MLflow is imported once (the two commands imported it twice). The tracking
+    upgrade waits for the database as MLflow does (it retries the connection); click errors exit as the
+    commands would."""
+    from mlflow.db import commands as tracking_db
+    from mlflow.server.auth.db.cli import commands as auth_db
+
+    _say("upgrading the tracking database schema")
+    tracking_db.main(args=["upgrade", tracking_uri], prog_name="mlflow db", standalone_mode=False)
+    _say("upgrading the auth database schema")
+    auth_db.main(args=["upgrade", "--url", auth_uri], prog_name="mlflow.server.auth db", standalone_mode=False)
+    _say("schemas are up to date")
+
+
+def _say(text: str) -> None:
+    print(f"mlflow-entrypoint: {text}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str]) -> int:
     command, *args = argv or ["help"]
     if command == "render-auth-config" and args:
@@ -358,6 +378,9 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "serve":
         serve(args)
+    if command == "migrate" and len(args) == 2:
+        migrate(*args)
+        return 0
     print(__doc__, file=sys.stderr)
     return 2
 
