@@ -24,7 +24,7 @@ call, with every Python process's imported modules, opened files and mapped shar
   extension modules that exist for the packages' own tests (numpy's _*_tests and _simd, multidict's _testcapi).
 - symbols and debug sections of shared objects that dynamic linking does not need (`strip --strip-unneeded`,
   as Debian strips its packages), each one checked to still load afterwards; one that would not (numpy's
-  OpenBLAS, laid out by patchelf) is left as it was.
+  OpenBLAS, laid out by patchelf) is left as it was, and so is one that cannot be loaded on its own to check.
 
 Every removal is checked against the measured import set: the build fails when a rule would delete a module
 the server imports, instead of shipping an image that breaks at start. Prints what each rule removed.
@@ -243,34 +243,28 @@ class Slimmer:
             if root.name == "__pycache__" and not any(root.iterdir()):
                 root.rmdir()
 
+    def _loads(self, path: Path) -> bool:
+        check = [str(self.python), "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])", str(path)]
+        return subprocess.run(check, capture_output=True, check=False).returncode == 0
+
     def strip(self) -> None:
-        """strip --strip-unneeded every shared object; undo it where the result does not load."""
+        """strip --strip-unneeded every shared object that loads; undo it where the result no longer loads.
+        One that cannot be loaded on its own (a vendored library another one loads) is left as it is."""
         strip = shutil.which("strip")
         if strip is None:
             raise SlimError("no `strip` in the builder stage (Debian's binutils)")
         for root, _, files in self.walk():
             for name in files:
                 path = root / name
-                if ".so" not in name or path.is_symlink():
+                if ".so" not in name or path.is_symlink() or not self._loads(path):
                     continue
                 backup = path.with_name(name + ".slim-backup")
                 shutil.copy2(path, backup)
                 before = path.stat().st_size
                 stripped = subprocess.run([strip, "--strip-unneeded", str(path)], capture_output=True, check=False)
-                loads = stripped.returncode == 0 and (
-                    subprocess.run(
-                        [str(self.python), "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])", str(path)],
-                        capture_output=True,
-                        check=False,
-                    ).returncode
-                    == 0
-                )
-                if loads and path.stat().st_size <= before:
-                    self.removed["symbols and debug sections of shared objects"] = (
-                        self.removed.get("symbols and debug sections of shared objects", 0)
-                        + before
-                        - path.stat().st_size
-                    )
+                if stripped.returncode == 0 and self._loads(path) and path.stat().st_size <= before:
+                    rule = "symbols and debug sections of shared objects"
+                    self.removed[rule] = self.removed.get(rule, 0) + before - path.stat().st_size
                     backup.unlink()
                 else:
                     print(f"slim: {path.name} does not load once stripped; kept as it was")
