@@ -384,12 +384,13 @@ def comparison_server(
 
 
 def open_server_command(settings: Settings, images: ImageSet) -> list[str]:
-    """The platform's `mlflow server` (same workers, stores, artifact proxy, hosts) without authentication."""
+    """The platform's server without authentication: the image's same `serve` path (one process, uvicorn's
+    TCP_NODELAY kept, same workers, stores, artifact proxy and hosts), only without `--app-name`."""
     environment = _mlflow_spec(settings, images).environment
     # Listens on every interface inside the container; published on 127.0.0.1 only.
     listen = "0.0.0.0"  # noqa: S104
     return [
-        "mlflow", "server", "--host", listen, "--port", str(MLFLOW_PORT),
+        "python3", "-m", "mlopskit_mlflow_app", "serve", "--host", listen, "--port", str(MLFLOW_PORT),
         "--workers", environment["MLFLOW_WORKERS"],
         "--backend-store-uri", environment[credentials.ENV_BACKEND_STORE_URI],
         "--artifacts-destination", environment["MLFLOW_ARTIFACTS_DESTINATION"], "--serve-artifacts",
@@ -439,10 +440,14 @@ def _pooled(results: list[LoadResult]) -> LoadResult:
     )
 
 
+WARM_UP_REQUESTS = 50  # per client: a fresh server is slower for its first few hundred requests (measured)
+
+
 def warm_up(sides: list[Side], load: Load) -> None:
-    """A few requests per client on each side first: every worker has loaded what requests need."""
+    """The same load, shorter, on each side first: every worker has its database connections, compiled
+    queries and lazily imported modules before anything is measured."""
     for side in sides:
-        run_load(side.url, side.user, side.password, Load(load.clients, 10, load.max_seconds))
+        run_load(side.url, side.user, side.password, Load(load.clients, WARM_UP_REQUESTS, load.max_seconds))
 
 
 def run_rounds(sides: list[Side], load: Load, rounds: int, report: BenchReport) -> dict[str, list[LoadResult]]:

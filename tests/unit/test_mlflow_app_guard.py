@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib.util
+import socket
 import sys
 import time
 from collections.abc import MutableMapping
@@ -240,13 +241,60 @@ def test_caching_twice_wraps_once() -> None:
 # ------------------------------------------------------------------------------------------ serving
 
 
-def test_only_the_uvicorn_server_command_replaces_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    replaced: list[list[str]] = []
-    monkeypatch.setattr(app_module.os, "execvpe", lambda path, argv, env: replaced.append(argv))
+def test_only_the_uvicorn_server_command_replaces_the_process_through_the_nodelay_launcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    replaced: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(app_module.os, "execvpe", lambda path, argv, env: replaced.append((argv, env)))
 
     app_module.exec_server(["/opt/venv/bin/python3", "-m", "uvicorn", "--workers", "2", "app"], extra_env={"X": "1"})
 
-    assert replaced == [["/opt/venv/bin/python3", "-m", "uvicorn", "--workers", "2", "app"]]
+    argv, env = replaced[0]
+    assert argv == ["/opt/venv/bin/python3", "-m", "mlopskit_mlflow_app", "uvicorn", "--workers", "2", "app"]
+    assert env["X"] == "1"
+
+
+def test_other_commands_are_not_rewritten() -> None:
+    assert app_module.server_command(["/opt/venv/bin/python3", "-m", "huey_consumer", "x"]) is None
+    assert app_module.server_command("python -m uvicorn app") is None
+
+
+def test_uvicorns_workers_get_connections_without_nagles_algorithm() -> None:
+    """A real uvicorn Config binds the socket its workers share; a real asyncio server accepts on it."""
+    from uvicorn.config import Config
+
+    class PatchedConfig(Config):
+        pass
+
+    app_module.keep_tcp_nodelay(PatchedConfig)
+    listener = PatchedConfig(app="none:app", host="127.0.0.1", port=0).bind_socket()
+    nodelay: list[int] = []
+
+    async def main() -> None:
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nodelay.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(accepted, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        while not nodelay:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    asyncio.run(main())
+
+    assert listener.proto == socket.IPPROTO_TCP and nodelay == [1]
+
+
+def test_uvicorn_unpatched_leaves_nagles_algorithm_on_which_is_what_the_patch_is_for() -> None:
+    from uvicorn.config import Config
+
+    listener = Config(app="none:app", host="127.0.0.1", port=0).bind_socket()
+    try:
+        assert listener.proto == 0  # uvicorn 0.54; when this fails, uvicorn fixed #3149 and the patch can go
+    finally:
+        listener.close()
 
 
 class CountingRouteMatcher:
