@@ -7,7 +7,6 @@ import base64
 import importlib.util
 import socket
 import sys
-import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -169,18 +168,48 @@ class RecordingUserStore:
         del self.users[username]
 
 
-def test_repeated_user_lookups_reach_the_store_once() -> None:
+class Requests:
+    """The memo a request carries (flask.g in the image); `new()` starts the next request."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, Any] | None = {}
+
+    def new(self) -> None:
+        self.current = {}
+
+    def memo(self) -> dict[str, Any] | None:
+        return self.current
+
+
+def shared(store: RecordingUserStore) -> Requests:
+    requests = Requests()
+    app_module.share_user_lookups_within_a_request(store, requests.memo)
+    return requests
+
+
+def test_a_request_reads_a_user_once_however_often_it_asks() -> None:
     store = RecordingUserStore()
-    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+    shared(store)
 
-    admin_flags = [store.get_user("alice").is_admin for _ in range(5)]
+    admin_flags = [store.get_user("alice").is_admin for _ in range(4)]
 
-    assert admin_flags == [True] * 5 and store.lookups == 1
+    assert admin_flags == [True] * 4 and store.lookups == 1
 
 
-def test_a_changed_admin_flag_is_seen_at_once_through_the_same_store() -> None:
+def test_every_request_reads_the_user_again_so_a_change_elsewhere_counts_at_once() -> None:
     store = RecordingUserStore()
-    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+    requests = shared(store)
+    assert store.get_user("alice").is_admin
+    store.users["alice"] = SimpleNamespace(username="alice", is_admin=False)  # changed by another worker
+
+    requests.new()
+
+    assert store.get_user("alice").is_admin is False and store.lookups == 2
+
+
+def test_a_change_within_the_request_is_seen_by_the_same_request() -> None:
+    store = RecordingUserStore()
+    shared(store)
     assert store.get_user("alice").is_admin
 
     store.update_user("alice", is_admin=False)
@@ -188,9 +217,9 @@ def test_a_changed_admin_flag_is_seen_at_once_through_the_same_store() -> None:
     assert store.get_user("alice").is_admin is False
 
 
-def test_a_deleted_user_is_not_found_once_deleted() -> None:
+def test_a_user_deleted_within_the_request_is_not_found_afterwards() -> None:
     store = RecordingUserStore()
-    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+    shared(store)
     store.get_user("alice")
 
     store.delete_user("alice")
@@ -199,20 +228,9 @@ def test_a_deleted_user_is_not_found_once_deleted() -> None:
         store.get_user("alice")
 
 
-def test_a_cached_user_expires_after_the_ttl() -> None:
+def test_a_missing_user_is_asked_again_not_remembered() -> None:
     store = RecordingUserStore()
-    app_module.cache_user_lookups(store, ttl_seconds=0.05, max_size=10)
-    store.get_user("alice")
-    store.users["alice"] = SimpleNamespace(username="alice", is_admin=False)  # changed by another process
-
-    time.sleep(0.1)
-
-    assert store.get_user("alice").is_admin is False and store.lookups == 2
-
-
-def test_a_missing_user_is_asked_again_not_cached() -> None:
-    store = RecordingUserStore()
-    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+    shared(store)
     for _ in range(2):
         with pytest.raises(LookupError):
             store.get_user("bob")
@@ -220,20 +238,21 @@ def test_a_missing_user_is_asked_again_not_cached() -> None:
     assert store.lookups == 2
 
 
-def test_without_mlflows_credential_cache_user_lookups_are_not_cached_either() -> None:
+def test_outside_a_request_every_lookup_reaches_the_store() -> None:
     store = RecordingUserStore()
-    app_module.cache_user_lookups(store, ttl_seconds=0, max_size=10)
+    requests = shared(store)
+    requests.current = None
     store.get_user("alice")
     store.get_user("alice")
 
     assert store.lookups == 2
 
 
-def test_caching_twice_wraps_once() -> None:
+def test_sharing_twice_wraps_once() -> None:
     store = RecordingUserStore()
-    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+    shared(store)
     wrapped = store.get_user
-    app_module.cache_user_lookups(store, ttl_seconds=30, max_size=10)
+    shared(store)
 
     assert store.get_user is wrapped
 

@@ -12,10 +12,10 @@ otherwise tells clients to fetch large artifacts from presigned S3 URLs, which n
 the server sees it (a host inside the Docker network or the cluster), so a client outside hangs.
 
 And it makes basic-auth's per-request work cheaper without changing a decision (measured with py-spy and
-per-request CPU): user lookups come from memory (`cache_user_lookups`; MLflow caches a verified credential,
-but then read the user's row from the auth database two to four times per request), and whether a path is
-one of FastAPI's own routes is remembered (`remember_native_route_matches`; ~80 route patterns were matched
-for every tracking request).
+per-request CPU): a user's row is read once per request (`share_user_lookups_within_a_request`; MLflow caches
+a verified credential, but then read the same row two to four times per request), and whether a path is one
+of FastAPI's own routes is remembered (`remember_native_route_matches`; ~80 route patterns were matched for
+every tracking request).
 
 Sub-commands (`python3 -m mlopskit_mlflow_app ...`, called by docker/mlflow/entrypoint.sh):
     render-auth-config TEMPLATE [--mask]   the basic-auth ini with ${NAME} taken from the environment
@@ -138,33 +138,28 @@ def advertise_proxied_transfers_only(*modules: Any) -> None:
 USER_MUTATIONS = ("update_user", "delete_user")
 
 
-def cache_user_lookups(store: Any, ttl_seconds: float, max_size: int) -> None:
-    """Answer `store.get_user(username)` from a per-process cache for ttl_seconds.
+def share_user_lookups_within_a_request(store: Any, request_memo: Callable[[], dict[str, Any] | None]) -> None:
+    """Read a user's row at most once per request: `store.get_user(username)` is answered from request_memo()
+    (a dict that lives as long as the request; None outside a request, where nothing is remembered).
 
-    The cached value is what MLflow's own credential cache already holds for the same time (a `User`:
-    id, name, password hash, admin flag), so the staleness bound is the one MLflow has: a change made
-    through this process (`update_user`, `delete_user`: password, admin flag, deletion) drops the entry at
-    once; another worker process sees it within ttl_seconds (`auth_cache_ttl_seconds`). A missing user
-    raises as before and is not cached. ttl_seconds <= 0 (MLflow's cache off) leaves the store alone.
-    Idempotent; safe from several threads."""
-    if ttl_seconds <= 0 or getattr(store.get_user, "mlopskit_cached", False):
+    MLflow's basic-auth reads the same row two to four times per request (`sender_is_admin`, the permission
+    checks, the after-request filters), each a database round trip. Every request still reads it once, so
+    a change to a user (password, admin flag, deletion) counts from the next request on, on every worker, as
+    before. A change made within the request (`update_user`, `delete_user`) drops the remembered row; a
+    missing user raises as before and is not remembered. Idempotent."""
+    if getattr(store.get_user, "mlopskit_shared", False):
         return
-    from cachetools import TTLCache
-
-    cache: TTLCache[str, Any] = TTLCache(maxsize=max_size, ttl=ttl_seconds)
-    lock = threading.Lock()
     lookup = store.get_user
 
     def get_user(username: str) -> Any:
-        with lock:
-            user = cache.get(username)
-        if user is None:
-            user = lookup(username)
-            with lock:
-                cache[username] = user
-        return user
+        memo = request_memo()
+        if memo is None:
+            return lookup(username)
+        if username not in memo:
+            memo[username] = lookup(username)
+        return memo[username]
 
-    get_user.mlopskit_cached = True  # type: ignore[attr-defined]
+    get_user.mlopskit_shared = True  # type: ignore[attr-defined]
     store.get_user = get_user
 
     for name in USER_MUTATIONS:
@@ -174,10 +169,21 @@ def cache_user_lookups(store: Any, ttl_seconds: float, max_size: int) -> None:
             try:
                 return _mutation(username, *args, **kwargs)
             finally:
-                with lock:
-                    cache.pop(username, None)
+                memo = request_memo()
+                if memo is not None:
+                    memo.pop(username, None)
 
         setattr(store, name, mutate)
+
+
+def flask_request_memo() -> dict[str, Any] | None:
+    """A dict on flask.g for the current request; None outside one (e.g. FastAPI's own routes)."""
+    from flask import g, has_request_context
+
+    if not has_request_context():
+        return None
+    memo: dict[str, Any] = g.setdefault("mlopskit_users", {})
+    return memo
 
 
 def remember_native_route_matches(auth: Any, max_size: int = 4096) -> None:
@@ -240,8 +246,7 @@ def create_app() -> RequireReadableBasicAuth:
         return bool(is_unprotected_route(path)) or routed.startswith(GATEWAY_PREFIX)
 
     app = create_basic_auth_app()
-    config = auth.auth_config
-    cache_user_lookups(auth.store, config.auth_cache_ttl_seconds, config.auth_cache_max_size)
+    share_user_lookups_within_a_request(auth.store, flask_request_memo)
     remember_native_route_matches(auth)
     return RequireReadableBasicAuth(app, is_public)
 
