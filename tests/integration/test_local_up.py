@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,21 +37,48 @@ class Stack:
     project: str
     port: int
     first_up: subprocess.CompletedProcess[str]
+    # (seconds after start, lines in the log file) while the first `up` ran with its output in a file.
+    first_up_log_growth: list[tuple[float, int]]
+    first_up_ended: float
 
-    def invoke(self, *args: str) -> subprocess.CompletedProcess[str]:
-        invoke = Path(sys.executable).with_name("invoke")
+    @staticmethod
+    def _env() -> dict[str, str]:
         # The user's own settings must not leak into the copy: only .env and the copy's config count.
         env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
         env["COLUMNS"] = "200"  # one line per message, so the output can be matched
+        return env
+
+    def invoke(self, *args: str) -> subprocess.CompletedProcess[str]:
+        invoke = Path(sys.executable).with_name("invoke")
         return subprocess.run(
             [str(invoke), *args],
             cwd=self.root,
             capture_output=True,
             text=True,
             timeout=UP_TIMEOUT,
-            env=env,
+            env=self._env(),
             check=False,
         )
+
+    def invoke_into_file(self, log: Path, *args: str) -> None:
+        """Run a task as `invoke ARGS > LOG 2>&1` would, watching the file grow; sets the first_up_* fields."""
+        invoke = Path(sys.executable).with_name("invoke")
+        growth: list[tuple[float, int]] = []
+        start = time.monotonic()
+        with (
+            log.open("w") as sink,
+            subprocess.Popen(
+                [str(invoke), *args], cwd=self.root, stdout=sink, stderr=subprocess.STDOUT, env=self._env()
+            ) as child,
+        ):
+            while child.poll() is None:
+                if time.monotonic() - start > UP_TIMEOUT:
+                    child.kill()
+                growth.append((time.monotonic() - start, len(log.read_text().splitlines())))
+                time.sleep(0.25)
+        self.first_up_ended = time.monotonic() - start
+        self.first_up_log_growth = growth
+        self.first_up = subprocess.CompletedProcess(child.args, child.returncode, log.read_text(), "")
 
     @property
     def url(self) -> str:
@@ -86,8 +114,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     project = f"mlkit-it-{uuid.uuid4().hex[:6]}"
     port = free_port()
     root = project_copy(tmp_path_factory.mktemp("project"), project, port)
-    made = Stack(root, project, port, subprocess.CompletedProcess([], 0, "", ""))
-    made.first_up = made.invoke("up")
+    made = Stack(root, project, port, subprocess.CompletedProcess([], 0, "", ""), [], 0.0)
+    made.invoke_into_file(tmp_path_factory.mktemp("log") / "up.log", "up")
     try:
         yield made
     finally:
@@ -114,6 +142,17 @@ def test_up_on_a_fresh_copy_writes_env_and_prints_the_url(stack: Stack) -> None:
     assert f"MLflow:   {stack.url}" in out
     assert "MLFLOW_ADMIN_PASSWORD in" in out
     assert stack.admin()[1] not in out, "the admin password must never be printed"
+
+
+def test_progress_reaches_a_redirected_file_while_up_runs(stack: Stack) -> None:
+    """Without a terminal each step is a line written when it happens, not a block flushed at exit."""
+    assert stack.first_up.returncode == 0, stack.first_up.stdout
+    total = len(stack.first_up.stdout.splitlines())
+    seen_early = max((count for at, count in stack.first_up_log_growth if at < stack.first_up_ended - 5), default=0)
+    # Most lines were readable at least 5 s before `up` ended (46 of 59 when measured), and they were the steps.
+    assert seen_early >= max(3, total // 2), (seen_early, total, stack.first_up.stdout)
+    early_text = "\n".join(stack.first_up.stdout.splitlines()[:seen_early])
+    assert re.search(r"\[\s*\d+(\.\d+)?s\]|\d\d:\d\d:\d\d", early_text), early_text  # timestamped step lines
 
 
 def test_health_answers_200(stack: Stack) -> None:
