@@ -189,6 +189,7 @@ def test_a_second_up_changes_nothing_and_says_unchanged(stack: Stack) -> None:
     assert "recreated" not in again.stdout and "created" not in again.stdout
     # Stand-ins built by the first up are reused, and said so plainly: no warning that something was built.
     assert "could not be pulled" not in again.stdout + again.stderr
+    assert "built earlier" in again.stdout  # what it does say: which local stand-in it used
     assert "warning" not in again.stderr
 
 
