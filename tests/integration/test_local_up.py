@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -38,8 +38,8 @@ class Stack:
     port: int
     first_up: subprocess.CompletedProcess[str]
     # (seconds after start, lines in the log file) while the first `up` ran with its output in a file.
-    first_up_log_growth: list[tuple[float, int]]
-    first_up_ended: float
+    first_up_log_growth: list[tuple[float, int]] = field(default_factory=list)
+    first_up_ended: float = 0.0
 
     @staticmethod
     def _env() -> dict[str, str]:
@@ -114,7 +114,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     project = f"mlkit-it-{uuid.uuid4().hex[:6]}"
     port = free_port()
     root = project_copy(tmp_path_factory.mktemp("project"), project, port)
-    made = Stack(root, project, port, subprocess.CompletedProcess([], 0, "", ""), [], 0.0)
+    made = Stack(root, project, port, subprocess.CompletedProcess([], 0, "", ""))
     made.invoke_into_file(tmp_path_factory.mktemp("log") / "up.log", "up")
     try:
         yield made
