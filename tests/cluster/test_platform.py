@@ -38,6 +38,7 @@ from mlopskit.images import ImageBuilder, docker_client, image_present
 from mlopskit.kube.portforward import forward_service
 from mlopskit.mlflow_admin import MlflowClient, wait_healthy
 from mlopskit.settings import S3_ACCESS_KEY_RESERVED, Settings, load_settings
+from tests.plain_client import plain_client_round_trip
 
 pytestmark = pytest.mark.slow
 
@@ -195,6 +196,17 @@ def test_a_second_deploy_changes_nothing_and_diff_agrees(
     assert ", 0 pruned" in second.stdout
     diff = platform.invoke("diff")
     assert diff.returncode == 0, diff.stdout + diff.stderr
+
+
+def test_a_plain_mlflow_client_round_trips_25_mb_through_a_port_forward(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str], tmp_path: Path
+) -> None:
+    """A user's own client outside the cluster, with only the tracking URI and credentials: the server must never
+    send it to a presigned S3 URL that names the in-cluster object store."""
+    password = platform.settings().secrets.admin_password
+    with forward_service(platform.api, platform.namespace, "mlflow", 5000) as port:
+        sent, received = plain_client_round_trip(f"http://127.0.0.1:{port}", "admin", password, tmp_path)
+    assert received == sent
 
 
 def test_a_changed_admin_password_is_rotated_by_the_next_deploy(
