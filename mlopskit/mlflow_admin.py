@@ -19,6 +19,10 @@ TIMEOUT = 30
 RETRIES = 4
 
 
+# The smoke check's experiment names start with this; it deletes the experiment when done.
+SMOKE_PREFIX = "mlopskit-smoke-"
+
+
 @dataclass
 class SmokeReport:
     """What the smoke check did, step by step, for the final summary."""
@@ -133,7 +137,7 @@ def smoke_check(client: MlflowClient) -> SmokeReport:
     user = client.api("GET", "users/get", params={"username": client.user})
     report.steps.append(f"logged in as {user.get('user', {}).get('username', client.user)}")
 
-    name = f"mlopskit-smoke-{uuid.uuid4().hex[:10]}"
+    name = f"{SMOKE_PREFIX}{uuid.uuid4().hex[:10]}"
     experiment_id = str(client.api("POST", "experiments/create", json={"name": name})["experiment_id"])
     try:
         run = client.api(

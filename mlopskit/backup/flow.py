@@ -32,13 +32,14 @@ from mlopskit.backup.archive import (
 from mlopskit.backup.bucket import Bucket
 from mlopskit.backup.postgres import Shell, dump_command, query_command, restore_command, run
 from mlopskit.errors import PlatformError
-from mlopskit.mlflow_admin import MlflowClient, smoke_check
+from mlopskit.mlflow_admin import SMOKE_PREFIX, MlflowClient, smoke_check
 from mlopskit.settings import Settings
 
 TRACKING_VERSION_TABLE = "alembic_version"
 AUTH_VERSION_TABLE = "alembic_version_auth"
 COUNTED = ("experiments", "runs", "registered_models", "users", "objects")
-# What `invoke up` or `deploy` leaves in an empty platform: MLflow's Default experiment and the admin user.
+# What `invoke up` or `deploy` leaves in an empty platform: MLflow's Default experiment and the admin user
+# (and deploy's smoke check its deleted experiment, which `counts(without_smoke=True)` leaves out).
 EMPTY = {"experiments": 1, "runs": 0, "registered_models": 0, "users": 1, "objects": 0}
 
 
@@ -112,16 +113,32 @@ def revision(shell: Shell, database: str, table: str) -> str | None:
     return _value(shell, database, f"SELECT version_num FROM {table}") or None  # noqa: S608
 
 
-def counts(settings: Settings, shell: Shell, bucket: Bucket) -> dict[str, int]:
+# What `invoke deploy`'s smoke check leaves behind: a deleted experiment, its run and its artifact.
+SMOKE_EXPERIMENTS = f"name LIKE '{SMOKE_PREFIX}%' AND lifecycle_stage = 'deleted'"
+
+
+def counts(settings: Settings, shell: Shell, bucket: Bucket, *, without_smoke: bool = False) -> dict[str, int]:
+    """Experiments, runs, registered models, users and objects; `without_smoke` leaves out what the smoke
+    check of `invoke deploy` leaves (its deleted experiments, their runs and their artifacts)."""
+    # Every piece of SQL below is a constant of this module; nothing comes from input.
     pg = settings.platform.postgres
+    experiments = f"WHERE NOT ({SMOKE_EXPERIMENTS})" if without_smoke else ""
+    runs = (
+        f"WHERE experiment_id NOT IN (SELECT experiment_id FROM experiments WHERE {SMOKE_EXPERIMENTS})"  # noqa: S608
+        if without_smoke
+        else ""
+    )
     row = _value(
         shell,
         pg.tracking_db,
-        "SELECT (SELECT count(*) FROM experiments), (SELECT count(*) FROM runs), "
-        "(SELECT count(*) FROM registered_models)",
+        f"SELECT (SELECT count(*) FROM experiments {experiments}), (SELECT count(*) FROM runs {runs}), "  # noqa: S608
+        "(SELECT count(*) FROM registered_models), "
+        f"(SELECT coalesce(string_agg(experiment_id::text, ','), '') FROM experiments WHERE {SMOKE_EXPERIMENTS})",
     ).split("|")
+    # Proxied artifacts live under <experiment id>/ in the bucket (artifact location mlflow-artifacts:/<id>).
+    skipped = tuple(f"{identifier}/" for identifier in row[3].split(",") if identifier) if without_smoke else ()
     users = _value(shell, pg.auth_db, "SELECT count(*) FROM users")
-    objects = sum(1 for _ in bucket_parts.objects(bucket))
+    objects = sum(1 for key, _ in bucket_parts.objects(bucket) if not (skipped and key.startswith(skipped)))
     return {
         "experiments": int(row[0]),
         "runs": int(row[1]),
@@ -164,10 +181,11 @@ def back_up(
         started=now(),
     )
     versions: dict[str, str | None] = {
-        "mlflow": settings.images.mlflow_version,  # the image is built from this pin
+        "mlflow": settings.images.mlflow_version,  # the image is built from this pin, unless the target knows
         "postgres": _value(shell, pg.tracking_db, "SHOW server_version"),
     }
-    manifest.versions = versions | target.versions()
+    found = target.versions()
+    manifest.versions = versions | {key: value for key, value in found.items() if value or key not in versions}
     manifest.databases = {
         "tracking": {"name": pg.tracking_db, "revision": revision(shell, pg.tracking_db, TRACKING_VERSION_TABLE)},
         "auth": {"name": pg.auth_db, "revision": revision(shell, pg.auth_db, AUTH_VERSION_TABLE)},
@@ -224,8 +242,14 @@ def opened(archive: Path, keys: crypto.Keys, progress: Progress = no_progress) -
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def check_compatible(settings: Settings, manifest: Manifest, target: str, source: str) -> None:
-    """The archive belongs here: same target kind, same cluster name, an MLflow as new or newer."""
+def check_compatible(
+    settings: Settings, manifest: Manifest, target: str, source: str, running: str | None = None
+) -> None:
+    """The archive belongs here: same target kind, same cluster name, an MLflow as new or newer.
+
+    `running` is the MLflow release the platform runs (read from its image or pod); without it, the
+    release the settings build (images.mlflow_version).
+    """
     problems = []
     if manifest.target != target:
         problems.append(
@@ -238,11 +262,12 @@ def check_compatible(settings: Settings, manifest: Manifest, target: str, source
             f"({settings.describe('cluster.name')}); set CLUSTER_NAME={manifest.cluster} to restore it here"
         )
     archived = str(manifest.versions.get("mlflow") or "")
-    if version_key(settings.images.mlflow_version) < version_key(archived):
+    here = running or settings.images.mlflow_version
+    if version_key(here) < version_key(archived):
         problems.append(
-            f"it was written by MLflow {archived}, this platform runs {settings.images.mlflow_version}: "
-            "MLflow's migrations only go forward; restore onto MLflow "
-            f"{archived} or newer ({settings.describe('images.mlflow_version')})"
+            f"it was written by MLflow {archived}, this platform runs {here}: MLflow's migrations only go "
+            f"forward; restore onto MLflow {archived} or newer ({settings.describe('images.mlflow_version')}, "
+            "then `invoke build-images` and `invoke up` or `invoke deploy`)"
         )
     if problems:
         raise PlatformError(
@@ -268,9 +293,9 @@ def restore(
 ) -> RestoreReport:
     """Restore a verified archive into `target`; refuses a platform that holds data unless `yes`."""
     manifest = reader.manifest
-    check_compatible(settings, manifest, target.kind, reader.source)
+    check_compatible(settings, manifest, target.kind, reader.source, target.versions().get("mlflow"))
     pg = settings.platform.postgres
-    before = counts(settings, target.shell, target.bucket)
+    before = counts(settings, target.shell, target.bucket, without_smoke=True)
     if holds_data(before) and not yes:
         held = ", ".join(f"{before[name]} {name.replace('_', ' ')}" for name in COUNTED)
         raise PlatformError(

@@ -16,6 +16,9 @@ from mlopskit.mlflow_admin import MlflowClient, wait_healthy
 from mlopskit.services import MLFLOW, POSTGRES, S3, ImageSet, ServiceHosts, container_name, mlflow_spec
 from mlopskit.settings import Settings
 
+# docker/mlflow/Dockerfile labels the image with the MLflow release it installs.
+IMAGE_VERSION_LABEL = "org.opencontainers.image.version"
+
 
 class LocalTarget:
     kind = "local"
@@ -49,7 +52,14 @@ class LocalTarget:
         return container
 
     def versions(self) -> dict[str, str | None]:
-        return {"mlflow_image": str(self.mlflow.attrs.get("Config", {}).get("Image", "")) or None, "k3s": None}
+        """The MLflow image and the release it was built with (its OCI version label, set by docker/mlflow)."""
+        config = self.mlflow.attrs.get("Config", {})
+        labels = config.get("Labels") or {}
+        return {
+            "mlflow": labels.get(IMAGE_VERSION_LABEL) or None,
+            "mlflow_image": str(config.get("Image", "")) or None,
+            "k3s": None,
+        }
 
     def back_up_extras(self, writer: ArchiveWriter) -> list[str]:
         return []

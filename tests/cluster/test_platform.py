@@ -15,16 +15,10 @@ previous one left, as a user's session would.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import string
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,110 +28,22 @@ from kubernetes import client
 from mlopskit.envfile import env_line
 from mlopskit.hosts.images import images_to_deliver
 from mlopskit.image_names import mlflow_image_ref
-from mlopskit.images import ImageBuilder, docker_client, image_present
 from mlopskit.kube.portforward import forward_service
-from mlopskit.mlflow_admin import MlflowClient, wait_healthy
-from mlopskit.settings import S3_ACCESS_KEY_RESERVED, Settings, load_settings
+from tests.cluster.project import IMAGE_TAG, PUNCTUATION, SECRETS, Platform, make_project
 from tests.plain_client import plain_client_round_trip
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-# Every printable ASCII punctuation character in every secret: each must survive .env, the Secret, the
-# DSN, the auth ini, SeaweedFS's identities and the shell in the cluster too (S3 access keys cannot hold
-# '/', ',' or '=': S3 signatures split at them, and they are refused when settings load).
-PUNCTUATION = string.punctuation
-SECRETS = {
-    "MLFLOW_ADMIN_PASSWORD": "Cl1" + PUNCTUATION,
-    "MLFLOW_FLASK_SECRET_KEY": "Fl1" + PUNCTUATION,
-    "POSTGRES_PASSWORD": "Pg1" + PUNCTUATION,
-    "S3_ACCESS_KEY": "S31" + "".join(ch for ch in PUNCTUATION if ch not in S3_ACCESS_KEY_RESERVED),
-    "S3_SECRET_KEY": "Sk1" + PUNCTUATION,
-}
 ROTATED_ADMIN_PASSWORD = "Rotated-" + PUNCTUATION
-COMMAND_TIMEOUT = 1800  # seconds: a whole deploy on a busy two-core machine; waits inside follow progress
-
-
-@dataclass
-class Platform:
-    """A project checkout deployed into its own namespace."""
-
-    root: Path
-    namespace: str
-    api: client.ApiClient
-
-    def settings(self) -> Settings:
-        return load_settings(self.root, {})
-
-    def invoke(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """The real invoke CLI in the project, as a user runs it; output is echoed for the test log."""
-        invoke = Path(sys.executable).with_name("invoke")
-        env = {**os.environ, "COLUMNS": "250"}
-        done = subprocess.run(
-            [str(invoke), *args],
-            cwd=self.root,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-            env=env,
-            check=False,
-        )
-        print(f"$ invoke {' '.join(args)}  (exit {done.returncode})\n{done.stdout}{done.stderr}")
-        return done
-
-    @contextlib.contextmanager
-    def mlflow(self) -> Iterator[MlflowClient]:
-        """An admin client of the deployed MLflow through a real port-forward, with the password .env holds."""
-        password = self.settings().secrets.admin_password
-        with forward_service(self.api, self.namespace, "mlflow", 5000) as port:
-            admin = MlflowClient(f"http://127.0.0.1:{port}", "admin", password)
-            wait_healthy(admin)
-            yield admin
-
-    def pods(self) -> list[Any]:
-        """The namespace's pods (V1Pod models, typed Any: the tests read fields the server always sets)."""
-        return list(client.CoreV1Api(self.api).list_namespaced_pod(self.namespace).items)
-
-    def claims(self) -> list[str]:
-        listed = client.CoreV1Api(self.api).list_namespaced_persistent_volume_claim(self.namespace)
-        items: list[Any] = listed.items
-        return sorted(str(c.metadata.name) for c in items)
-
-
-def _kubeconfig() -> str:
-    return os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
 
 
 @pytest.fixture(scope="module")
 def platform(
     api: client.ApiClient, node_images: Callable[[list[str]], None], tmp_path_factory: Any
 ) -> Iterator[Platform]:
-    root = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "tasks.py", root / "tasks.py")
-    (root / "docker").symlink_to(REPO / "docker")
-    (root / "config").mkdir()
-    namespace = f"mlopskit-e2e-{uuid.uuid4().hex[:6]}"
-    env = {
-        **SECRETS,
-        "PLATFORM_NAMESPACE": namespace,
-        "STORAGE_KIND": "local-path",
-        "IMAGE_SOURCE": "offline",
-        "IMAGE_TAG": "3.17.2-cluster-e2e",
-        "K3S_VERSION": "v1.32.0+k3s1",
-        "KUBECONFIG_PATH": _kubeconfig(),
-    }
-    (root / ".env").write_text("".join(env_line(k, v) + "\n" for k, v in env.items()))
-    deployed = Platform(root, namespace, api)
-    settings = deployed.settings()
-    docker = docker_client()
-    builder = ImageBuilder(settings, docker)
-    builder.image_set()
-    builder.sealed_secrets_controller()
-    node_images(images_to_deliver(settings, mlflow_image_ref(settings), lambda name: image_present(docker, name)))
+    deployed = make_project(tmp_path_factory.mktemp("project"), api, node_images, "mlopskit-e2e")
     yield deployed
-    deployed.invoke("destroy", "--yes", "--purge-data")
-    with contextlib.suppress(client.exceptions.ApiException):  # gone already when the purge test ran
-        client.CoreV1Api(api).delete_namespace(namespace, propagation_policy="Background")
+    deployed.destroy()
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +139,7 @@ def test_a_missing_mlflow_image_stops_deploy_with_the_pods_waiting_reason(
 ) -> None:
     env_file = platform.root / ".env"
     original = env_file.read_text()
-    env_file.write_text(original.replace("IMAGE_TAG=3.17.2-cluster-e2e", "IMAGE_TAG=does-not-exist"))
+    env_file.write_text(original.replace(f"IMAGE_TAG={IMAGE_TAG}", "IMAGE_TAG=does-not-exist"))
     try:
         failed = platform.invoke("deploy", "--timeout", "60", "--no-verify")
     finally:

@@ -87,7 +87,7 @@ def platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RecordingTarget,
     """A target whose counts are FRESH before the restore and FILLED after; the bucket restore is recorded."""
     target = RecordingTarget()
     found = [dict(FRESH), dict(FILLED)]
-    monkeypatch.setattr(flow, "counts", lambda settings, shell, bucket: found.pop(0))
+    monkeypatch.setattr(flow, "counts", lambda settings, shell, bucket, **_: found.pop(0))
 
     def restore_bucket(bucket: Any, reader: ArchiveReader, progress: Any) -> tuple[int, int]:
         target.calls.append("bucket")

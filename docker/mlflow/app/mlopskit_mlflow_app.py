@@ -204,11 +204,17 @@ def mask_rendered(text: str) -> str:
 
 
 def bootstrap() -> None:
-    """What `mlflow server --app-name basic-auth` checks before it starts workers, for our app name too."""
-    from mlflow.server.auth import bootstrap_admin_user, get_flask_server_secret_key
+    """What `mlflow server --app-name basic-auth` checks before it starts workers, for our app name too.
 
-    get_flask_server_secret_key()
-    bootstrap_admin_user()
+    MLflow 3.17 has both checks as functions; 3.16 checks the Flask secret only inside create_app (each
+    worker), and releases before it also create the admin there: what a release lacks, its workers do.
+    """
+    from mlflow.server import auth
+
+    for name in ("get_flask_server_secret_key", "bootstrap_admin_user"):
+        check = getattr(auth, name, None)
+        if check is not None:
+            check()
 
 
 def main(argv: list[str]) -> int:
