@@ -398,6 +398,19 @@ class StorageSettings(_Model):
         return formats.check_dns_subdomain(value, "StorageClass name")
 
 
+def check_s3_access_key(value: SecretStr | None) -> SecretStr | None:
+    # S3 signatures (SigV4) carry the key in "Credential=<key>/<date>/...," and MinIO reserves '='.
+    if value is not None:
+        found = sorted({ch for ch in value.get_secret_value() if ch in S3_ACCESS_KEY_RESERVED or ch.isspace()})
+        if found:
+            raise ValueError(
+                f"must not contain {' '.join(repr(ch) for ch in found)}: S3 request signatures split the "
+                "access key at '/' and ',', MinIO refuses '=', and whitespace does not survive; "
+                "any other printable character works (generate one with `invoke init`)"
+            )
+    return value
+
+
 class ObjectStoreSettings(_Model):
     kind: Literal["seaweedfs", "minio", "external"] = "seaweedfs"
     endpoint: str | None = None
@@ -414,16 +427,7 @@ class ObjectStoreSettings(_Model):
     @field_validator("access_key")
     @classmethod
     def _access_key(cls, value: SecretStr | None) -> SecretStr | None:
-        # S3 signatures (SigV4) carry the key in "Credential=<key>/<date>/...," and MinIO reserves '='.
-        if value is not None:
-            found = sorted({ch for ch in value.get_secret_value() if ch in S3_ACCESS_KEY_RESERVED or ch.isspace()})
-            if found:
-                raise ValueError(
-                    f"must not contain {' '.join(repr(ch) for ch in found)}: S3 request signatures split the "
-                    "access key at '/' and ',', MinIO refuses '=', and whitespace does not survive; "
-                    "any other printable character works (generate one with `invoke init`)"
-                )
-        return value
+        return check_s3_access_key(value)
 
     @field_validator("endpoint")
     @classmethod
@@ -572,6 +576,76 @@ class ResourceSettings(_Model):
     objectstore: ResourceSpec = ResourceSpec(cpu_request="100m", memory_request="256Mi", memory_limit="1Gi")
 
 
+# A CronJob schedule: five fields (minute hour day-of-month month day-of-week) or a macro; the API server
+# checks the values, this checks the shape so a typo is named before a deploy starts.
+CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+CRON_FIELD = r"[0-9A-Za-z*?/,-]+"
+
+
+def check_cron_schedule(value: str) -> str:
+    if value in CRON_MACROS or re.fullmatch(rf"{CRON_FIELD}( {CRON_FIELD}){{4}}", value):
+        return value
+    raise ValueError(
+        "must be a cron schedule of five fields (minute hour day-of-month month day-of-week), such as "
+        f"'0 3 * * *' (03:00 UTC daily), or one of {', '.join(CRON_MACROS)}"
+    )
+
+
+class BackupDestinationSettings(_Model):
+    """The second S3 location scheduled backups go to: another provider, account or bucket than the
+    platform's own, so losing one does not lose both."""
+
+    endpoint: str | None = None  # S3 URL; None is AWS S3. A Service in the cluster works: http://svc.ns.svc:8333
+    region: str = "us-east-1"
+    bucket: str | None = None
+    prefix: str = ""  # key prefix; backups go under <prefix><cluster>/<namespace>/<UTC time>/
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        return None if value is None else check_bucket_name(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, ("https", "http"))
+
+    @field_validator("access_key")
+    @classmethod
+    def _access_key(cls, value: SecretStr | None) -> SecretStr | None:
+        return check_s3_access_key(value)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/", value):
+            raise ValueError("must be empty or path segments of letters, digits, '.', '_' and '-', ending in '/'")
+        return value
+
+
+class ScheduledBackupSettings(_Model):
+    """An optional CronJob in the cluster (k8s/backup/) that writes both database dumps and a copy of the
+    bucket to `destination` on `schedule`, keeping the newest `retention` backups there."""
+
+    enabled: bool = False
+    schedule: str = "0 3 * * *"  # cron, in UTC
+    retention: int = Field(default=7, ge=1)  # backups kept at the destination; older ones are deleted
+    destination: BackupDestinationSettings = BackupDestinationSettings()
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        return check_cron_schedule(value)
+
+    @model_validator(mode="after")
+    def _destination(self) -> ScheduledBackupSettings:
+        if self.enabled and not self.destination.bucket:
+            raise ValueError("enabled needs destination.bucket (BACKUP_S3_BUCKET): the bucket backups are written to")
+        return self
+
+
 class PlatformSettings(_Model):
     namespace: str = "mlops"
     storage: StorageSettings = StorageSettings()
@@ -580,11 +654,21 @@ class PlatformSettings(_Model):
     mlflow: MlflowSettings = MlflowSettings()
     ingress: IngressSettings = IngressSettings()
     resources: ResourceSettings = ResourceSettings()
+    backup: ScheduledBackupSettings = ScheduledBackupSettings()
 
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
         return _check_dns_label(value)
+
+    @model_validator(mode="after")
+    def _scheduled_backup(self) -> PlatformSettings:
+        if self.backup.enabled and self.postgres.mode == "external":
+            raise ValueError(
+                "backup.enabled dumps the platform's own PostgreSQL; with postgres.mode 'external' (POSTGRES_MODE) "
+                "use the provider's scheduled backups and set backup.enabled to false"
+            )
+        return self
 
 
 class LocalSettings(_Model):
@@ -672,6 +756,16 @@ class SecretValues:
     @property
     def flask_secret_key(self) -> str:
         return self._required(self._settings.platform.mlflow.flask_secret_key, "platform.mlflow.flask_secret_key")
+
+    @property
+    def backup_s3_access_key(self) -> str:
+        destination = self._settings.platform.backup.destination
+        return self._required(destination.access_key, "platform.backup.destination.access_key")
+
+    @property
+    def backup_s3_secret_key(self) -> str:
+        destination = self._settings.platform.backup.destination
+        return self._required(destination.secret_key, "platform.backup.destination.secret_key")
 
 
 # ---------------------------------------------------------------------------------------------- access
@@ -874,11 +968,14 @@ def required_for(settings: Settings, command: str) -> list[str]:
     if p.postgres.mode == "internal":
         credentials.append("platform.postgres.password")
     credentials += ["platform.object_store.access_key", "platform.object_store.secret_key"]
+    scheduled = ["platform.backup.destination.access_key", "platform.backup.destination.secret_key"]
+    cluster_credentials = credentials + (scheduled if p.backup.enabled else [])
     table: dict[str, list[str]] = {
         "up": credentials,
-        "deploy": credentials,
+        "deploy": cluster_credentials,
+        "backup-list": scheduled,
         "access": ["platform.mlflow.admin_password"],
-        "seal": credentials,
+        "seal": cluster_credentials,
         "provision": [],
         "upgrade": [],
         "reset": [],
@@ -949,6 +1046,10 @@ ENV_KEYS: dict[str, str] = {
     "BACKUP_PASSPHRASE": "backup.passphrase",
     "BACKUP_RECIPIENT": "backup.recipient",
     "BACKUP_IDENTITY_FILE": "backup.identity_file",
+    "BACKUP_S3_ENDPOINT": "platform.backup.destination.endpoint",
+    "BACKUP_S3_BUCKET": "platform.backup.destination.bucket",
+    "BACKUP_S3_ACCESS_KEY": "platform.backup.destination.access_key",
+    "BACKUP_S3_SECRET_KEY": "platform.backup.destination.secret_key",
 }
 ENV_BY_PATH = {path: env for env, path in ENV_KEYS.items()}
 _LIST_PATHS = {"platform.mlflow.allowed_hosts"}

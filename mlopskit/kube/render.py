@@ -44,11 +44,23 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = PACKAGE_ROOT / "k8s"
 POSTGRES_INIT_DIR = PACKAGE_ROOT / "docker" / "postgres-init"
 # Components in render order; files inside a component are rendered in name order.
-COMPONENTS = ("namespace", "storage", "postgres", "objectstore", "mlflow", "ingress", "policies", "sealed-secrets")
+COMPONENTS = (
+    "namespace",
+    "storage",
+    "postgres",
+    "objectstore",
+    "mlflow",
+    "backup",
+    "ingress",
+    "policies",
+    "sealed-secrets",
+)
 TEMPLATE_ANNOTATION = "mlopskit.io/template"
 PART_OF = "mlopskit"
 
 AUTH_TEMPLATE_PATH = "/etc/mlflow/basic_auth.ini.template"
+# The CronJob of platform.backup (k8s/backup/); `invoke backup --list` reads what it wrote.
+SCHEDULED_BACKUP = "mlflow-backup"
 NFS_NAMESPACE = "kube-system"
 NFS_PROVISIONER = "mlopskit.io/nfs-subdir"
 
@@ -244,6 +256,7 @@ def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
             "migrate_job": f"mlflow-migrate-{_short_hash(image, pg.mode, pg.tracking_db, pg.auth_db)}",
             "bucket_job": f"mlflow-bucket-{_short_hash(image, endpoint, store.bucket, store.region)}",
         },
+        "backup": scheduled_backup_context(settings),
         "ingress": {
             "enabled": p.ingress.enabled,
             "host": p.ingress.host,
@@ -261,6 +274,44 @@ def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
                 ("objectstore", p.resources.objectstore),
             )
         },
+    }
+
+
+def in_cluster_service(url: str) -> tuple[str, str] | None:
+    """(service, namespace) when a URL names a Service by its cluster DNS name (`svc.ns.svc[.cluster.local]`)."""
+    host = urlsplit(url).hostname or ""
+    parts = host.split(".")
+    if len(parts) in (3, 5) and parts[2] == "svc" and (len(parts) == 3 or parts[3:] == ["cluster", "local"]):
+        return parts[0], parts[1]
+    return None
+
+
+def scheduled_backup_prefix(settings: Settings) -> str:
+    """Where at the destination the scheduled backups of this platform go: <prefix><cluster>/<namespace>/."""
+    prefix = settings.platform.backup.destination.prefix
+    return f"{prefix}{settings.cluster.name}/{settings.platform.namespace}/"
+
+
+def scheduled_backup_context(settings: Settings) -> dict[str, Any]:
+    """What k8s/backup/ needs: the schedule, the destination (never its keys) and how pods reach it."""
+    backup = settings.platform.backup
+    destination = backup.destination
+    endpoint = destination.endpoint or ""
+    service = in_cluster_service(endpoint) if endpoint else None
+    return {
+        "enabled": backup.enabled,
+        "name": SCHEDULED_BACKUP,
+        "schedule": backup.schedule,
+        "retention": backup.retention,
+        "secret": credentials.BACKUP_S3_SECRET,
+        "endpoint": endpoint,
+        "region": destination.region,
+        "bucket": destination.bucket or "",
+        "prefix": scheduled_backup_prefix(settings),
+        "port": _external_port(endpoint, 80) if endpoint else 443,
+        # A destination Service in the cluster is reached by namespace; anything else as an outside address.
+        "service_namespace": service[1] if service else None,
+        "work_size": settings.platform.storage.postgres_size,
     }
 
 

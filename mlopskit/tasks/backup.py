@@ -53,17 +53,51 @@ def progress_reporter(progress: RichProgress) -> Progress:
     return report
 
 
+def list_scheduled(settings: Settings) -> None:
+    """The table of `invoke backup --list`."""
+    from mlopskit.backup.scheduled import list_backups
+    from mlopskit.kube.render import scheduled_backup_prefix
+
+    destination = settings.platform.backup.destination
+    where = f"s3://{destination.bucket}/{scheduled_backup_prefix(settings)} at {destination.endpoint or 'AWS S3'}"
+    found = list_backups(settings)
+    if not found:
+        console.info(f"no scheduled backups in {where}")
+        return
+    rows = [
+        (
+            backup.name,
+            "finished" if backup.finished else "unfinished (no backup.json)",
+            f"{backup.started or '-'} → {backup.ended or '-'}",
+            str(backup.parts),
+            "-" if backup.objects is None else str(backup.objects),
+            f"{backup.bytes / 1e6:.1f} MB",
+        )
+        for backup in found
+    ]
+    console.table(f"Scheduled backups in {where}", ["backup", "status", "UTC", "parts", "objects", "size"], rows)
+    finished = sum(1 for backup in found if backup.finished)
+    console.info(f"{finished} finished, {len(found) - finished} unfinished; newest last")
+
+
 @platform_task(
     help={
         "out": "archive file to write, mode 0600, never overwritten "
         "[default: BACKUP_DIR/<project or cluster>/<target>-<UTC time>.tar.age]",
         "target": "local (the `invoke up` stack) or cluster (the deployed platform) [default: local]",
         "dry-run": "print what the archive would hold and where; write nothing [default: off]",
+        "list": "list the scheduled backups (platform.backup) at their S3 destination instead: time, parts, "
+        "objects, size [default: off]",
     }
 )
-def backup(c: Context, out: str | None = None, target: str = "local", dry_run: bool = False) -> None:
+def backup(
+    c: Context, out: str | None = None, target: str = "local", dry_run: bool = False, list_: bool = False
+) -> None:
     """Write one encrypted archive of both databases, the bucket and (cluster) the sealing keys and K3s state."""
     _check_target(target)
+    if list_:
+        list_scheduled(settings_for(c, "backup-list"))
+        return
     settings = settings_for(c)
     keys = crypto.keys_from(settings)
     crypto.check_can_encrypt(keys)
