@@ -28,6 +28,7 @@ import requests
 import docker
 from mlopskit.backup import crypto, flow
 from mlopskit.backup.archive import Manifest
+from mlopskit.backup.postgres import query_command
 from tests.integration.test_backup_restore import PASSPHRASE, Drill
 from tests.integration.test_local_up import Stack, free_port, project_copy, remove_project
 
@@ -51,7 +52,7 @@ def live_revision(stack: Stack, database: str, table: str) -> str:
     """The schema revision in the running stack's database, read with psql in its container."""
     container = docker.from_env().containers.get(f"{stack.project}-postgres")
     sql = f"SELECT version_num FROM {table}"  # noqa: S608 - the two table names are constants of this module
-    code, out = container.exec_run(["sh", "-c", f'psql -At -U "$POSTGRES_USER" -d {database} -c "{sql}"'])
+    code, out = container.exec_run(query_command(database, sql))
     assert code == 0 and isinstance(out, bytes), out
     return out.decode().strip()
 
