@@ -19,6 +19,7 @@ The tests of this module share one deployment and run in file order, as a user's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -38,8 +39,10 @@ from kubernetes import client
 from mlopskit.backup import crypto, flow
 from mlopskit.backup.archive import SEALING_KEYS, Manifest
 from mlopskit.contract import CONTROLLER_NAMESPACE
+from mlopskit.kube.portforward import forward_service
 from mlopskit.kube.sealing import SEALING_KEY_LABEL
-from tests.cluster.project import Platform, make_project
+from mlopskit.object_store import s3_client
+from tests.cluster.project import SECRETS, Platform, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -251,3 +254,97 @@ def test_a_platform_holding_data_is_not_overwritten_without_yes(drill: Drill) ->
     assert "holds data" in refused.stderr and "--yes" in refused.stderr and "Traceback" not in refused.stderr
     with drill.platform.mlflow() as admin:
         assert admin.accepts(*ALICE)
+
+
+# ------------------------------------------------------------------------------------- scheduled backup
+
+DESTINATION_BUCKET = "mlflow-backups"
+
+
+def job_from_cronjob(api: client.ApiClient, namespace: str, cronjob: str, name: str) -> None:
+    """What `kubectl create job --from=cronjob/NAME` does: a Job from the CronJob's template, owned by it."""
+    batch: Any = client.BatchV1Api(api)
+    source = batch.read_namespaced_cron_job(cronjob, namespace)
+    template = api.sanitize_for_serialization(source.spec.job_template)
+    owner = {"apiVersion": "batch/v1", "kind": "CronJob", "name": cronjob, "uid": source.metadata.uid}
+    metadata = {
+        "name": name,
+        "namespace": namespace,
+        "labels": template.get("metadata", {}).get("labels", {}),
+        "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+        "ownerReferences": [owner],
+    }
+    batch.create_namespaced_job(
+        namespace, {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata} | {"spec": template["spec"]}
+    )
+
+
+def wait_for_job(api: client.ApiClient, namespace: str, name: str, timeout: float = 900) -> None:
+    batch: Any = client.BatchV1Api(api)
+    core: Any = client.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    while True:
+        conditions = batch.read_namespaced_job(name, namespace).status.conditions or []
+        done = {c.type for c in conditions if c.status == "True"}
+        if done & {"Complete", "Failed"}:
+            break
+        assert time.monotonic() < deadline, f"Job {name} did not finish in {timeout:.0f}s"
+        time.sleep(3)
+    logs = []
+    for pod in core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items:
+        for container in ("dump", "upload"):
+            with contextlib.suppress(client.exceptions.ApiException):
+                logs.append(
+                    f"{pod.metadata.name}/{container}:\n"
+                    + core.read_namespaced_pod_log(pod.metadata.name, namespace, container=container)
+                )
+    print("\n".join(logs))
+    assert "Complete" in done, "\n".join(logs)
+
+
+def listed_backups(drill: Drill) -> list[list[str]]:
+    """The rows `invoke backup --list` prints, as cells: stamp, status, UTC times, parts, objects, size."""
+    listed = drill.platform.invoke("backup", "--list")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    rows = [line for line in listed.stdout.splitlines() if line.startswith("│ 20")]
+    return [[cell.strip() for cell in row.strip("│").split("│")] for row in rows]
+
+
+def test_a_job_from_the_backup_cronjob_writes_to_the_second_bucket_and_backup_list_shows_it(drill: Drill) -> None:
+    """The destination is a second bucket of the platform's own SeaweedFS, reached as a Service of the cluster
+    (a stand-in for another provider's S3, which this machine cannot reach); retention 1 keeps the newest."""
+    platform = drill.platform
+    settings = platform.settings()
+    with forward_service(platform.api, platform.namespace, "seaweedfs", 8333) as port:
+        s3_client(settings, f"http://127.0.0.1:{port}").create_bucket(Bucket=DESTINATION_BUCKET)
+    (platform.root / "config" / "platform.yaml").write_text(
+        "platform:\n  backup:\n    enabled: true\n    retention: 1\n    destination:\n"
+        f"      endpoint: http://seaweedfs.{platform.namespace}.svc:8333\n      bucket: {DESTINATION_BUCKET}\n"
+    )
+    platform.set_env("BACKUP_S3_ACCESS_KEY", SECRETS["S3_ACCESS_KEY"])
+    platform.set_env("BACKUP_S3_SECRET_KEY", SECRETS["S3_SECRET_KEY"])
+    deployed = drill.timed("deploy with platform.backup", "deploy", "--timeout", DEPLOY_TIMEOUT)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert listed_backups(drill) == []
+
+    start = time.monotonic()
+    job_from_cronjob(platform.api, platform.namespace, "mlflow-backup", "mlflow-backup-manual-1")
+    wait_for_job(platform.api, platform.namespace, "mlflow-backup-manual-1")
+    drill.timings["scheduled backup job"] = time.monotonic() - start
+    first = listed_backups(drill)
+    assert len(first) == 1 and first[0][1] == "finished", first
+    objects = bucket_objects(settings, platform)
+    assert first[0][4] == str(len(objects)) and first[0][3] == str(len(objects) + 3), (objects, first)
+
+    job_from_cronjob(platform.api, platform.namespace, "mlflow-backup", "mlflow-backup-manual-2")
+    wait_for_job(platform.api, platform.namespace, "mlflow-backup-manual-2")
+    second = listed_backups(drill)
+    assert len(second) == 1 and second[0][1] == "finished" and second[0][0] > first[0][0], (first, second)
+
+
+def bucket_objects(settings: Any, platform: Platform) -> list[str]:
+    """The artifact bucket's keys, through a port-forward."""
+    with forward_service(platform.api, platform.namespace, "seaweedfs", 8333) as port:
+        s3 = s3_client(settings, f"http://127.0.0.1:{port}")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=settings.platform.object_store.bucket)
+        return [str(item["Key"]) for page in pages for item in page.get("Contents", [])]
