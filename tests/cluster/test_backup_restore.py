@@ -178,13 +178,28 @@ def test_the_manifest_records_the_running_versions_and_what_was_there(drill: Dri
     assert manifest.counts["users"] == 2
 
 
-def test_destroy_with_purge_data_then_deploy_gives_an_empty_platform(drill: Drill) -> None:
+def test_destroy_with_purge_data_removes_every_claim(drill: Drill) -> None:
     purged = drill.timed("destroy --purge-data", "destroy", "--yes", "--purge-data")
     assert purged.returncode == 0, purged.stdout + purged.stderr
     deadline = time.monotonic() + 300  # claims go once their pods are gone (pvc-protection)
     while drill.platform.claims():
         assert time.monotonic() < deadline, f"claims left after --purge-data: {drill.platform.claims()}"
         time.sleep(2)
+
+
+def test_restore_onto_a_cluster_without_the_platform_puts_the_keys_in_place_and_says_deploy_next(
+    drill: Drill,
+) -> None:
+    """Step 1 of a restore onto a fresh cluster. The keys are already there (the controller of this shared
+    cluster kept them: replacing them would break every other platform on it), so they are `unchanged`."""
+    keys_only = drill.timed("restore, keys only", "restore", str(drill.archive), "--target", "cluster")
+    assert keys_only.returncode == 0, keys_only.stdout + keys_only.stderr
+    assert "sealing keys unchanged (1 already in kube-system)" in keys_only.stdout
+    assert "the platform is not deployed yet: run `invoke deploy`" in keys_only.stdout
+    assert drill.platform.claims() == []
+
+
+def test_deploy_after_the_purge_gives_an_empty_platform(drill: Drill) -> None:
     again = drill.timed("second deploy", "deploy", "--timeout", DEPLOY_TIMEOUT)
     assert again.returncode == 0, again.stdout + again.stderr
     with drill.platform.mlflow() as admin:
