@@ -107,10 +107,12 @@ def advertise_proxied_transfers_only(*modules: Any) -> None:
 
     `modules` are every module that calls build_server_info_payload by its global name at request time:
     mlflow.server.handlers (the Flask route) and mlflow.server.server_info_api (the FastAPI route uvicorn
-    serves, which imported the function by name). Idempotent."""
+    serves, which imported the function by name). Idempotent. Releases before 3.17 build the payload inside
+    their route (no such function): they are left as they are (presigned transfers only above MLflow's
+    multipart size thresholds), so an older image still starts, as the restore drill of an older release needs."""
     for module in modules:
-        original = module.build_server_info_payload
-        if getattr(original, "proxied_only", False):
+        original = getattr(module, "build_server_info_payload", None)
+        if original is None or getattr(original, "proxied_only", False):
             continue
 
         def build_server_info_payload(original: Any = original) -> dict[str, Any]:
