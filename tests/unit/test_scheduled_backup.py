@@ -15,7 +15,7 @@ from mlopskit.errors import SettingsError
 from mlopskit.kube.render import TEMPLATES_DIR, in_cluster_service, render_manifests
 from mlopskit.kube.validate import check_objects
 from mlopskit.settings import Settings
-from tests.unit.conftest import SAMPLE_SECRETS
+from tests.unit.conftest import SAMPLE_SECRETS, Project
 
 IMAGE = "registry.example.com/mlopskit/mlflow:3.17.2-abc1234"
 DESTINATION_KEYS = {"BACKUP_S3_ACCESS_KEY": "backupaccess5e1d", "BACKUP_S3_SECRET_KEY": "backup-sample-secret-3c9a"}
@@ -198,3 +198,21 @@ def test_an_external_postgres_cannot_be_dumped_by_the_cronjob(backup_settings: C
     dsn = "postgresql://tracker:dsn-sample-password-77aa@db.example.com:6543/mlflow"
     with pytest.raises(SettingsError, match=r"backup\.enabled.*POSTGRES_MODE"):
         backup_settings(POSTGRES_MODE="external", POSTGRES_DSN=dsn)
+
+
+def test_backup_list_without_the_destination_keys_names_them_and_touches_nothing(
+    project: Project, sample_env: dict[str, str]
+) -> None:
+    project.write_env(sample_env | {"BACKUP_S3_BUCKET": "mlflow-backups"})
+    result = project.invoke("backup", "--list")
+    assert result.returncode == 1
+    assert "BACKUP_S3_ACCESS_KEY" in result.stderr and "BACKUP_S3_SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_backup_list_without_a_destination_bucket_names_the_key(project: Project, sample_env: dict[str, str]) -> None:
+    project.write_env(sample_env | DESTINATION_KEYS)
+    result = project.invoke("backup", "--list")
+    assert result.returncode == 1
+    assert "platform.backup.destination.bucket (BACKUP_S3_BUCKET)" in result.stderr and "not set" in result.stderr
+    assert "Traceback" not in result.stderr
