@@ -27,6 +27,8 @@ _REPOSITORY = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _IMAGE = re.compile(rf"(?:{_REGISTRY}/)?{_REPOSITORY}(?::{_TAG})?(?:@{_DIGEST})?")
+# A registry's host[:port] as the first component of an image name (docker.io, registry.example.com:5000).
+REGISTRY_HOST = _REGISTRY
 
 # Kubernetes quantities (k8s.io/apimachinery/pkg/api/resource): a number, then a binary or decimal suffix
 # or an exponent.
@@ -129,6 +131,11 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def is_ip(value: str) -> bool:
+    """True for an IPv4 or IPv6 address (no brackets), False for a host name or anything else."""
+    return _is_ip(value)
 
 
 def check_host(value: str) -> str:

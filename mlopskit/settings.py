@@ -14,11 +14,12 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_origin
 
 import yaml
 from dotenv.parser import parse_stream
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -49,6 +50,10 @@ MIN_BACKUP_PASSPHRASE_LENGTH = 16
 S3_ACCESS_KEY_RESERVED = frozenset("/,=")
 
 _K3S_VERSION = re.compile(r"v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)")
+# What OpenSSH takes as a destination: anything but whitespace, not an option.
+_SSH_HOST = re.compile(r"[^\s-][^\s]{0,252}")
+# A Linux network interface name (IFNAMSIZ is 16 with the final NUL): no '/' and no whitespace.
+_INTERFACE = re.compile(r"[A-Za-z0-9_.@:-]{1,15}")
 
 
 def _check_dns_label(value: str) -> str:
@@ -165,8 +170,20 @@ class Host(_Model):
     port: int | None = Field(default=None, ge=1, le=65535)
     key_path: Path | None = None
     sudo_password: SecretStr | None = None
+    # The name SSH connects to, looked up in the SSH config (a Host alias); default: address. The address
+    # stays the node's address in the cluster (tls-san, join URL, NFS exports).
+    ssh_host: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     taints: list[str] = Field(default_factory=list)
+
+    @field_validator("ssh_host")
+    @classmethod
+    def _ssh_host(cls, value: str | None) -> str | None:
+        if value is not None and not _SSH_HOST.fullmatch(value):
+            raise ValueError(
+                "must be a host name, address or Host alias of your SSH config (no spaces, not starting with '-')"
+            )
+        return value
 
     @field_validator("name")
     @classmethod
@@ -206,11 +223,16 @@ class Host(_Model):
 
 
 class SSHSettings(_Model):
+    """How to reach the hosts. A value set here (or in a host's entry) wins over the SSH config; a value
+    left at its default gives way to the SSH config's User, Port, IdentityFile and ConnectTimeout."""
+
     user: str = "root"
     port: int = Field(default=22, ge=1, le=65535)
     key_path: Path = Path("~/.ssh/id_ed25519")
     sudo_password: SecretStr | None = None
     connect_timeout: int = Field(default=10, ge=1)
+    # An OpenSSH client config read instead of ~/.ssh/config and /etc/ssh/ssh_config (like `ssh -F`).
+    config_path: Path | None = None
 
 
 class AirgapSettings(_Model):
@@ -220,11 +242,140 @@ class AirgapSettings(_Model):
     install_script: Path | None = None
 
 
+KUBE_VIP_IMAGE = "ghcr.io/kube-vip/kube-vip:v1.0.4"
+
+
+class VipSettings(_Model):
+    """A virtual IP held by one server at a time: kube-vip, a static pod on every server, announces it with ARP."""
+
+    address: str
+    interface: str
+    image: str = KUBE_VIP_IMAGE
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(
+                "must be an IP address (kube-vip announces it with ARP); a DNS name belongs in cluster.api_endpoint"
+            ) from None
+        return value
+
+    @field_validator("interface")
+    @classmethod
+    def _interface(cls, value: str) -> str:
+        if not _INTERFACE.fullmatch(value) or value in {".", ".."}:
+            raise ValueError(
+                "must be a network interface name of the servers such as eth0 or ens18 "
+                "(1 to 15 letters, digits, '.', '_', '-', '@', ':')"
+            )
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return formats.check_image(value)
+
+
+def _check_registry_host(name: str) -> str:
+    if not re.fullmatch(formats.REGISTRY_HOST, name):
+        raise ValueError(
+            f"{name!r} is not a registry: use its host[:port] as in image names, such as docker.io or "
+            "registry.example.com:5000 (no scheme, no path; '*' for every registry in mirrors)"
+        )
+    return name
+
+
+RegistryName = Annotated[str, AfterValidator(_check_registry_host)]
+MirrorName = Annotated[str, AfterValidator(lambda name: name if name == "*" else _check_registry_host(name))]
+
+
+class RegistryMirror(_Model):
+    """Where containerd pulls a registry's images from: endpoints tried in order, optional path rewrites."""
+
+    endpoint: list[str] = Field(min_length=1)
+    rewrite: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                check_url(item, ("https", "http"))
+            except ValueError as exc:
+                raise ValueError(f"endpoint {item!r}: {exc}") from None
+        return value
+
+    @field_validator("rewrite")
+    @classmethod
+    def _rewrite(cls, value: dict[str, str]) -> dict[str, str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"rewrite {pattern!r} is not a regular expression ({exc})") from None
+        return value
+
+
+class RegistryAuth(_Model):
+    """Credentials for a registry: the user name here, the password in .env under the key password_env names."""
+
+    username: str
+    password_env: str
+    password: SecretStr | None = None  # filled by the loader from .env or the environment, never from a file
+
+    @field_validator("password_env")
+    @classmethod
+    def _password_env(cls, value: str) -> str:
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError("must be an environment variable name such as REGISTRY_PASSWORD (A-Z, 0-9, _)")
+        if value in ENV_KEYS:
+            raise ValueError(f"{value} is a platform setting; name a key of the registry's own, e.g. REGISTRY_PASSWORD")
+        return value
+
+
+class RegistryTLS(_Model):
+    """TLS towards a registry: files on this machine, copied to every node; or no verification at all."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> RegistryTLS:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate and its key); set both or none")
+        return self
+
+
+class RegistryConfig(_Model):
+    auth: RegistryAuth | None = None
+    tls: RegistryTLS | None = None
+
+
+class RegistrySettings(_Model):
+    """K3s's /etc/rancher/k3s/registries.yaml, written on every node: mirrors by registry, auth and TLS by host."""
+
+    mirrors: dict[MirrorName, RegistryMirror] = Field(default_factory=dict)
+    configs: dict[RegistryName, RegistryConfig] = Field(default_factory=dict)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.mirrors or self.configs)
+
+
 class ClusterSettings(_Model):
     name: str = "mlops"
     k3s_version: str = "v1.34.1+k3s1"
     token: SecretStr | None = None
     api_port: int = Field(default=6443, ge=1, le=65535)
+    # A fixed registration address (DNS name or virtual IP) for joins and the kubeconfig.
+    api_endpoint: str | None = None
+    vip: VipSettings | None = None
+    registries: RegistrySettings = RegistrySettings()
     # Where hosts fetch the K3s install script when not air-gapped (a mirror or file:// URL also works).
     install_script_url: str = "https://get.k3s.io"
     tls_san: list[str] = Field(default_factory=list)
@@ -245,6 +396,11 @@ class ClusterSettings(_Model):
     @classmethod
     def _k3s_version(cls, value: str) -> str:
         return check_k3s_version(value)
+
+    @field_validator("api_endpoint")
+    @classmethod
+    def _api_endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _check_host_address(value)
 
     @field_validator("tls_san")
     @classmethod
@@ -283,6 +439,29 @@ class ClusterSettings(_Model):
         if len([h for h in hosts if "nfs" in h.roles]) > 1:
             raise ValueError("at most one host may have the role 'nfs'")
         return hosts
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> ClusterSettings:
+        if self.vip is None:
+            return self
+        vip = self.vip.address
+        owner = next((h.name for h in self.hosts if h.address == vip), None)
+        if owner is not None:
+            raise ValueError(
+                f"vip.address {vip} is the address of host {owner}; the virtual IP must be a free address "
+                "in the servers' subnet that no machine uses"
+            )
+        if self.api_endpoint is not None and formats.is_ip(self.api_endpoint) and self.api_endpoint != vip:
+            raise ValueError(
+                f"api_endpoint {self.api_endpoint} and vip.address {vip} differ: with a virtual IP the endpoint is "
+                "the VIP itself or a DNS name that resolves to it; remove api_endpoint or make them agree"
+            )
+        return self
+
+    @property
+    def endpoint(self) -> str | None:
+        """The fixed registration address: api_endpoint, else the VIP; None without either."""
+        return self.api_endpoint or (self.vip.address if self.vip else None)
 
     @property
     def servers(self) -> list[Host]:
@@ -948,6 +1127,8 @@ class Settings(_Model):
                 missing.append(f"{path}: required by `invoke {command}` but not set; {where}")
         if command in {"up", "deploy", "seal", "access"}:
             missing += missing_passwords(self)
+        if command == "provision":
+            missing += missing_registry_passwords(self)
         if command in {"provision", "upgrade", "reset"} and not self.cluster.hosts:
             missing.append(
                 f"cluster.hosts: `invoke {command}` needs hosts; copy config/inventory.example.yaml "
@@ -1037,6 +1218,7 @@ ENV_KEYS: dict[str, str] = {
     "SSH_PORT": "cluster.ssh.port",
     "SSH_KEY_PATH": "cluster.ssh.key_path",
     "SSH_SUDO_PASSWORD": "cluster.ssh.sudo_password",
+    "SSH_CONFIG_PATH": "cluster.ssh.config_path",
     "AIRGAP_ENABLED": "cluster.airgap.enabled",
     "IMAGE_REGISTRY": "images.registry",
     "IMAGE_SOURCE": "images.source",
@@ -1174,6 +1356,8 @@ def _read_yaml(path: Path, label: str, layers: _Layers, wrap: str | None = None)
                 visit(value, f"{file_path}.{key}" if file_path else str(key))
         else:
             layers.put(settings_path, node, source)
+            if isinstance(node, dict):
+                _record_item_sources(node, file_path, settings_path, lines, label, layers)
             if isinstance(node, list):
                 for index in range(len(node)):
                     item_line = lines.get(f"{file_path}.{index}")
@@ -1195,9 +1379,13 @@ def _record_item_sources(
         _record_item_sources(value, f"{file_path}.{key}", f"{settings_path}.{key}", lines, label, layers)
 
 
+# Mappings keyed by registry names, which hold dots: kept whole, their items' sources recorded one by one.
+_FREE_MAPPINGS = frozenset({"cluster.registries.mirrors", "cluster.registries.configs"})
+
+
 def _is_free_mapping(path: str) -> bool:
-    """Mappings whose keys are the user's own (node labels), not setting names."""
-    return path.endswith(".labels")
+    """Mappings whose keys are the user's own (node labels, registry names), not setting names."""
+    return path.endswith(".labels") or path in _FREE_MAPPINGS
 
 
 def _env_value(path: str, raw: str) -> Any:
@@ -1211,19 +1399,58 @@ def _suggest(name: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def _password_keys(layers: _Layers) -> dict[str, int]:
-    """The .env keys config/access.yaml names as password_env, each with its user's index in the file."""
-    users = layers.data.get("access", {}).get("users")
-    keys: dict[str, int] = {}
+SecretTarget = tuple[str | int, ...]
+
+
+def _mapping(value: Any, *keys: str) -> dict[str, Any]:
+    """The mapping at keys inside value, or {} where a level is missing or not a mapping."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _secret_holders(layers: _Layers) -> Iterator[tuple[SecretTarget, dict[str, Any]]]:
+    """Each part of the settings files whose password comes from .env: (where the password goes, the part)."""
+    users = layers.data.get("access", {}).get("users") if isinstance(layers.data.get("access"), dict) else None
     for index, user in enumerate(users if isinstance(users, list) else []):
-        if isinstance(user, dict) and isinstance(user.get("password_env"), str):
-            keys.setdefault(user["password_env"], index)
+        if isinstance(user, dict):
+            yield ("access", "users", index, "password"), user
+    for name, config in _mapping(layers.data, "cluster", "registries", "configs").items():
+        auth = config.get("auth") if isinstance(config, dict) else None
+        if isinstance(auth, dict):
+            yield ("cluster", "registries", "configs", name, "auth", "password"), auth
+
+
+def _password_keys(layers: _Layers) -> dict[str, list[SecretTarget]]:
+    """The .env keys the settings files name as password_env (users of config/access.yaml, registry auth),
+    each with where its value goes."""
+    keys: dict[str, list[SecretTarget]] = {}
+    for target, holder in _secret_holders(layers):
+        if isinstance(holder.get("password_env"), str):
+            keys.setdefault(holder["password_env"], []).append(target)
     return keys
 
 
-def _put_password(layers: _Layers, index: int, value: str, source: str) -> None:
-    layers.data["access"]["users"][index]["password"] = value
-    layers.sources[f"access.users.{index}.password"] = source
+def _put_password(layers: _Layers, target: SecretTarget, value: str, source: str) -> None:
+    node: Any = layers.data
+    for part in target[:-1]:
+        node = node[part]
+    node[target[-1]] = value
+    layers.sources[".".join(str(part) for part in target)] = source
+
+
+def _refuse_file_secrets(layers: _Layers) -> None:
+    """A password written into a settings file is a problem: secrets live in .env, named by password_env."""
+    for target, holder in _secret_holders(layers):
+        if "password" in holder:
+            path = ".".join(str(part) for part in target)
+            layers.problems.append(
+                f"{_host_label(target, layers)} [from {layers.sources.get(path, 'a settings file')}]: secrets stay "
+                "out of the settings "
+                "files; remove it, name a key with password_env (e.g. password_env: REGISTRY_PASSWORD) and set "
+                f"that key in {ENV_FILE}"
+            )
+            del holder["password"]
 
 
 def _read_env_file(env_file: Path, layers: _Layers) -> None:
@@ -1258,11 +1485,15 @@ def _read_env_file(env_file: Path, layers: _Layers) -> None:
             continue
         first_line[key_name] = line
         if key_name in password_keys and binding.value:
-            _put_password(layers, password_keys[key_name], binding.value, where)
+            for target in password_keys[key_name]:
+                _put_password(layers, target, binding.value, where)
             continue
         if key_name not in ENV_KEYS:
             # A user's password key is known only while config/access.yaml names it.
-            user_hint = f"; a user's password key must be some user's password_env in {ACCESS_FILE}"
+            user_hint = (
+                f"; a password key must be some user's password_env in {ACCESS_FILE} or a registry's "
+                "auth.password_env under cluster.registries.configs"
+            )
             layers.problems.append(
                 f"{key_name} [from {where}]: unknown key{_suggest(key_name, list(ENV_KEYS))} "
                 "(every key is listed in .env.example" + (user_hint if key_name.endswith("PASSWORD") else "") + ")"
@@ -1285,10 +1516,11 @@ def _read_env(env_file: Path, environ: Mapping[str, str], layers: _Layers) -> No
         raw = environ.get(key)
         if raw:
             layers.put(path, _env_value(path, raw), f"{ENVIRONMENT_SOURCE} ${key}")
-    for key, index in _password_keys(layers).items():
+    for key, targets in _password_keys(layers).items():
         raw = environ.get(key)
         if raw:
-            _put_password(layers, index, raw, f"{ENVIRONMENT_SOURCE} ${key}")
+            for target in targets:
+                _put_password(layers, target, raw, f"{ENVIRONMENT_SOURCE} ${key}")
 
 
 def _source_for_loc(loc: tuple[int | str, ...], layers: _Layers) -> tuple[str, str]:
@@ -1308,8 +1540,11 @@ _NAMED_LISTS = (("cluster", "hosts"), ("access", "users"), ("access", "groups"))
 
 
 def _host_label(loc: tuple[int | str, ...], layers: _Layers) -> str:
-    """cluster.hosts.1.address reads better as cluster.hosts[s2].address (access.users[alice] alike)."""
-    parts = [str(p) for p in loc]
+    """cluster.hosts.1.address reads better as cluster.hosts[s2].address (access.users[alice] alike);
+    a registry name, which holds dots, goes in brackets: cluster.registries.configs[reg.example:5000].auth."""
+    parts = [str(p) for p in loc if p != "[key]"]  # pydantic marks an error in a mapping's key with "[key]"
+    if len(parts) > 3 and ".".join(parts[:3]) in _FREE_MAPPINGS:
+        return f"{'.'.join(parts[:3])}[{parts[3]}]" + "".join(f".{p}" for p in parts[4:])
     if len(parts) > 2 and tuple(parts[:2]) in _NAMED_LISTS and isinstance(loc[2], int):
         items = layers.data.get(parts[0], {}).get(parts[1]) or []
         index = loc[2]
@@ -1346,13 +1581,16 @@ def _is_secret(path: str) -> bool:
 
 def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     model: Any = Settings
+    key_next = False  # the part after a mapping field is one of the user's keys (a registry name)
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or key_next:
+            key_next = False
             continue
         info = model.model_fields.get(str(part))
         if info is None:
             return []
         annotation = info.annotation
+        key_next = get_origin(annotation) is dict
         inner = getattr(annotation, "__args__", (annotation,))
         model = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
         if model is None:
@@ -1372,6 +1610,7 @@ def load_settings(root: Path | str = ".", environ: Mapping[str, str] | None = No
     _read_yaml(root / INVENTORY_FILE, INVENTORY_FILE, layers, wrap="cluster")
     # Before .env: it names the .env keys that hold the users' passwords.
     _read_yaml(root / ACCESS_FILE, ACCESS_FILE, layers, wrap="access")
+    _refuse_file_secrets(layers)
     _read_env(root / ENV_FILE, environ, layers)
     problems = list(layers.problems)
     settings: Settings | None = None
@@ -1449,6 +1688,20 @@ def access_problems(settings: Settings, label: Callable[[tuple[int | str, ...]],
                     ("access", "permissions", index, "groups", position),
                     f"unknown group {name!r}; declare it under groups (declared: {known_groups})",
                 )
+    return problems
+
+
+def missing_registry_passwords(settings: Settings) -> list[str]:
+    """One problem per registry whose auth.password_env is not set in .env or the environment."""
+    problems = []
+    for name, config in settings.cluster.registries.configs.items():
+        auth = config.auth
+        if auth is not None and auth.password is None:
+            path = f"cluster.registries.configs.{name}.auth.password_env"
+            problems.append(
+                f"cluster.registries.configs[{name}].auth.password_env [from {settings.source_of(path)}]: "
+                f"{auth.password_env} is not set; add {auth.password_env}=<the registry password> to {ENV_FILE}"
+            )
     return problems
 
 

@@ -81,7 +81,8 @@ def test_a_key_no_user_names_is_still_unknown_in_env(load: Load) -> None:
         load(GOOD, env=ADMIN + ALICE + BOB + "CAROL_MLFLOW_PASSWORD=carol-sample-password\n")
     assert (
         "CAROL_MLFLOW_PASSWORD [from .env:4]: unknown key; did you mean MLFLOW_ADMIN_PASSWORD? (every key is listed in "
-        ".env.example; a user's password key must be some user's password_env in config/access.yaml)"
+        ".env.example; a password key must be some user's password_env in config/access.yaml or a registry's "
+        "auth.password_env under cluster.registries.configs)"
     ) in problems(exc_info)
 
 
