@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlopskit.errors import PlatformError
-from mlopskit.hosts.remote import private_key_problem
+from mlopskit.hosts.remote import access_for, load_ssh_config, private_key_problem
 from mlopskit.kube.client import kubeconfig_file
 from mlopskit.settings import Settings
 
@@ -75,7 +75,19 @@ def check_docker() -> Check:
 
 
 def check_ssh_keys(settings: Settings) -> list[Check]:
-    keys = {settings.cluster.ssh.key_path} | {h.key_path for h in settings.cluster.hosts if h.key_path}
+    """The keys provisioning would use: each host's, as the inventory and the SSH config choose them."""
+    try:
+        ssh_config = load_ssh_config(settings)
+    except PlatformError as exc:
+        return [Check("SSH config", "provision, upgrade, reset", False, str(exc), "fix the file or SSH_CONFIG_PATH")]
+    keys: set[Path] = set()
+    for host in settings.cluster.hosts:
+        try:
+            keys.update(access_for(settings, host, ssh_config).key_paths)
+        except PlatformError as exc:
+            return [Check("SSH config", "provision, upgrade, reset", False, str(exc), "fix the SSH config")]
+    if not settings.cluster.hosts:
+        keys.add(settings.cluster.ssh.key_path)
     checks = []
     for key in sorted(keys, key=str):
         path = key.expanduser()
