@@ -1352,6 +1352,8 @@ def _read_yaml(path: Path, label: str, layers: _Layers, wrap: str | None = None)
         line = lines.get(file_path)
         source = f"{label}:{line}" if line else label
         if isinstance(node, dict) and not _is_free_mapping(settings_path):
+            if file_path:  # a section's own line, for a key missing inside it ("cluster.vip.interface: is required")
+                layers.sources[settings_path] = source
             for key, value in node.items():
                 visit(value, f"{file_path}.{key}" if file_path else str(key))
         else:

@@ -270,7 +270,7 @@ def wait_endpoint(first: Remote, settings: Settings, timeout: float = 300, inter
 def node_states(first: Remote) -> dict[str, str]:
     """Node name -> STATUS column (Ready, NotReady, Ready,SchedulingDisabled, ...) from `kubectl get nodes`."""
     result = first.sudo(f"{KUBECTL} get nodes --no-headers", warn=True)
-    if result.failed:
+    if not result.ok:
         raise HostError(
             first.name, "`k3s kubectl get nodes` failed: is K3s running there?", result.stdout + result.stderr
         )

@@ -157,13 +157,13 @@ STEPS: dict[str, Step] = {
         "NFS server package, export directory, /etc/exports", lambda ctx, remote: nfs_server(remote, ctx.settings)
     ),
     "k3s-server": Step(
-        "K3s server: registries.yaml, config.yaml, install or join (a changed file restarts K3s, one node at a "
-        "time); kube-vip manifest when cluster.vip is set",
+        "K3s server: registries.yaml, config.yaml, install or join (K3s restarts, one node at a time, when a "
+        "file differs); kube-vip manifest when cluster.vip is set",
         _k3s,
     ),
     "k3s-agent": Step(
-        "K3s agent: registries.yaml, config.yaml, join with the first server's token (a changed file restarts "
-        "K3s, one node at a time)",
+        "K3s agent: registries.yaml, config.yaml, join with the first server's token (K3s restarts, one node "
+        "at a time, when a file differs)",
         _k3s,
     ),
     "kubeconfig": Step(

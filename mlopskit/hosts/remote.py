@@ -181,6 +181,16 @@ def private_key_problem(path: Path) -> str | None:
     return "is not a private key (it has no -----BEGIN ... PRIVATE KEY----- line)"
 
 
+def _jump_keys(connection: Connection, fallback: list[str]) -> None:
+    """Each jump host (ProxyJump) authenticates with its own IdentityFile lines, as OpenSSH's client does;
+    one without any uses the target's keys, as OpenSSH would use the default identities."""
+    gateway = connection.gateway
+    while isinstance(gateway, Connection):
+        own = [str(Path(name).expanduser()) for name in gateway.ssh_config.get("identityfile", [])]
+        gateway.connect_kwargs["key_filename"] = [name for name in own if Path(name).is_file()] or fallback
+        gateway = gateway.gateway
+
+
 class Remote:
     """A Fabric connection to one host. Probes never count as changes; `sudo` runs as root either way."""
 
@@ -212,6 +222,7 @@ class Remote:
             )
             # Exactly the keys chosen above: Fabric would also append the SSH config's IdentityFile lines.
             connection.connect_kwargs["key_filename"] = [str(key) for key in access.key_paths]
+            _jump_keys(connection, [str(key) for key in access.key_paths if key.is_file()])
         self.connection = connection
 
     @property
@@ -282,7 +293,12 @@ class Remote:
             raise HostError(
                 name,
                 f"SSH key {', '.join(str(key) for key in a.key_paths)} was refused for {where}; add its public "
-                f"key to {a.user}'s ~/.ssh/authorized_keys or set key_path",
+                f"key to {a.user}'s ~/.ssh/authorized_keys or set key_path"
+                + (
+                    f" (or the jump host {a.jump} refused its key: check its User and IdentityFile in the SSH config)"
+                    if a.jump
+                    else ""
+                ),
             ) from None
         except (NoValidConnectionsError, TimeoutError, socket.gaierror, ConnectionError) as exc:
             raise HostError(
