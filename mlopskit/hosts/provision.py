@@ -126,11 +126,12 @@ def _upgrade(ctx: StepContext, remote: Remote) -> Outcome:
         )
         if replaced.changes:
             k3s_steps.wait_ready(first, node, ctx.version, timeout=ctx.ready_timeout)
-    except HostError as exc:
+    except PlatformError as exc:
         if not drained:
             raise
+        reason, output = (exc.reason, exc.output) if isinstance(exc, HostError) else (str(exc), "")
         raise HostError(
-            node, f"{exc.reason}. The node stays cordoned: fix the cause and rerun `invoke upgrade`", exc.output
+            node, f"{reason}. The node stays cordoned: fix the cause and rerun `invoke upgrade`", output
         ) from None
     outcome.changes += replaced.changes
     outcome.notes += replaced.notes

@@ -64,10 +64,6 @@ class Access:
     ssh_config: SSHConfig | None = None
 
     @property
-    def key_path(self) -> Path:
-        return self.key_paths[0]
-
-    @property
     def where(self) -> str:
         """user@host:port, and the jump host when there is one: for messages."""
         text = f"{self.user}@{host_port(self.hostname, self.port)}"
@@ -120,11 +116,18 @@ def access_for(settings: Settings, host: Host, config: SSHConfig | None = None) 
     entry = _lookup(config, target, host, settings)
     secret = host.sudo_password or ssh.sudo_password
 
+    def number(key: str, default: int) -> int:
+        try:
+            return int(entry.get(key, default))
+        except ValueError:
+            files = ", ".join(str(path) for path in ssh_config_files(settings))
+            raise PlatformError(
+                f"{host.name}: the SSH config ({files}) gives {key} {entry[key]!r} for {target}; it must be a number"
+            ) from None
+
     user = host.user or (ssh.user if "user" in explicit else entry.get("user", ssh.user))
-    port = host.port or (ssh.port if "port" in explicit else int(entry.get("port", ssh.port)))
-    timeout = ssh.connect_timeout
-    if "connect_timeout" not in explicit and "connecttimeout" in entry:
-        timeout = int(entry["connecttimeout"])
+    port = host.port or (ssh.port if "port" in explicit else number("port", ssh.port))
+    timeout = ssh.connect_timeout if "connect_timeout" in explicit else number("connecttimeout", ssh.connect_timeout)
 
     def local(path: Path) -> Path:
         path = path.expanduser()

@@ -71,8 +71,7 @@ def provision(c: Context, dry_run: bool = False) -> None:
 def upgrade(
     c: Context, version: str | None = None, dry_run: bool = False, no_drain: bool = False, drain_timeout: str = "300"
 ) -> None:
-    """Snapshot etcd, then roll a K3s version through the servers one at a time, then the agents: each drained,
-    upgraded, Ready again and uncordoned before the next."""
+    """Roll a K3s version through the cluster: etcd snapshot, then node by node drain, upgrade, Ready, uncordon."""
     if version is not None:
         check_flag("--version", version, check_k3s_version, "K3S_VERSION")
     timeout = check_flag("--drain-timeout", drain_timeout, check_seconds)

@@ -169,3 +169,11 @@ def test_without_settings_the_users_own_ssh_config_files_are_read(
     monkeypatch.setenv("HOME", str(home))
     settings = make_settings(inventory=HOSTS)
     assert access_for(settings, host(settings, "a2")).user == "fromhome"
+
+
+def test_a_port_that_is_not_a_number_is_refused_naming_the_file(make_settings: MakeSettings, tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("Host 10.0.1.*\n    Port twenty-two\n")
+    settings = settings_with(make_settings, config, HOSTS)
+    with pytest.raises(PlatformError, match=rf"a1: the SSH config \({config}\) gives port 'twenty-two' for 10.0.1.6"):
+        access_for(settings, host(settings, "a1"))
