@@ -372,9 +372,12 @@ class ClusterSettings(_Model):
     k3s_version: str = "v1.34.1+k3s1"
     token: SecretStr | None = None
     api_port: int = Field(default=6443, ge=1, le=65535)
-    # A fixed registration address (DNS name or virtual IP) for joins and the kubeconfig.
+    # A fixed registration address (DNS name or IP): first in every server's tls-san, the address further
+    # servers and agents join and the kubeconfig reaches. Without it (and without vip): the first server's.
     api_endpoint: str | None = None
+    # A virtual IP that kube-vip keeps on one server at a time; the endpoint when api_endpoint is not set.
     vip: VipSettings | None = None
+    # Registry mirrors and credentials, written to /etc/rancher/k3s/registries.yaml on every node.
     registries: RegistrySettings = RegistrySettings()
     # Where hosts fetch the K3s install script when not air-gapped (a mirror or file:// URL also works).
     install_script_url: str = "https://get.k3s.io"
