@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlopskit.errors import PlatformError
-from mlopskit.hosts.remote import access_for, load_ssh_config, private_key_problem
+from mlopskit.hosts.remote import access_for, agent_key_count, load_ssh_config, private_key_problem
 from mlopskit.kube.client import kubeconfig_file
 from mlopskit.settings import Settings
 
@@ -88,17 +88,22 @@ def check_ssh_keys(settings: Settings) -> list[Check]:
             return [Check("SSH config", "provision, upgrade, reset", False, str(exc), "fix the SSH config")]
     if not settings.cluster.hosts:
         keys.add(settings.cluster.ssh.key_path)
+    agent_keys = agent_key_count() if settings.cluster.ssh.use_agent else 0
     checks = []
     for key in sorted(keys, key=str):
         path = key.expanduser()
-        problem = private_key_problem(path if path.is_absolute() else settings.root / path)
-        readable = problem is None
+        path = path if path.is_absolute() else settings.root / path
+        problem = private_key_problem(path)
+        readable = problem is None or (agent_keys > 0 and not path.exists())
+        detail = "a private key" if problem is None else str(problem)
+        if problem is not None and readable:
+            detail = f"missing; the ssh-agent's {agent_keys} key(s) are offered instead"
         checks.append(
             Check(
                 f"SSH key {key}",
                 "provision, upgrade, reset",
                 readable,
-                "a private key" if readable else str(problem),
+                detail,
                 ""
                 if readable
                 else f"create it (ssh-keygen -t ed25519 -f {key}) or set SSH_KEY_PATH / ssh.key_path "

@@ -233,6 +233,9 @@ class SSHSettings(_Model):
     connect_timeout: int = Field(default=10, ge=1)
     # An OpenSSH client config read instead of ~/.ssh/config and /etc/ssh/ssh_config (like `ssh -F`).
     config_path: Path | None = None
+    # Also offer the keys a running ssh-agent holds (the socket in SSH_AUTH_SOCK), as OpenSSH does; a key file
+    # that does not exist is then passed over instead of refused. False: key files only.
+    use_agent: bool = True
 
 
 class AirgapSettings(_Model):
@@ -1220,6 +1223,7 @@ ENV_KEYS: dict[str, str] = {
     "SSH_USER": "cluster.ssh.user",
     "SSH_PORT": "cluster.ssh.port",
     "SSH_KEY_PATH": "cluster.ssh.key_path",
+    "SSH_USE_AGENT": "cluster.ssh.use_agent",
     "SSH_SUDO_PASSWORD": "cluster.ssh.sudo_password",
     "SSH_CONFIG_PATH": "cluster.ssh.config_path",
     "AIRGAP_ENABLED": "cluster.airgap.enabled",

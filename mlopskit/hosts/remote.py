@@ -2,7 +2,8 @@
 
 SSH goes the way the user's own `ssh` would: the OpenSSH client config (~/.ssh/config, /etc/ssh/ssh_config,
 or cluster.ssh.config_path alone) supplies Host aliases, HostName, User, Port, IdentityFile, ConnectTimeout
-and ProxyJump/ProxyCommand; a value set in the inventory (or .env) wins over it.
+and ProxyJump/ProxyCommand; a value set in the inventory (or .env) wins over it. The keys a running
+ssh-agent holds (SSH_AUTH_SOCK) are offered too unless cluster.ssh.use_agent is false.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from fabric import Config, Connection
 from invoke.exceptions import AuthFailure, UnexpectedExit
+from paramiko.agent import Agent
 from paramiko.config import SSHConfig, SSHConfigDict
 from paramiko.ssh_exception import AuthenticationException, ConfigParseError, NoValidConnectionsError, SSHException
 
@@ -62,12 +64,35 @@ class Access:
     jump: str | None = None  # ProxyJump (or ProxyCommand) from the SSH config, for messages
     key_setting: str = ""  # where the keys were chosen, for messages
     ssh_config: SSHConfig | None = None
+    agent_keys: int = 0  # keys a running ssh-agent offers (0: no agent, or cluster.ssh.use_agent is false)
+
+    @property
+    def key_files(self) -> list[str]:
+        """The key files that exist, for paramiko's key_filename (a missing one is passed over with an agent)."""
+        return [str(key) for key in self.key_paths if key.is_file()]
+
+    @property
+    def credentials(self) -> str:
+        """The keys offered, for messages: the files, and the agent's keys when there are any."""
+        files = ", ".join(str(key) for key in self.key_paths)
+        return f"{files} and the ssh-agent's {self.agent_keys} key(s)" if self.agent_keys else files
 
     @property
     def where(self) -> str:
         """user@host:port, and the jump host when there is one: for messages."""
         text = f"{self.user}@{host_port(self.hostname, self.port)}"
         return f"{text} via {self.jump}" if self.jump else text
+
+
+def agent_key_count() -> int:
+    """How many keys the ssh-agent at SSH_AUTH_SOCK offers (paramiko reads the variable); 0 without one."""
+    agent = Agent()
+    try:
+        return len(agent.get_keys())
+    except SSHException:  # a socket that answers wrongly is treated as no agent, as OpenSSH's client does
+        return 0
+    finally:
+        agent.close()
 
 
 def ssh_config_files(settings: Settings) -> list[Path]:
@@ -157,17 +182,20 @@ def access_for(settings: Settings, host: Host, config: SSHConfig | None = None) 
         jump=jump,
         key_setting=key_setting,
         ssh_config=config,
+        agent_keys=agent_key_count() if ssh.use_agent else 0,
     )
 
 
 def check_key(settings: Settings, host: Host, access: Access) -> None:
-    """Fail before any host is touched when a private key is missing, unreadable or not a private key."""
+    """Fail before any host is touched when a private key is unreadable or not a private key, or is missing
+    while no ssh-agent offers keys instead."""
     fix = f"{access.key_setting or 'set cluster.ssh.key_path'} to a private key file such as ~/.ssh/id_ed25519 "
     fix += "(not its .pub half)"
     for key in access.key_paths:
         problem = private_key_problem(key)
-        if problem:
-            raise PlatformError(f"{host.name}: SSH key {key} {problem}; {fix}")
+        if problem and not (access.agent_keys and not key.exists()):
+            agent = "" if settings.cluster.ssh.use_agent else " (cluster.ssh.use_agent is false: no ssh-agent keys)"
+            raise PlatformError(f"{host.name}: SSH key {key} {problem}{agent}; {fix}")
 
 
 def private_key_problem(path: Path) -> str | None:
@@ -205,9 +233,9 @@ class Remote:
             "timeouts": {"connect": access.connect_timeout},
             # What a jump host (ProxyJump) starts from; its own IdentityFile lines are added to these.
             "connect_kwargs": {
-                "key_filename": [str(key) for key in access.key_paths if key.is_file()],
+                "key_filename": access.key_files,
                 "look_for_keys": False,
-                "allow_agent": False,
+                "allow_agent": access.agent_keys > 0,
             },
         }
         if access.sudo_password:
@@ -221,11 +249,11 @@ class Remote:
                 port=access.port,
                 config=config,
                 connect_timeout=access.connect_timeout,
-                connect_kwargs={"look_for_keys": False, "allow_agent": False},
+                connect_kwargs={"look_for_keys": False, "allow_agent": access.agent_keys > 0},
             )
             # Exactly the keys chosen above: Fabric would also append the SSH config's IdentityFile lines.
-            connection.connect_kwargs["key_filename"] = [str(key) for key in access.key_paths]
-            _jump_keys(connection, [str(key) for key in access.key_paths if key.is_file()])
+            connection.connect_kwargs["key_filename"] = access.key_files
+            _jump_keys(connection, access.key_files)
         self.connection = connection
 
     @property
@@ -295,7 +323,7 @@ class Remote:
         except AuthenticationException:
             raise HostError(
                 name,
-                f"SSH key {', '.join(str(key) for key in a.key_paths)} was refused for {where}; add its public "
+                f"SSH key {a.credentials} was refused for {where}; add its public "
                 f"key to {a.user}'s ~/.ssh/authorized_keys or set key_path"
                 + (
                     f" (or the jump host {a.jump} refused its key: check its User and IdentityFile in the SSH config)"

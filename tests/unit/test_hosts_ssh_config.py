@@ -10,8 +10,9 @@ from fabric import Connection
 
 from mlopskit.errors import PlatformError
 from mlopskit.hosts import provision as runs
-from mlopskit.hosts.remote import Remote, access_for, check_key, load_ssh_config
+from mlopskit.hosts.remote import Remote, access_for, agent_key_count, check_key, load_ssh_config
 from mlopskit.settings import Host, Settings
+from tests.ssh_agent import running_agent
 from tests.unit.conftest import private_key_text, public_key_text
 
 MakeSettings = Callable[..., Settings]
@@ -177,3 +178,65 @@ def test_a_port_that_is_not_a_number_is_refused_naming_the_file(make_settings: M
     settings = settings_with(make_settings, config, HOSTS)
     with pytest.raises(PlatformError, match=rf"a1: the SSH config \({config}\) gives port 'twenty-two' for 10.0.1.6"):
         access_for(settings, host(settings, "a1"))
+
+
+def no_config(tmp_path: Path, **environ: str) -> dict[str, str]:
+    """The environment with an empty SSH config, so the machine's own ~/.ssh/config stays out."""
+    empty = tmp_path / "empty_ssh_config"
+    empty.write_text("")
+    return {"SSH_CONFIG_PATH": str(empty), **environ}
+
+
+def test_a_running_ssh_agent_is_counted_and_none_is_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tmp_path / "agent-key"
+    key.write_text(private_key_text())
+    key.chmod(0o600)
+    assert agent_key_count() == 0
+    with running_agent(key) as socket:
+        monkeypatch.setenv("SSH_AUTH_SOCK", socket)
+        assert agent_key_count() == 1
+
+
+def test_a_missing_key_file_is_passed_over_when_the_agent_offers_keys(
+    make_settings: MakeSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = tmp_path / "agent-key"
+    key.write_text(private_key_text())
+    key.chmod(0o600)
+    settings = make_settings(inventory=HOSTS, environ=no_config(tmp_path, SSH_KEY_PATH=str(tmp_path / "not-here")))
+    with running_agent(key) as socket:
+        monkeypatch.setenv("SSH_AUTH_SOCK", socket)
+        access = access_for(settings, host(settings, "a1"))
+        check_key(settings, host(settings, "a1"), access)  # no error: the agent's key is offered instead
+        remote = Remote(host(settings, "a1"), access)
+    assert (access.agent_keys, access.key_files) == (1, [])
+    assert remote.connection.connect_kwargs["allow_agent"] is True
+    assert "and the ssh-agent's 1 key(s)" in access.credentials
+
+
+def test_with_use_agent_false_a_missing_key_file_is_refused_even_with_an_agent(
+    make_settings: MakeSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = tmp_path / "agent-key"
+    key.write_text(private_key_text())
+    key.chmod(0o600)
+    settings = make_settings(
+        inventory=HOSTS, environ=no_config(tmp_path, SSH_KEY_PATH=str(tmp_path / "not-here"), SSH_USE_AGENT="false")
+    )
+    with running_agent(key) as socket, pytest.raises(PlatformError, match="use_agent is false") as caught:
+        monkeypatch.setenv("SSH_AUTH_SOCK", socket)
+        check_key(settings, host(settings, "a1"), access_for(settings, host(settings, "a1")))
+    assert "not-here cannot be read" in str(caught.value)
+
+
+def test_a_public_key_file_is_refused_even_with_an_agent(
+    make_settings: MakeSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, public = tmp_path / "agent-key", tmp_path / "id.pub"
+    key.write_text(private_key_text())
+    key.chmod(0o600)
+    public.write_text(public_key_text())
+    settings = make_settings(inventory=HOSTS, environ=no_config(tmp_path, SSH_KEY_PATH=str(public)))
+    with running_agent(key) as socket, pytest.raises(PlatformError, match="is a public key"):
+        monkeypatch.setenv("SSH_AUTH_SOCK", socket)
+        check_key(settings, host(settings, "a1"), access_for(settings, host(settings, "a1")))
