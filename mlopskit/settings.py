@@ -831,6 +831,72 @@ class ScheduledBackupSettings(_Model):
         return self
 
 
+class MetricsSettings(_Model):
+    """Prometheus metrics of MLflow (and SeaweedFS), scraped without a login from one namespace only."""
+
+    enabled: bool = False
+    # A ServiceMonitor for the Prometheus Operator: "auto" renders it when the cluster serves the kind
+    # (monitoring.coreos.com/v1), true always (deploy stops when the CRD is missing), false never.
+    service_monitor: bool | Literal["auto"] = "auto"
+    # The namespace whose pods may reach the metrics ports (the NetworkPolicy's only source).
+    namespace: str = "monitoring"
+    # Extra labels on the ServiceMonitor, for a Prometheus that selects by label (kube-prometheus-stack: release).
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("service_monitor", mode="before")
+    @classmethod
+    def _service_monitor(cls, value: Any) -> Any:
+        text = str(value).strip().lower() if isinstance(value, str) else value
+        if text in (True, "true"):
+            return True
+        if text in (False, "false"):
+            return False
+        if text == "auto":
+            return "auto"
+        raise ValueError("must be auto, true or false")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return _check_dns_label(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            try:
+                formats.check_label_key(key)
+                formats.check_label_value(text)
+            except ValueError as exc:
+                raise ValueError(f"label {key}={text!r}: {exc}") from None
+        return value
+
+
+# `mlflow gc --older-than`: days, hours, minutes, seconds in that order, each optional (MLflow 3.17.2's parser).
+_OLDER_THAN = re.compile(r"([0-9.]+d)?([0-9.]+h)?([0-9.]+m)?([0-9.]+s)?")
+
+
+class GcSettings(_Model):
+    """A CronJob that runs `mlflow gc`: runs deleted longer ago than older_than go, with their artifacts."""
+
+    enabled: bool = False
+    schedule: str = "0 3 * * *"  # cron, in the time zone of the cluster's controller manager (UTC on K3s)
+    older_than: str = "30d"  # mlflow gc --older-than: 30d, 12h, 1d2h30m, 90s
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        return check_cron_schedule(value)
+
+    @field_validator("older_than")
+    @classmethod
+    def _older_than(cls, value: str) -> str:
+        match = _OLDER_THAN.fullmatch(value)
+        if not value or match is None or any(part.count(".") > 1 for part in match.groups() if part):
+            raise ValueError("must be a duration such as 30d, 12h, 1d2h30m or 90s, units in that order")
+        return value
+
+
 class PlatformSettings(_Model):
     namespace: str = "mlops"
     storage: StorageSettings = StorageSettings()
@@ -840,6 +906,8 @@ class PlatformSettings(_Model):
     ingress: IngressSettings = IngressSettings()
     resources: ResourceSettings = ResourceSettings()
     backup: ScheduledBackupSettings = ScheduledBackupSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    gc: GcSettings = GcSettings()
 
     @field_validator("namespace")
     @classmethod

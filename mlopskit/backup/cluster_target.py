@@ -162,7 +162,9 @@ class ClusterTarget:
         spec = template["spec"]
         spec.pop("initContainers", None)  # they wait for the schema this pod brings up to date
         spec["restartPolicy"] = "Never"
-        container = spec["containers"][0]
+        # Only the server's container: a sidecar (the `metrics` container) never exits, so the pod would never end.
+        container = next((c for c in spec["containers"] if c.get("name") == "mlflow"), spec["containers"][0])
+        spec["containers"] = [container]
         container["args"] = ["migrate"]
         container.pop("command", None)
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):

@@ -24,7 +24,9 @@ from mlopskit.kube import render, sealing, validate
 from mlopskit.kube.apply import ApplyResult, Engine
 from mlopskit.kube.applyset import ObjectRef
 from mlopskit.kube.client import api_client, dynamic_client
+from mlopskit.kube.discovery import Discovery
 from mlopskit.kube.order import unknown_kinds
+from mlopskit.kube.retry import RetryPolicy
 from mlopskit.kube.wait import Readiness, wait_for_rollout
 from mlopskit.mlflow_admin import MlflowClient, smoke_check, wait_healthy
 from mlopskit.settings import Settings
@@ -46,10 +48,40 @@ def kubernetes_version(settings: Settings) -> str:
     return settings.cluster.k3s_version.split("+")[0].removeprefix("v")
 
 
-def rendered_objects(settings: Settings, mlflow_image: str) -> list[dict[str, Any]]:
-    """Render the k8s/ templates with the settings and validate them against the cluster's schema."""
-    objects = render.render_manifests(settings, mlflow_image=mlflow_image)
-    validate.validate_objects(objects, kubernetes_version(settings))
+def cluster_features(settings: Settings, dyn: DynamicClient | None) -> render.ClusterFeatures:
+    """What the cluster serves that the settings can use (a ServiceMonitor's CRD); the cluster is asked only
+    when a setting depends on the answer. Raises PlatformError for platform.metrics.service_monitor: true on
+    a cluster without the CRD, before anything is applied."""
+    metrics = settings.platform.metrics
+    if dyn is None or not metrics.enabled or metrics.service_monitor is False:
+        return render.ClusterFeatures()
+    api_version, kind = render.SERVICE_MONITOR_API
+    served = Discovery(dyn, RetryPolicy()).serves(api_version, kind)
+    if metrics.service_monitor is True and not served:
+        raise PlatformError(
+            f"{settings.describe('platform.metrics.service_monitor')}: is true, but the cluster serves no "
+            f"{api_version} {kind}; install the Prometheus Operator's CRDs first, or set it to auto (a "
+            "ServiceMonitor only where the CRD exists) or false"
+        )
+    return render.ClusterFeatures(service_monitor=served)
+
+
+def rendered_objects(settings: Settings, mlflow_image: str, dyn: DynamicClient | None = None) -> list[dict[str, Any]]:
+    """Render the k8s/ templates with the settings and validate them against the cluster's schema.
+
+    With a cluster (dyn), rendering follows what it serves (cluster_features) and custom resources are also
+    validated against the cluster's own CRDs; without one, nothing optional is rendered."""
+    objects = render.render_manifests(settings, mlflow_image=mlflow_image, features=cluster_features(settings, dyn))
+    version = kubernetes_version(settings)
+    crds: list[dict[str, Any]] = []
+    if dyn is not None:
+        discovery = Discovery(dyn, RetryPolicy())
+        crds = [
+            crd
+            for api_version, kind in validate.custom_kinds(objects, version)
+            if (crd := discovery.crd_of(api_version, kind))
+        ]
+    validate.validate_objects(objects, version, crds)
     return objects
 
 
@@ -111,14 +143,13 @@ def deploy(
 ) -> DeployOutcome:
     """Render, validate, seal, apply in order, prune, wait for rollouts and verify MLflow end to end."""
     settings.require("deploy")
+    api, dyn = connect(settings)
     console.step("Rendering and validating manifests")
-    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings))
+    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings), dyn)
     notes: list[str] = []
     unknown = unknown_kinds(objects)
     if unknown:
         notes.append(f"kinds without a known phase, applied after config and before workloads: {', '.join(unknown)}")
-
-    api, dyn = connect(settings)
     namespace = settings.platform.namespace
     engine = Engine(dyn, namespace, force=force, dry_run=dry_run, progress=progress_printer(dry_run))
 
@@ -271,8 +302,8 @@ def platform_url(settings: Settings) -> str | None:
 
 def diff(settings: Settings, mlflow_image: str | None = None) -> list[tuple[ObjectRef, str]]:
     """Per-object unified diffs between the live cluster and a server-side dry run of a deploy."""
-    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings))
     api, dyn = connect(settings)
+    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings), dyn)
     # The sealed files on disk, not a fresh seal: sealing is randomized and would always differ.
     sealed, note = sealed_objects(settings, api, reseal=False)
     if not sealed:

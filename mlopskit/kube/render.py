@@ -11,6 +11,10 @@ until both databases are at the schema head of the image, which only the migrati
 (``mlflow-migrate-<hash>``) brings them to; the Job's name carries a hash of the image and the
 database settings, so a change renders a new Job (Jobs are immutable) and the old one is pruned.
 The bucket Job is named the same way and retries until the object store answers.
+
+What the cluster serves can change what is rendered: a ServiceMonitor only where its CRD exists
+(platform.metrics.service_monitor: auto). The caller asks the cluster first (ClusterFeatures, filled by
+kube/deploy.py) and passes the answer in; rendering itself never talks to a cluster.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ import yaml
 
 from mlopskit import credentials, formats
 from mlopskit.contract import (
+    METRICS_PORT_NAME,
     MINIO_PORT,
+    MLFLOW_METRICS_PORT,
     MLFLOW_PORT,
     MLFLOW_SERVICE,
     POSTGRES_PORT,
     POSTGRES_SERVICE,
+    SEAWEEDFS_METRICS_PORT,
     SEAWEEDFS_S3_PORT,
     allowed_hosts,
 )
@@ -52,6 +59,7 @@ COMPONENTS = (
     "mlflow",
     "backup",
     "ingress",
+    "monitoring",
     "policies",
     "sealed-secrets",
 )
@@ -63,6 +71,26 @@ AUTH_TEMPLATE_PATH = "/etc/mlflow/basic_auth.ini.template"
 SCHEDULED_BACKUP = "mlflow-backup"
 NFS_NAMESPACE = "kube-system"
 NFS_PROVISIONER = "mlopskit.io/nfs-subdir"
+# The emptyDir the MLflow server's workers write their metrics to, and its `metrics` container reads.
+METRICS_DIR = "/run/mlflow-metrics"
+SERVICE_MONITOR_API = ("monitoring.coreos.com/v1", "ServiceMonitor")
+GC_CRONJOB = "mlflow-gc"
+
+
+@dataclass(frozen=True)
+class ClusterFeatures:
+    """Optional APIs the target cluster serves, asked before rendering; the default is a cluster with none
+    (what `invoke render` assumes, since it asks no cluster)."""
+
+    service_monitor: bool = False  # monitoring.coreos.com/v1 ServiceMonitor (the Prometheus Operator's CRD)
+
+
+def renders_service_monitor(settings: Settings, features: ClusterFeatures) -> bool:
+    """Whether the ServiceMonitor is rendered: metrics on, and service_monitor true, or auto with the CRD served."""
+    metrics = settings.platform.metrics
+    if not metrics.enabled or metrics.service_monitor is False:
+        return False
+    return metrics.service_monitor is True or features.service_monitor
 
 
 @dataclass(frozen=True)
@@ -158,7 +186,9 @@ def _image_version(image: str) -> str | None:
     return tail.split(":", 1)[1].split("@", 1)[0] if ":" in tail else None
 
 
-def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
+def template_context(
+    settings: Settings, mlflow_image: str, features: ClusterFeatures = ClusterFeatures()
+) -> dict[str, Any]:
     """What templates see: plain non-secret values derived from settings (never a secret)."""
     p = settings.platform
     image = mlflow_image
@@ -257,6 +287,26 @@ def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
             "bucket_job": f"mlflow-bucket-{_short_hash(image, endpoint, store.bucket, store.region)}",
         },
         "backup": scheduled_backup_context(settings),
+        "metrics": {
+            "enabled": p.metrics.enabled,
+            "service_monitor": renders_service_monitor(settings, features),
+            # The user's labels, then the recommended ones (which a user's label never replaces).
+            "service_monitor_labels": {**p.metrics.labels, **labels("mlopskit", "metrics", ns)},
+            "namespace": p.metrics.namespace,
+            "port_name": METRICS_PORT_NAME,
+            "mlflow_port": MLFLOW_METRICS_PORT,
+            "seaweedfs_port": SEAWEEDFS_METRICS_PORT,
+            "dir": METRICS_DIR,
+            # Components whose Services carry a `metrics` port (Postgres's image has no exporter; MinIO's
+            # metrics share its S3 port and need a bearer token: neither is scraped).
+            "components": ["mlflow", *(["seaweedfs"] if store.kind == "seaweedfs" else [])],
+        },
+        "gc": {
+            "enabled": p.gc.enabled,
+            "name": GC_CRONJOB,
+            "schedule": p.gc.schedule,
+            "older_than": p.gc.older_than,
+        },
         "ingress": {
             "enabled": p.ingress.enabled,
             "host": p.ingress.host,
@@ -351,10 +401,15 @@ def template_files(templates_dir: Path = TEMPLATES_DIR) -> Iterator[Path]:
             yield from sorted(folder.glob("*.yaml.j2"))
 
 
-def render_sources(settings: Settings, mlflow_image: str, templates_dir: Path = TEMPLATES_DIR) -> list[RenderedObject]:
+def render_sources(
+    settings: Settings,
+    mlflow_image: str,
+    templates_dir: Path = TEMPLATES_DIR,
+    features: ClusterFeatures = ClusterFeatures(),
+) -> list[RenderedObject]:
     """Every object with the template it came from."""
     env = environment(templates_dir)
-    context = template_context(settings, mlflow_image)
+    context = template_context(settings, mlflow_image, features)
     rendered: list[RenderedObject] = []
     for path in template_files(templates_dir):
         name = path.relative_to(templates_dir).as_posix()
@@ -384,9 +439,11 @@ def render_sources(settings: Settings, mlflow_image: str, templates_dir: Path = 
     return rendered
 
 
-def render_manifests(settings: Settings, mlflow_image: str) -> list[dict[str, Any]]:
+def render_manifests(
+    settings: Settings, mlflow_image: str, features: ClusterFeatures = ClusterFeatures()
+) -> list[dict[str, Any]]:
     """Every object of the platform as plain dicts, in a stable order (components, then files, then documents)."""
-    return [item.obj for item in render_sources(settings, mlflow_image)]
+    return [item.obj for item in render_sources(settings, mlflow_image, features=features)]
 
 
 def manifest_images(objects: list[dict[str, Any]]) -> list[str]:

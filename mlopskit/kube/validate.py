@@ -3,13 +3,14 @@
 Built-in kinds use the strict JSON schemas that the `kubernetes-validate` package ships per release
 (unknown fields are errors, so a typo in a template fails here instead of being dropped by the API
 server). Custom resources are checked against the openAPIV3Schema of their CRD when that CRD is in
-the same rendered set, and reported as skipped otherwise.
+the same rendered set or was read from the cluster (deploy passes those), and reported as skipped otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -128,11 +129,31 @@ def _crd_validators(objects: list[dict[str, Any]]) -> dict[tuple[str, str], json
     return found
 
 
-def check_objects(objects: list[dict[str, Any]], kubernetes_version: str) -> ValidationReport:
-    """Validate every object; collect every problem instead of stopping at the first."""
+def custom_kinds(objects: list[dict[str, Any]], kubernetes_version: str) -> list[tuple[str, str]]:
+    """(apiVersion, kind) of the objects that neither a built-in schema nor a CRD of the same set covers: the
+    kinds whose CRD, if the cluster has one, check_objects can be given (`crds`)."""
+    version = schema_version(kubernetes_version)
+    custom = _crd_validators(objects)
+    found: dict[tuple[str, str], None] = {}
+    for obj in objects:
+        kind, api_version = obj.get("kind"), obj.get("apiVersion")
+        if not isinstance(kind, str) or not isinstance(api_version, str) or (api_version, kind) in custom:
+            continue
+        if _builtin_validator(version, kind, api_version) is None:
+            found[(api_version, kind)] = None
+    return list(found)
+
+
+def check_objects(
+    objects: list[dict[str, Any]], kubernetes_version: str, crds: Sequence[dict[str, Any]] = ()
+) -> ValidationReport:
+    """Validate every object; collect every problem instead of stopping at the first.
+
+    Custom resources are checked against a CRD of the same set, else against one of `crds` (CRDs read
+    from the cluster, such as the Prometheus Operator's ServiceMonitor), else reported as skipped."""
     version = schema_version(kubernetes_version)
     report = ValidationReport(version)
-    custom = _crd_validators(objects)
+    custom = _crd_validators([*crds, *objects])
     for obj in objects:
         label = _describe(obj)
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
@@ -160,9 +181,11 @@ def _message(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
-def validate_objects(objects: list[dict[str, Any]], kubernetes_version: str) -> None:
+def validate_objects(
+    objects: list[dict[str, Any]], kubernetes_version: str, crds: Sequence[dict[str, Any]] = ()
+) -> None:
     """Raise PlatformError listing every invalid object (kind/name, template, field path, message)."""
-    report = check_objects(objects, kubernetes_version)
+    report = check_objects(objects, kubernetes_version, crds)
     for line in report.skipped:
         console.warn(f"not validated: {line}")
     if report.errors:

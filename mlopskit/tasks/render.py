@@ -32,6 +32,12 @@ def render(
     objects = render_manifests(settings, mlflow_image=image or mlflow_image_ref(settings))
     validate_objects(objects, settings.cluster.k3s_version)
     console.ok(f"{len(objects)} objects rendered and valid against Kubernetes {settings.cluster.k3s_version}")
+    metrics = settings.platform.metrics
+    if metrics.enabled and metrics.service_monitor == "auto":
+        console.info(
+            "no ServiceMonitor: platform.metrics.service_monitor is auto and `invoke render` asks no cluster "
+            "whether it serves one; `invoke deploy` adds it where the CRD exists (true renders it here too)"
+        )
     folder = Path(out)
     if not folder.is_absolute():
         folder = project_root(c) / folder
