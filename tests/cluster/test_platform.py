@@ -9,6 +9,11 @@ Stand-in: the Sealed Secrets controller is the offline image from docker/offline
 (the upstream image cannot be pulled here); it does what the controller does with our sealed files. The
 API server, the node, PostgreSQL, SeaweedFS, MLflow and their Jobs are the real thing.
 
+The deployment has metrics (platform.metrics) and housekeeping (platform.gc) on. The ServiceMonitor CRD is
+the stand-in of tests/service_monitor_crd.py (the Prometheus Operator's own cannot be fetched here), installed
+before the first deploy when the cluster has none, so deploy's `auto` finds it; the "monitoring" namespace is a
+throwaway one.
+
 The tests of this module share one deployment and run in file order: each step starts from the state the
 previous one left, as a user's session would.
 """
@@ -23,12 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+import yaml
 from kubernetes import client
+from kubernetes.dynamic import DynamicClient
 
+from mlopskit.contract import MLFLOW_METRICS_PORT, SEAWEEDFS_METRICS_PORT, SEAWEEDFS_S3_PORT
 from mlopskit.envfile import env_line
 from mlopskit.hosts.images import images_to_deliver
 from mlopskit.image_names import mlflow_image_ref
 from mlopskit.kube.portforward import forward_service
+from mlopskit.object_store import s3_client
+from tests.cluster.conftest import service_monitor_crd_installed
 from tests.cluster.project import IMAGE_TAG, PUNCTUATION, SECRETS, Platform, make_project
 from tests.plain_client import plain_client_round_trip
 
@@ -38,10 +49,42 @@ ROTATED_ADMIN_PASSWORD = "Rotated-" + PUNCTUATION
 
 
 @pytest.fixture(scope="module")
+def monitoring_namespace(api: client.ApiClient) -> Iterator[str]:
+    """The namespace platform.metrics.namespace names: the only one the metrics NetworkPolicies let in."""
+    core = client.CoreV1Api(api)
+    name = f"mlopskit-mon-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="module")
+def service_monitor_crd(dyn: DynamicClient) -> Iterator[None]:
+    with service_monitor_crd_installed(dyn):
+        yield
+
+
+# What the platform's config/platform.yaml holds for this module (the replica test adds replicas to it).
+def platform_yaml(monitoring_namespace: str) -> dict[str, Any]:
+    return {
+        "platform": {
+            "metrics": {"enabled": True, "namespace": monitoring_namespace, "labels": {"release": "e2e"}},
+            # A schedule that never comes during the test: the test starts its own Job from the CronJob.
+            "gc": {"enabled": True, "schedule": "0 0 1 1 *", "older_than": "1s"},
+        }
+    }
+
+
+@pytest.fixture(scope="module")
 def platform(
-    api: client.ApiClient, node_images: Callable[[list[str]], None], tmp_path_factory: Any
+    api: client.ApiClient,
+    node_images: Callable[[list[str]], None],
+    tmp_path_factory: Any,
+    monitoring_namespace: str,
+    service_monitor_crd: None,
 ) -> Iterator[Platform]:
     deployed = make_project(tmp_path_factory.mktemp("project"), api, node_images, "mlopskit-e2e")
+    (deployed.root / "config" / "platform.yaml").write_text(yaml.safe_dump(platform_yaml(monitoring_namespace)))
     yield deployed
     deployed.destroy()
 
@@ -153,6 +196,222 @@ def test_a_missing_mlflow_image_stops_deploy_with_the_pods_waiting_reason(
     assert restored.returncode == 0, restored.stdout + restored.stderr
 
 
+def label_selector(selector: Any) -> str:
+    """A V1LabelSelector as the query string the API server evaluates (matchLabels and In expressions)."""
+    terms = [f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items())]
+    for expression in selector.match_expressions or []:
+        assert expression.operator == "In", expression
+        terms.append(f"{expression.key} in ({','.join(expression.values)})")
+    return ",".join(terms)
+
+
+def metrics_total(text: str, name: str, label: str = "") -> float:
+    """The sum of a metric's samples over the label sets that contain `label` (e.g. 'status="200"')."""
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") and label in line
+    )
+
+
+def test_metrics_answer_without_a_login_on_their_own_port_and_count_the_requests_the_api_served(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    """One replica here, so the API's port-forward and the metrics port-forward reach the same pod."""
+    core: Any = client.CoreV1Api(platform.api)
+    selector = "app.kubernetes.io/name=mlflow,app.kubernetes.io/component=server"
+    assert len(core.list_namespaced_pod(platform.namespace, label_selector=selector).items) == 1
+
+    def scrape() -> requests.Response:
+        with forward_service(platform.api, platform.namespace, "mlflow", MLFLOW_METRICS_PORT) as port:
+            return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30)  # no credentials
+
+    before = scrape()
+    assert before.status_code == 200
+    assert before.headers["Content-Type"].startswith("text/plain")
+    with platform.mlflow() as mlflow:
+        anonymous = requests.get(
+            f"{mlflow.url}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=30
+        )
+        assert anonymous.status_code == 401  # the API still needs a login
+        assert requests.get(f"{mlflow.url}/metrics", timeout=30).status_code == 401  # and so does its own /metrics
+        for _ in range(7):
+            mlflow.api("GET", "experiments/search", params={"max_results": 1})
+    after = scrape()
+    assert after.status_code == 200
+    name, ok = "mlflow_http_request_total", 'status="200"'
+    assert metrics_total(after.text, name, ok) - metrics_total(before.text, name, ok) >= 7, after.text[:2000]
+    assert metrics_total(after.text, name, 'status="401"') >= 2
+    assert "mlflow_http_request_duration_seconds_bucket{" in after.text
+
+
+def test_seaweedfs_metrics_answer_on_its_metrics_port(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    with forward_service(platform.api, platform.namespace, "seaweedfs", SEAWEEDFS_METRICS_PORT) as port:
+        response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
+    assert response.status_code == 200
+    assert "SeaweedFS_master_is_leader" in response.text
+
+
+def test_the_service_monitor_is_deployed_where_its_crd_exists_and_selects_the_services_with_a_metrics_port(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    monitor = (
+        DynamicClient(platform.api)
+        .resources.get(api_version="monitoring.coreos.com/v1", kind="ServiceMonitor")
+        .get(name="mlopskit", namespace=platform.namespace)
+        .to_dict()
+    )
+    assert monitor["metadata"]["labels"]["release"] == "e2e"
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics"}]
+    spec = monitor["spec"]["selector"]
+    terms = [f"{k}={v}" for k, v in sorted(spec["matchLabels"].items())]
+    terms += [f"{e['key']} in ({','.join(e['values'])})" for e in spec["matchExpressions"]]
+    core: Any = client.CoreV1Api(platform.api)
+    selected = core.list_namespaced_service(platform.namespace, label_selector=",".join(terms)).items
+    assert {s.metadata.name for s in selected} == {"mlflow", "seaweedfs"}
+    for service in selected:
+        assert "metrics" in {p.name for p in service.spec.ports}, service.metadata.name
+
+
+def test_the_metrics_policy_is_accepted_and_selects_exactly_the_mlflow_pods_metrics_port_and_monitoring(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str], monitoring_namespace: str
+) -> None:
+    """Enforcement is NOT tested here: this cluster's network plugin (a plain CNI bridge, see
+    /work/shared/REAL_CLUSTER.md) ignores NetworkPolicies, so a pod in any namespace reaches the metrics port,
+    and a test that tried would prove nothing. What is tested: the API server accepted the policy, and its
+    selectors, evaluated by the API server against the live objects, pick exactly the MLflow Deployment's
+    pods, on each exactly the metrics container's port (the one the Service's `metrics` port targets), and
+    exactly the monitoring namespace. A cluster whose CNI enforces policies (K3s's embedded controller,
+    Calico, Cilium) then admits only that namespace."""
+    core: Any = client.CoreV1Api(platform.api)
+    apps: Any = client.AppsV1Api(platform.api)
+    policy: Any = client.NetworkingV1Api(platform.api).read_namespaced_network_policy(
+        "mlflow-metrics-from-monitoring", platform.namespace
+    )
+    assert policy.spec.policy_types == ["Ingress"]
+    (rule,) = policy.spec.ingress
+    (peer,) = rule._from
+    assert peer.pod_selector is None and peer.ip_block is None
+
+    # Pods: the policy's selector against the pods the mlflow Deployment owns (through its ReplicaSets).
+    deployment = apps.read_namespaced_deployment("mlflow", platform.namespace)
+    replica_sets = {
+        rs.metadata.uid
+        for rs in apps.list_namespaced_replica_set(platform.namespace).items
+        if any(o.uid == deployment.metadata.uid for o in rs.metadata.owner_references or [])
+    }
+    owned = {
+        p.metadata.name
+        for p in core.list_namespaced_pod(platform.namespace).items
+        if any(o.uid in replica_sets for o in p.metadata.owner_references or [])
+        and p.metadata.deletion_timestamp is None
+    }
+    selected_pods = core.list_namespaced_pod(
+        platform.namespace, label_selector=label_selector(policy.spec.pod_selector)
+    ).items
+    assert owned and {p.metadata.name for p in selected_pods if p.metadata.deletion_timestamp is None} == owned
+
+    # Port: a name, resolved on each selected pod to exactly the metrics container's port.
+    assert [(p.protocol, p.port) for p in rule.ports] == [("TCP", "metrics")]
+    service: Any = core.read_namespaced_service("mlflow", platform.namespace)
+    assert {p.name: p.target_port for p in service.spec.ports}["metrics"] == "metrics"
+    for pod in selected_pods:
+        named = [(c.name, p.container_port) for c in pod.spec.containers for p in c.ports or [] if p.name == "metrics"]
+        assert named == [("metrics", MLFLOW_METRICS_PORT)], pod.metadata.name
+
+    # Namespace: the policy's namespace selector against every namespace of the cluster.
+    namespaces = core.list_namespace(label_selector=label_selector(peer.namespace_selector)).items
+    assert [n.metadata.name for n in namespaces] == [monitoring_namespace]
+
+
+def gc_job_from_cronjob(api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    """A Job from the gc CronJob's template, as `kubectl create job --from=cronjob/mlflow-gc` makes it."""
+    cronjob: Any = client.BatchV1Api(api).read_namespaced_cron_job("mlflow-gc", namespace)
+    template = api.sanitize_for_serialization(cronjob.spec.job_template)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": f"mlflow-gc-manual-{uuid.uuid4().hex[:6]}",
+            "namespace": namespace,
+            "labels": template["metadata"]["labels"],
+            "annotations": {"cronjob.kubernetes.io/instantiate": "manual"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "name": "mlflow-gc",
+                    "uid": cronjob.metadata.uid,
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": template["spec"],
+    }
+
+
+def test_a_job_from_the_gc_cronjob_deletes_a_deleted_run_with_its_artifacts_and_keeps_the_rest(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    payload = b"housekeeping " + uuid.uuid4().bytes
+    with platform.mlflow() as mlflow:
+        experiment = str(mlflow.api("POST", "experiments/create", json={"name": "housekeeping"})["experiment_id"])
+        runs = {}
+        for role in ("deleted", "kept"):
+            info = mlflow.api("POST", "runs/create", json={"experiment_id": experiment})["run"]["info"]
+            path = str(info["artifact_uri"]).removeprefix("mlflow-artifacts:").lstrip("/")
+            mlflow.upload_artifact(f"{path}/model.bin", payload)
+            runs[role] = (str(info["run_id"]), path)
+        mlflow.api("POST", "runs/delete", json={"run_id": runs["deleted"][0]})
+    time.sleep(2)  # older_than is 1s: the deletion must be older than that when gc looks
+
+    batch: Any = client.BatchV1Api(platform.api)
+    core: Any = client.CoreV1Api(platform.api)
+    job = gc_job_from_cronjob(platform.api, platform.namespace)
+    batch.create_namespaced_job(platform.namespace, job)
+    name = job["metadata"]["name"]
+    deadline = time.monotonic() + 600
+    while True:
+        status = batch.read_namespaced_job(name, platform.namespace).status
+        if status.succeeded or status.failed:
+            break
+        assert time.monotonic() < deadline, f"Job {name} did not finish"
+        time.sleep(2)
+    (pod,) = core.list_namespaced_pod(platform.namespace, label_selector=f"job-name={name}").items
+    log = str(core.read_namespaced_pod_log(pod.metadata.name, platform.namespace))
+    print(log)
+    assert status.succeeded == 1, log
+    assert f"Run with ID {runs['deleted'][0]} has been permanently deleted." in log
+    assert runs["kept"][0] not in log
+    # What it ran with: no ServiceAccount token, under the namespace's Pod Security `restricted`.
+    assert pod.spec.automount_service_account_token is False
+    assert not [v for v in pod.spec.volumes or [] if v.projected is not None]
+
+    with platform.mlflow() as mlflow:
+        missing = requests.get(
+            f"{mlflow.url}/api/2.0/mlflow/runs/get",
+            params={"run_id": runs["deleted"][0]},
+            auth=mlflow.session.auth,
+            timeout=30,
+        )
+        assert missing.status_code == 404 and "RESOURCE_DOES_NOT_EXIST" in missing.text
+        assert (
+            mlflow.api("GET", "runs/get", params={"run_id": runs["kept"][0]})["run"]["info"]["lifecycle_stage"]
+            == "active"
+        )
+        assert mlflow.download_artifact(f"{runs['kept'][1]}/model.bin") == payload
+    settings = platform.settings()
+    with forward_service(platform.api, platform.namespace, "seaweedfs", SEAWEEDFS_S3_PORT) as port:
+        s3 = s3_client(settings, f"http://127.0.0.1:{port}")
+        bucket = settings.platform.object_store.bucket
+
+        def keys(prefix: str) -> list[str]:
+            return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])]
+
+        assert keys(runs["deleted"][1]) == []
+        assert keys(runs["kept"][1]) == [f"{runs['kept'][1]}/model.bin"]
+
+
 # Runs in a pod inside the namespace: logs runs through the mlflow Service (kube-proxy spreads connections
 # over the replicas) and prints the id of every run whose creation was acknowledged with HTTP 200.
 LOAD_CLIENT = r"""
@@ -235,7 +494,10 @@ def client_may_reach_mlflow(namespace: str) -> dict[str, Any]:
 def test_three_replicas_lose_no_acknowledged_write_when_a_pod_is_deleted_under_load(
     platform: Platform, first_deploy: subprocess.CompletedProcess[str]
 ) -> None:
-    (platform.root / "config" / "platform.yaml").write_text("platform:\n  mlflow:\n    replicas: 3\n")
+    config = platform.root / "config" / "platform.yaml"
+    values = yaml.safe_load(config.read_text())
+    values["platform"]["mlflow"] = {"replicas": 3}
+    config.write_text(yaml.safe_dump(values))
     scaled = platform.invoke("deploy", "--timeout", "900")
     assert scaled.returncode == 0, scaled.stdout + scaled.stderr
     core: Any = client.CoreV1Api(platform.api)
