@@ -67,6 +67,9 @@ def metrics_server(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     yield directory, url
     process.terminate()
     process.wait(timeout=30)
+    # It ends on SIGTERM by itself (exit 0, not killed by the signal): as PID 1 of its container, a process
+    # without a handler would ignore SIGTERM and hold every pod deletion for the whole grace period.
+    assert process.returncode == 0
 
 
 def scrape(url: str) -> str:

@@ -28,6 +28,7 @@ import binascii
 import os
 import posixpath
 import re
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
@@ -257,8 +258,15 @@ def serve_metrics(directory: str, port: int, host: str = "0.0.0.0") -> None:  # 
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)
+    # PID 1 of its container: without a handler of its own, SIGTERM would be ignored and every pod deletion
+    # would wait out the grace period. The server thread is a daemon: leaving the main thread ends it.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     _, thread = start_http_server(port, addr=host, registry=registry)
     thread.join()
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
 
 
 # --------------------------------------------------------------------------------------------- gc
