@@ -880,7 +880,7 @@ class GcSettings(_Model):
     """A CronJob that runs `mlflow gc`: runs deleted longer ago than older_than go, with their artifacts."""
 
     enabled: bool = False
-    schedule: str = "0 3 * * *"  # cron, in the time zone of the cluster's controller manager (UTC on K3s)
+    schedule: str = "0 3 * * *"  # cron, in UTC
     older_than: str = "30d"  # mlflow gc --older-than: 30d, 12h, 1d2h30m, 90s
 
     @field_validator("schedule")
