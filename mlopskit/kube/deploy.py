@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from mlopskit import access, console
@@ -93,6 +94,38 @@ def is_controller_object(obj: dict[str, Any]) -> bool:
     return (meta.get("labels") or {}).get("app.kubernetes.io/name") == "sealed-secrets"
 
 
+def _container_images(workload: dict[str, Any]) -> dict[str, str]:
+    """{container name: image} of a workload's pod template (init containers included)."""
+    spec = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    return {str(c.get("name")): str(c.get("image")) for c in containers}
+
+
+def shared_image_changes(dyn: DynamicClient, controller: list[dict[str, Any]]) -> list[str]:
+    """One line per container of a live cluster-wide workload (the Sealed Secrets controller, which every
+    platform on the cluster relies on) whose image this deploy would change; none when it does not run yet."""
+    changes = []
+    for obj in controller:
+        if obj.get("kind") not in {"Deployment", "StatefulSet", "DaemonSet"}:
+            continue
+        meta = obj["metadata"]
+        resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        try:
+            live = resource.get(name=meta["name"], namespace=meta.get("namespace", CONTROLLER_NAMESPACE)).to_dict()
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise
+        running = _container_images(live)
+        for name, image in _container_images(obj).items():
+            if name in running and running[name] != image:
+                changes.append(
+                    f"{obj['kind']} {meta.get('namespace', CONTROLLER_NAMESPACE)}/{meta['name']} (shared by every "
+                    f"platform on this cluster): container {name} changes image {running[name]} -> {image}"
+                )
+    return changes
+
+
 def service_port(objects: list[dict[str, Any]], namespace: str, name: str) -> int:
     """The first port of a rendered Service, so verification follows the templates."""
     for obj in objects:
@@ -165,6 +198,12 @@ def deploy(
             dry_run=dry_run,
             progress=progress_printer(dry_run),
         )
+        for change in shared_image_changes(dyn, controller):
+            console.warn(
+                f"{change}; it follows images.source={settings.images.source!r} "
+                f"({settings.describe('images.source')}): make sure every node can pull or already holds it, or its "
+                "pods stop starting for every platform (IMAGE_SOURCE=offline renders the offline stand-in)"
+            )
         controller_engine.apply(controller)
         if not dry_run:
             _wait(dyn, controller, timeout)
