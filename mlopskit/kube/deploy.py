@@ -217,7 +217,10 @@ def deploy(
 
     console.step("Sealing credentials")
     sealed, note = sealed_objects(settings, api, reseal=not dry_run)
-    (console.info if sealed else console.warn)(note)
+    if dry_run:
+        # A dry run writes no sealed files: it plans with those on disk, which a real deploy refreshes first.
+        note += "; a real deploy first seals the credentials from .env into that folder (the dry run writes nothing)"
+    (console.info if sealed or dry_run else console.warn)(note)
 
     platform = [obj for obj in objects if not is_controller_object(obj)] + sealed
     console.step(
