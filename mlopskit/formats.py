@@ -223,6 +223,29 @@ def check_no_control_characters(value: str) -> str:
     return value
 
 
+def check_printable_ascii(value: str) -> str:
+    """A secret or a user name that travels in HTTP Basic auth (latin-1 at most in requests, ASCII in
+    MLflow's client), a URL or a config file: printable ASCII only (letters, digits, punctuation, space).
+    The message never quotes the value."""
+    if not all(32 <= ord(char) < 127 for char in value):
+        raise ValueError(
+            "must be printable ASCII (letters, digits, punctuation and spaces; no accented letters, other "
+            "alphabets or emoji): HTTP Basic auth and the other places it goes cannot carry other characters "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+        )
+    return value
+
+
+def check_basic_auth_user(value: str) -> str:
+    """A user name sent in HTTP Basic auth: printable ASCII without ':' (which separates name and password)."""
+    if not all(32 < ord(char) < 127 for char in value) or ":" in value:
+        raise ValueError(
+            "must be printable ASCII without spaces or ':' (HTTP Basic auth separates user name and password "
+            "with ':' and carries ASCII only)"
+        )
+    return value
+
+
 def host_port(host: str, port: int | None = None) -> str:
     """host:port for URLs and messages; an IPv6 address in brackets, as RFC 3986 requires."""
     bracketed = f"[{host}]" if _is_ip(host) and ":" in host else host

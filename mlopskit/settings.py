@@ -130,6 +130,15 @@ def check_bucket_name(value: str) -> str:
     return value
 
 
+class FieldProblem(ValueError):
+    """A check over a whole section that is about one of its keys: the error then names that key (and its
+    .env name and source) instead of the section. field: the key's path below the section, e.g. "enabled"."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -138,7 +147,22 @@ class _Model(BaseModel):
     def _no_control_characters(cls, value: Any) -> Any:
         for text in _texts(value):
             formats.check_no_control_characters(text)
+        for secret in _secret_texts(value):
+            # Secrets go into HTTP Basic auth, URLs, sudo's prompt and .env: the same rule from every door.
+            formats.check_printable_ascii(secret)
         return value
+
+
+def _secret_texts(value: Any) -> Iterator[str]:
+    """The secret values inside a field's value (a SecretStr, or SecretStr items of a list or mapping)."""
+    if isinstance(value, SecretStr):
+        yield value.get_secret_value()
+    elif isinstance(value, list):
+        for item in value:
+            yield from _secret_texts(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _secret_texts(item)
 
 
 def _texts(value: Any) -> Iterator[str]:
@@ -169,7 +193,9 @@ class Host(_Model):
     user: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     key_path: Path | None = None
-    sudo_password: SecretStr | None = None
+    # A host whose sudo password differs from SSH_SUDO_PASSWORD names the .env key that holds its own.
+    sudo_password_env: str | None = None
+    sudo_password: SecretStr | None = None  # filled by the loader from .env or the environment, never from a file
     # The name SSH connects to, looked up in the SSH config (a Host alias); default: address. The address
     # stays the node's address in the cluster (tls-san, join URL, NFS exports).
     ssh_host: str | None = None
@@ -195,6 +221,19 @@ class Host(_Model):
     @classmethod
     def _address(cls, value: str) -> str:
         return _check_host_address(value)
+
+    @field_validator("sudo_password_env")
+    @classmethod
+    def _sudo_password_env(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not _ENV_NAME.fullmatch(value):
+                raise ValueError("must be an environment variable name such as S2_SUDO_PASSWORD (A-Z, 0-9, _)")
+            if value in ENV_KEYS:
+                raise ValueError(
+                    f"{value} is a platform setting; name a key of this host's own, e.g. S2_SUDO_PASSWORD "
+                    "(SSH_SUDO_PASSWORD already applies to every host without sudo_password_env)"
+                )
+        return value
 
     @field_validator("labels")
     @classmethod
@@ -329,6 +368,11 @@ class RegistryAuth(_Model):
     password_env: str
     password: SecretStr | None = None  # filled by the loader from .env or the environment, never from a file
 
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        return formats.check_basic_auth_user(value)
+
     @field_validator("password_env")
     @classmethod
     def _password_env(cls, value: str) -> str:
@@ -434,6 +478,17 @@ class ClusterSettings(_Model):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"host names must be unique; repeated: {', '.join(duplicates)}")
+        addresses = [ipaddress.ip_address(a).compressed if formats.is_ip(a) else a.lower() for a in
+                     (h.address for h in hosts)]
+        repeated = sorted({a for a in addresses if addresses.count(a) > 1})
+        if repeated:
+            owners = "; ".join(
+                f"{a}: {', '.join(h.name for h, b in zip(hosts, addresses, strict=True) if b == a)}" for a in repeated
+            )
+            raise ValueError(
+                f"host addresses must be unique: one machine is one host (give it every role it has); "
+                f"repeated: {owners}"
+            )
         servers = [h for h in hosts if "server" in h.roles]
         if hosts and not servers:
             raise ValueError("at least one host needs the role 'server'")
@@ -622,7 +677,7 @@ class ObjectStoreSettings(_Model):
     @model_validator(mode="after")
     def _external(self) -> ObjectStoreSettings:
         if self.kind == "external" and not self.endpoint:
-            raise ValueError("kind 'external' needs an endpoint (S3_ENDPOINT)")
+            raise FieldProblem("kind", "kind 'external' needs an endpoint (S3_ENDPOINT)")
         return self
 
 
@@ -646,7 +701,7 @@ class PostgresSettings(_Model):
     @model_validator(mode="after")
     def _external(self) -> PostgresSettings:
         if self.mode == "external" and self.dsn is None:
-            raise ValueError("mode 'external' needs a DSN (POSTGRES_DSN)")
+            raise FieldProblem("mode", "mode 'external' needs a DSN (POSTGRES_DSN)")
         if self.tracking_db == self.auth_db:
             raise ValueError("tracking_db and auth_db must differ: auth data lives in its own database")
         return self
@@ -693,6 +748,12 @@ class MlflowSettings(_Model):
                 raise ValueError(f"{entry!r} must be a host, host:port or pattern such as *.example.com or host:*")
         return value
 
+    @field_validator("admin_user")
+    @classmethod
+    def _admin_user(cls, value: str) -> str:
+        # An MLflow user like those of config/access.yaml: the same rule (no ':', ASCII for HTTP Basic auth).
+        return _check_access_name(value)
+
     @field_validator("admin_password")
     @classmethod
     def _password(cls, value: SecretStr | None) -> SecretStr | None:
@@ -730,7 +791,7 @@ class IngressSettings(_Model):
     @model_validator(mode="after")
     def _host(self) -> IngressSettings:
         if self.enabled and not self.host:
-            raise ValueError("an enabled ingress needs a host (INGRESS_HOST)")
+            raise FieldProblem("enabled", "an enabled ingress needs a host (INGRESS_HOST)")
         return self
 
 
@@ -987,7 +1048,7 @@ class SecretValues:
 
     def _required(self, value: SecretStr | None, path: str) -> str:
         if value is None:
-            raise SettingsError([f"{path}: not set; set {ENV_BY_PATH[path]} in {ENV_FILE} (or run `invoke init`)"])
+            raise SettingsError([f"{path}: not set; {self._settings.unset_hint(path)} (or run `invoke init`)"])
         return value.get_secret_value()
 
     @property
@@ -1170,7 +1231,8 @@ class Settings(_Model):
     def _cross(self) -> Settings:
         storage = self.platform.storage
         if storage.kind == "nfs" and not (storage.nfs_server or self.cluster.nfs_host):
-            raise ValueError(
+            raise FieldProblem(
+                "platform.storage.kind",
                 "storage kind 'nfs' needs an NFS server: set platform.storage.nfs_server "
                 "or give one inventory host the role 'nfs'"
             )
@@ -1185,6 +1247,16 @@ class Settings(_Model):
         """Where the value at a dotted path came from: a file, an environment variable or 'default'."""
         return self.sources.get(path, DEFAULT_SOURCE)
 
+    def unset_hint(self, path: str) -> str:
+        """How to set a missing key: its .env line when .env lists it with an empty value, else where it goes."""
+        env = ENV_BY_PATH.get(path)
+        empty = self.sources.get(path + _EMPTY_SUFFIX)
+        if env and empty:
+            return f"{env} is empty in {empty}; give it a value there (see .env.example)"
+        if env:
+            return f"set {env} in {ENV_FILE} (see .env.example)"
+        return f"set it in {PLATFORM_FILE}"
+
     def describe(self, path: str) -> str:
         """The key as a user would look for it, with where it came from."""
         env = ENV_BY_PATH.get(path)
@@ -1196,13 +1268,13 @@ class Settings(_Model):
         missing = []
         for path in required_for(self, command):
             if get_path(self, path) in (None, "", []):
-                env = ENV_BY_PATH.get(path)
-                where = f"set {env} in {ENV_FILE} (see .env.example)" if env else f"set it in {PLATFORM_FILE}"
-                missing.append(f"{path}: required by `invoke {command}` but not set; {where}")
+                missing.append(f"{path}: required by `invoke {command}` but not set; {self.unset_hint(path)}")
         if command in {"up", "deploy", "seal", "access"}:
             missing += missing_passwords(self)
         if command == "provision":
             missing += missing_registry_passwords(self)
+        if command in {"provision", "upgrade", "reset"}:
+            missing += missing_sudo_passwords(self)
         if command in {"provision", "upgrade", "reset"} and not self.cluster.hosts:
             missing.append(
                 f"cluster.hosts: `invoke {command}` needs hosts; copy config/inventory.example.yaml "
@@ -1309,6 +1381,8 @@ ENV_KEYS: dict[str, str] = {
     "BACKUP_S3_SECRET_KEY": "platform.backup.destination.secret_key",
 }
 ENV_BY_PATH = {path: env for env, path in ENV_KEYS.items()}
+# Settings.sources also records where .env lists a key with an empty value, under its path plus this suffix.
+_EMPTY_SUFFIX = " (empty)"
 _LIST_PATHS = {"platform.mlflow.allowed_hosts"}
 
 # Keys `invoke init` fills with fresh random values when it writes .env.
@@ -1331,10 +1405,17 @@ class _Layers:
     problems: list[str] = field(default_factory=list)
 
     def put(self, path: str, value: Any, source: str) -> None:
+        """Set the value at a dotted path. Where a file wrote a section as something other than a mapping
+        (`mlflow: 5`), the value is dropped: the section's own error names it, with its file and line."""
         node = self.data
         *parents, leaf = path.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                return
+            node = child
         node[leaf] = value
         self.sources[path] = source
 
@@ -1400,6 +1481,8 @@ def _refuse_aliases(text: str, label: str) -> str | None:
 
 def _read_yaml(path: Path, label: str, layers: _Layers, wrap: str | None = None) -> None:
     if not path.is_file():
+        if path.exists():
+            layers.problems.append(f"{label}: is not a file (a directory?); move it away or make it a file")
         return
     text = _read_text(path, label, layers)
     if text is None:
@@ -1426,6 +1509,14 @@ def _read_yaml(path: Path, label: str, layers: _Layers, wrap: str | None = None)
         settings_path = f"{wrap}.{file_path}" if wrap else file_path
         line = lines.get(file_path)
         source = f"{label}:{line}" if line else label
+        if node is None and file_path and _is_section(settings_path, lists=True):
+            # A section or list with every entry commented out: its defaults, as if it were not written.
+            layers.sources[settings_path] = source
+            return
+        if node == {} and file_path and _annotation_at(tuple(settings_path.split("."))) is None:
+            # An unknown key with an empty mapping (`plattform: {}`): kept, so that it is refused by name.
+            layers.put(settings_path, node, source)
+            return
         if isinstance(node, dict) and not _is_free_mapping(settings_path):
             if file_path:  # a section's own line, for a key missing inside it ("cluster.vip.interface: is required")
                 layers.sources[settings_path] = source
@@ -1460,6 +1551,18 @@ def _record_item_sources(
 _FREE_MAPPINGS = frozenset({"cluster.registries.mirrors", "cluster.registries.configs"})
 
 
+def _is_section(path: str, lists: bool = False) -> bool:
+    """A settings path that holds a group of settings (platform, platform.mlflow, cluster.ssh), not a value;
+    lists=True: a list of them too (cluster.hosts, access.users)."""
+    annotation = _annotation_at(tuple(path.split(".")))
+    inner = getattr(annotation, "__args__", (annotation,))
+    if get_origin(annotation) is list:
+        return lists and any(isinstance(t, type) and issubclass(t, BaseModel) for t in inner)
+    return get_origin(annotation) is not dict and any(
+        isinstance(t, type) and issubclass(t, BaseModel) for t in inner
+    )
+
+
 def _is_free_mapping(path: str) -> bool:
     """Mappings whose keys are the user's own (node labels, registry names), not setting names."""
     return path.endswith(".labels") or path in _FREE_MAPPINGS
@@ -1471,8 +1574,8 @@ def _env_value(path: str, raw: str) -> Any:
     return raw
 
 
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
+def _suggest(name: str, choices: list[str], cutoff: float = 0.6) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=cutoff)
     return f"; did you mean {close[0]}?" if close else ""
 
 
@@ -1496,6 +1599,11 @@ def _secret_holders(layers: _Layers) -> Iterator[tuple[SecretTarget, dict[str, A
         auth = config.get("auth") if isinstance(config, dict) else None
         if isinstance(auth, dict):
             yield ("cluster", "registries", "configs", name, "auth", "password"), auth
+    cluster = layers.data.get("cluster")
+    hosts = cluster.get("hosts") if isinstance(cluster, dict) else None
+    for index, host in enumerate(hosts if isinstance(hosts, list) else []):
+        if isinstance(host, dict):
+            yield ("cluster", "hosts", index, "sudo_password"), host
 
 
 def _password_keys(layers: _Layers) -> dict[str, list[SecretTarget]]:
@@ -1503,8 +1611,9 @@ def _password_keys(layers: _Layers) -> dict[str, list[SecretTarget]]:
     each with where its value goes."""
     keys: dict[str, list[SecretTarget]] = {}
     for target, holder in _secret_holders(layers):
-        if isinstance(holder.get("password_env"), str):
-            keys.setdefault(holder["password_env"], []).append(target)
+        env_field = f"{target[-1]}_env"
+        if isinstance(holder.get(env_field), str):
+            keys.setdefault(holder[env_field], []).append(target)
     return keys
 
 
@@ -1519,18 +1628,37 @@ def _put_password(layers: _Layers, target: SecretTarget, value: str, source: str
 def _refuse_file_secrets(layers: _Layers) -> None:
     """A password written into a settings file is a problem: secrets live in .env, named by password_env."""
     for target, holder in _secret_holders(layers):
-        if "password" in holder:
+        field_name = str(target[-1])
+        if field_name in holder:
             path = ".".join(str(part) for part in target)
+            if field_name == "sudo_password":
+                fix = (
+                    f"set SSH_SUDO_PASSWORD in {ENV_FILE} (it applies to every host), or, for a host with a "
+                    f"password of its own, name a key with sudo_password_env (e.g. sudo_password_env: "
+                    f"S2_SUDO_PASSWORD) and set that key in {ENV_FILE}"
+                )
+            else:
+                fix = (
+                    "name a key with password_env (e.g. password_env: REGISTRY_PASSWORD) and set that key in "
+                    f"{ENV_FILE}"
+                )
             layers.problems.append(
                 f"{_host_label(target, layers)} [from {layers.sources.get(path, 'a settings file')}]: secrets stay "
-                "out of the settings "
-                "files; remove it, name a key with password_env (e.g. password_env: REGISTRY_PASSWORD) and set "
-                f"that key in {ENV_FILE}"
+                f"out of the settings files; remove it, {fix}"
             )
-            del holder["password"]
+            del holder[field_name]
+    ssh = _mapping(layers.data, "cluster", "ssh")
+    if "sudo_password" in ssh:
+        source = layers.sources.get("cluster.ssh.sudo_password", "a settings file")
+        layers.problems.append(
+            f"cluster.ssh.sudo_password (SSH_SUDO_PASSWORD) [from {source}]: secrets stay out of the settings "
+            f"files; remove it and set SSH_SUDO_PASSWORD in {ENV_FILE}"
+        )
+        del ssh["sudo_password"]
+        layers.sources.pop("cluster.ssh.sudo_password", None)
 
 
-def _read_env_file(env_file: Path, layers: _Layers) -> None:
+def _read_env_file(env_file: Path, layers: _Layers, check_unknown: bool = True) -> None:
     """.env is data: KEY=value lines, no ${VAR} expansion; a line it cannot read or a repeated key is a problem."""
     password_keys = _password_keys(layers)
     text = _read_text(env_file, ENV_FILE, layers)
@@ -1555,40 +1683,62 @@ def _read_env_file(env_file: Path, layers: _Layers) -> None:
         key_name = binding.key
         if key_name is None:
             continue  # a blank or comment line
+        if binding.value is None:
+            # A line with no '=' is checked first: it is no binding, so neither "unknown" nor "given twice".
+            if key_name in ENV_KEYS or key_name in password_keys:
+                layers.problems.append(
+                    f"{key_name} [from {where}]: has no '='; write {key_name}=value, or {key_name}= to leave it unset"
+                )
+            else:
+                layers.problems.append(
+                    f"{where}: this line cannot be read as KEY=value (it has no '='); write KEY=value, or "
+                    "remove the line"
+                )
+            continue
         if key_name in first_line:
             layers.problems.append(
                 f"{key_name} [from {where}]: is given twice (first on line {first_line[key_name]}); keep one of them"
             )
             continue
         first_line[key_name] = line
-        if key_name in password_keys and binding.value:
+        if key_name in password_keys:
             for target in password_keys[key_name]:
-                _put_password(layers, target, binding.value, where)
+                if binding.value:  # empty: not set, as for every other key
+                    _put_password(layers, target, binding.value, where)
             continue
         if key_name not in ENV_KEYS:
-            # A user's password key is known only while config/access.yaml names it.
-            user_hint = (
-                f"; a password key must be some user's password_env in {ACCESS_FILE} or a registry's "
-                "auth.password_env under cluster.registries.configs"
-            )
-            layers.problems.append(
-                f"{key_name} [from {where}]: unknown key{_suggest(key_name, list(ENV_KEYS))} "
-                "(every key is listed in .env.example" + (user_hint if key_name.endswith("PASSWORD") else "") + ")"
-            )
-            continue
-        if binding.value is None:
-            layers.problems.append(
-                f"{key_name} [from {where}]: has no '='; write {key_name}=value, or {key_name}= to leave it unset"
-            )
+            if not check_unknown:
+                continue  # config/access.yaml was not read: the key may be a user's password
+            if key_name.endswith("PASSWORD") and not _suggest(key_name, list(ENV_KEYS), cutoff=0.9):
+                # A user's password key is known only while config/access.yaml names it: a leftover of a
+                # removed user, most likely; no "did you mean" unless it is a near-typo of a platform key.
+                layers.problems.append(
+                    f"{key_name} [from {where}]: is not named by any password_env in {ACCESS_FILE} (nor by a "
+                    "registry's auth.password_env or a host's sudo_password_env in the settings files); remove "
+                    f"the line if its user is gone, or declare the user in {ACCESS_FILE} with password_env: "
+                    f"{key_name}"
+                )
+            else:
+                layers.problems.append(
+                    f"{key_name} [from {where}]: unknown key{_suggest(key_name, list(ENV_KEYS))} "
+                    "(every key is listed in .env.example)"
+                )
             continue
         if binding.value == "":
-            continue  # an empty value in .env means "not set", as in .env.example
+            # An empty value in .env means "not set", as in .env.example; its line is kept for the
+            # "required but not set" message.
+            layers.sources[ENV_KEYS[key_name] + _EMPTY_SUFFIX] = where
+            continue
         layers.put(ENV_KEYS[key_name], _env_value(ENV_KEYS[key_name], binding.value), where)
 
 
-def _read_env(env_file: Path, environ: Mapping[str, str], layers: _Layers) -> None:
+def _read_env(env_file: Path, environ: Mapping[str, str], layers: _Layers, check_unknown: bool = True) -> None:
     if env_file.is_file():
-        _read_env_file(env_file, layers)
+        _read_env_file(env_file, layers, check_unknown)
+    elif env_file.exists():
+        layers.problems.append(
+            f"{ENV_FILE}: is not a file (a directory?); move it away and run `invoke init` to write one"
+        )
     for key, path in ENV_KEYS.items():
         raw = environ.get(key)
         if raw:
@@ -1623,7 +1773,7 @@ def _host_label(loc: tuple[int | str, ...], layers: _Layers) -> str:
     if len(parts) > 3 and ".".join(parts[:3]) in _FREE_MAPPINGS:
         return f"{'.'.join(parts[:3])}[{parts[3]}]" + "".join(f".{p}" for p in parts[4:])
     if len(parts) > 2 and tuple(parts[:2]) in _NAMED_LISTS and isinstance(loc[2], int):
-        items = layers.data.get(parts[0], {}).get(parts[1]) or []
+        items = _mapping(layers.data, parts[0]).get(parts[1]) or []
         index = loc[2]
         if index < len(items) and isinstance(items[index], dict) and isinstance(items[index].get("name"), str):
             rest = "".join(f".{p}" for p in parts[3:])
@@ -1633,6 +1783,9 @@ def _host_label(loc: tuple[int | str, ...], layers: _Layers) -> str:
 
 def _format_error(error: Any, layers: _Layers) -> str:
     loc = tuple(p for p in error["loc"])
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, FieldProblem):
+        loc = (*loc, *cause.field.split("."))
     key, source = _source_for_loc(loc, layers)
     env = ENV_BY_PATH.get(key)
     label = f"{key} ({env})" if env else _host_label(loc, layers)
@@ -1643,17 +1796,52 @@ def _format_error(error: Any, layers: _Layers) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if kind == "missing":
         message = "is required"
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        got = error.get("input")
+        shown = "" if _is_secret(loc) else f" (got {got!r})"
+        message = f"must be a section of keys (key: value lines indented below it), not a single value{shown}"
+    elif kind == "list_type":
+        got = error.get("input")
+        shown = "" if _is_secret(loc) else f" (got {got!r})"
+        message = f"must be a list (one '- item' line each, or [a, b]){shown}"
     elif kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         message = f"must be one of {expected}"
-    elif "input" in error and not isinstance(error["input"], dict | list) and not _is_secret(key):
+    elif "input" in error and not isinstance(error["input"], dict | list) and not _is_secret(loc):
         message = f"{message} (got {error['input']!r})"
     return f"{label} [from {source}]: {message}"
 
 
-def _is_secret(path: str) -> bool:
-    leaf = path.rsplit(".", 1)[-1]
-    return any(word in leaf for word in ("password", "secret", "token", "dsn", "key")) and leaf != "key_path"
+def _is_secret(loc: tuple[int | str, ...]) -> bool:
+    """A value an error must never quote: any setting typed SecretStr (passwords, keys, tokens, DSNs, the
+    backup passphrase), or, where the location is not a known field, any name that sounds like one."""
+    annotation = _annotation_at(loc)
+    if annotation is not None:
+        return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+    leaf = str(loc[-1]) if loc else ""
+    words = ("password", "passphrase", "secret", "token", "dsn", "key")
+    return any(word in leaf for word in words) and leaf != "key_path"
+
+
+def _annotation_at(loc: tuple[int | str, ...]) -> Any:
+    """The type annotation of the settings field at a pydantic error location; None when not found."""
+    model: Any = Settings
+    annotation: Any = None
+    key_next = False  # the part after a mapping field is one of the user's keys (a registry name)
+    for part in loc:
+        if isinstance(part, int) or key_next or part == "[key]":
+            key_next = False
+            continue
+        if model is None:
+            return None
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return None
+        annotation = info.annotation
+        key_next = get_origin(annotation) is dict
+        inner = getattr(annotation, "__args__", (annotation,))
+        model = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return annotation
 
 
 def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
@@ -1675,8 +1863,15 @@ def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def load_settings(root: Path | str = ".", environ: Mapping[str, str] | None = None) -> Settings:
-    """Read .env, config/platform.yaml, config/inventory.yaml under root; the environment overrides all.
+def load_settings(
+    root: Path | str = ".", environ: Mapping[str, str] | None = None, *, access: bool = True
+) -> Settings:
+    """Read .env, config/platform.yaml, config/inventory.yaml (and config/access.yaml) under root; the
+    environment overrides all.
+
+    access=False: config/access.yaml is not read (settings.access stays empty) and .env keys no setting
+    knows are passed over, since they may be users' passwords; for commands that never touch MLflow's users
+    (`invoke status`, `invoke down`), so a broken access file or a leftover user key cannot block them.
 
     Raises SettingsError, naming every bad key and where it came from, before anything is touched.
     """
@@ -1686,9 +1881,10 @@ def load_settings(root: Path | str = ".", environ: Mapping[str, str] | None = No
     _read_yaml(root / PLATFORM_FILE, PLATFORM_FILE, layers)
     _read_yaml(root / INVENTORY_FILE, INVENTORY_FILE, layers, wrap="cluster")
     # Before .env: it names the .env keys that hold the users' passwords.
-    _read_yaml(root / ACCESS_FILE, ACCESS_FILE, layers, wrap="access")
+    if access:
+        _read_yaml(root / ACCESS_FILE, ACCESS_FILE, layers, wrap="access")
     _refuse_file_secrets(layers)
-    _read_env(root / ENV_FILE, environ, layers)
+    _read_env(root / ENV_FILE, environ, layers, check_unknown=access)
     problems = list(layers.problems)
     settings: Settings | None = None
     try:
@@ -1778,6 +1974,19 @@ def missing_registry_passwords(settings: Settings) -> list[str]:
             problems.append(
                 f"cluster.registries.configs[{name}].auth.password_env [from {settings.source_of(path)}]: "
                 f"{auth.password_env} is not set; add {auth.password_env}=<the registry password> to {ENV_FILE}"
+            )
+    return problems
+
+
+def missing_sudo_passwords(settings: Settings) -> list[str]:
+    """One problem per host whose sudo_password_env is not set in .env or the environment."""
+    problems = []
+    for index, host in enumerate(settings.cluster.hosts):
+        if host.sudo_password_env is not None and host.sudo_password is None:
+            where = settings.source_of(f"cluster.hosts.{index}.sudo_password_env")
+            problems.append(
+                f"cluster.hosts[{host.name}].sudo_password_env [from {where}]: {host.sudo_password_env} is not set; "
+                f"add {host.sudo_password_env}=<the sudo password of {host.name}> to {ENV_FILE}"
             )
     return problems
 

@@ -67,7 +67,7 @@ def up(c: Context, dry_run: bool = False) -> None:
 )
 def down(c: Context, volumes: bool = False, dry_run: bool = False) -> None:
     """Stop and remove the local platform's containers and network; data stays unless --volumes."""
-    settings = settings_for(c)
+    settings = settings_for(c, access=False)
     removed = local.down(images.docker_client(), settings, volumes=volumes, dry_run=dry_run)
     if not removed:
         console.ok(f"unchanged: nothing of project {settings.local.project} is running")
@@ -81,7 +81,7 @@ def down(c: Context, volumes: bool = False, dry_run: bool = False) -> None:
 @platform_task()
 def status(c: Context) -> None:
     """Show the local platform's containers, their health and published addresses."""
-    settings = settings_for(c)
+    settings = settings_for(c, access=False)
     rows = local.status(images.docker_client(), settings)
     console.table(
         f"Local platform ({settings.local.project})",
