@@ -478,8 +478,9 @@ class ClusterSettings(_Model):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"host names must be unique; repeated: {', '.join(duplicates)}")
-        addresses = [ipaddress.ip_address(a).compressed if formats.is_ip(a) else a.lower() for a in
-                     (h.address for h in hosts)]
+        addresses = [
+            ipaddress.ip_address(a).compressed if formats.is_ip(a) else a.lower() for a in (h.address for h in hosts)
+        ]
         repeated = sorted({a for a in addresses if addresses.count(a) > 1})
         if repeated:
             owners = "; ".join(
@@ -1234,7 +1235,7 @@ class Settings(_Model):
             raise FieldProblem(
                 "platform.storage.kind",
                 "storage kind 'nfs' needs an NFS server: set platform.storage.nfs_server "
-                "or give one inventory host the role 'nfs'"
+                "or give one inventory host the role 'nfs'",
             )
         return self
 
@@ -1558,9 +1559,7 @@ def _is_section(path: str, lists: bool = False) -> bool:
     inner = getattr(annotation, "__args__", (annotation,))
     if get_origin(annotation) is list:
         return lists and any(isinstance(t, type) and issubclass(t, BaseModel) for t in inner)
-    return get_origin(annotation) is not dict and any(
-        isinstance(t, type) and issubclass(t, BaseModel) for t in inner
-    )
+    return get_origin(annotation) is not dict and any(isinstance(t, type) and issubclass(t, BaseModel) for t in inner)
 
 
 def _is_free_mapping(path: str) -> bool:
@@ -1863,9 +1862,7 @@ def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def load_settings(
-    root: Path | str = ".", environ: Mapping[str, str] | None = None, *, access: bool = True
-) -> Settings:
+def load_settings(root: Path | str = ".", environ: Mapping[str, str] | None = None, *, access: bool = True) -> Settings:
     """Read .env, config/platform.yaml, config/inventory.yaml (and config/access.yaml) under root; the
     environment overrides all.
 

@@ -298,7 +298,7 @@ class Remote:
         if "password is required" in stderr:
             raise HostError(
                 name,
-                f"sudo for {user} asks for a password; set SSH_SUDO_PASSWORD in .env or hosts[].sudo_password "
+                f"sudo for {user} asks for a password; set SSH_SUDO_PASSWORD in .env or hosts[].sudo_password_env "
                 f"(or give {user} passwordless sudo, or connect as root)",
             )
         if "not in the sudoers file" in stderr or "is not allowed to run sudo" in stderr:
@@ -311,7 +311,7 @@ class Remote:
             result = action()
         except AuthFailure:
             raise HostError(
-                name, f"sudo refused the password for {a.user}; check SSH_SUDO_PASSWORD or hosts[].sudo_password"
+                name, f"sudo refused the password for {a.user}; check SSH_SUDO_PASSWORD or hosts[].sudo_password_env"
             ) from None
         except UnexpectedExit as exc:
             result = exc.result

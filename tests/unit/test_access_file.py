@@ -80,9 +80,7 @@ def test_a_key_no_user_names_is_still_unknown_in_env(load: Load) -> None:
     with pytest.raises(SettingsError) as exc_info:
         load(GOOD, env=ADMIN + ALICE + BOB + "CAROL_MLFLOW_PASSWORD=carol-sample-password\n")
     text = problems(exc_info)
-    assert (
-        "CAROL_MLFLOW_PASSWORD [from .env:4]: is not named by any password_env in config/access.yaml"
-    ) in text
+    assert ("CAROL_MLFLOW_PASSWORD [from .env:4]: is not named by any password_env in config/access.yaml") in text
     assert "remove the line if its user is gone" in text
     assert "did you mean" not in text  # no platform key is meant: a removed user's leftover, most likely
 
