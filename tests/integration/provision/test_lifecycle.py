@@ -31,6 +31,10 @@ NEW_VERSION = "v1.35.0+k3s1"
 OLD_VERSION = "v1.33.5+k3s1"
 
 
+# The agent's own sudo password, from the .env key its inventory entry names.
+AGT_ENV = f"AGT_SUDO_PASSWORD={SUDO_PASSWORD}\n"
+
+
 def two_hosts(server: SshHost, agent: SshHost, key: KeyPair, extra: str = "") -> str:
     return f"""
 ssh: {{user: kit, key_path: {key.private}, connect_timeout: 5}}
@@ -38,7 +42,7 @@ install_script_url: {STANDIN_INSTALL_URL}
 {extra}
 hosts:
   - {{name: srv, address: {server.address}, roles: [server]}}
-  - {{name: agt, address: {agent.address}, roles: [agent], user: pw, sudo_password: {SUDO_PASSWORD}}}
+  - {{name: agt, address: {agent.address}, roles: [agent], user: pw, sudo_password_env: AGT_SUDO_PASSWORD}}
 """
 
 
@@ -63,7 +67,7 @@ def test_airgap_uploads_files_and_installs_without_download(
 ) -> None:
     server, agent = pair
     airgap = "airgap: {enabled: true, " + ", ".join(f"{k}: {v}" for k, v in airgap_files.items()) + "}"
-    report = provision(make_settings(two_hosts(server, agent, ssh_key, airgap)))
+    report = provision(make_settings(two_hosts(server, agent, ssh_key, airgap), env_file=AGT_ENV))
     assert report.cells["agt"]["k3s-agent"] == "changed"
     for host in (server, agent):
         assert host.sh("stat -c %a /usr/local/bin/k3s")[1].strip() == "755"
@@ -78,7 +82,7 @@ def test_airgap_rerun_uploads_nothing(
 ) -> None:
     server, agent = pair
     airgap = "airgap: {enabled: true, " + ", ".join(f"{k}: {v}" for k, v in airgap_files.items()) + "}"
-    settings = make_settings(two_hosts(server, agent, ssh_key, airgap))
+    settings = make_settings(two_hosts(server, agent, ssh_key, airgap), env_file=AGT_ENV)
     provision(settings)
     second = provision(settings)
     assert {status for row in second.cells.values() for status in row.values()} == {"unchanged"}
@@ -95,7 +99,7 @@ def test_upgrade_rolls_version_and_waits_for_ready(
     pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
 ) -> None:
     server, agent = pair
-    settings = make_settings(two_hosts(server, agent, ssh_key))
+    settings = make_settings(two_hosts(server, agent, ssh_key), env_file=AGT_ENV)
     provision(settings)
     nodes(server, {"srv": "Ready", "agt": "Ready"}, settings.cluster.k3s_version)
     report = upgrade(settings, NEW_VERSION, ready_timeout=10)
@@ -110,7 +114,7 @@ def test_a_single_server_has_no_etcd_to_snapshot_and_says_so(
     pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
 ) -> None:
     server, agent = pair
-    settings = make_settings(two_hosts(server, agent, ssh_key))
+    settings = make_settings(two_hosts(server, agent, ssh_key), env_file=AGT_ENV)
     provision(settings)
     nodes(server, {"srv": "Ready", "agt": "Ready"}, settings.cluster.k3s_version)
     report = upgrade(settings, NEW_VERSION, ready_timeout=10)
@@ -125,7 +129,7 @@ def test_upgrade_is_refused_while_a_node_is_not_ready_and_changes_nothing(
     pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
 ) -> None:
     server, agent = pair
-    settings = make_settings(two_hosts(server, agent, ssh_key))
+    settings = make_settings(two_hosts(server, agent, ssh_key), env_file=AGT_ENV)
     provision(settings)
     nodes(server, {"srv": "Ready", "agt": "NotReady"}, settings.cluster.k3s_version)
     with pytest.raises(RunFailed) as refused:
@@ -140,7 +144,7 @@ def test_a_blocked_drain_lists_the_pods_uncordons_and_replaces_nothing(
     pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
 ) -> None:
     server, agent = pair
-    settings = make_settings(two_hosts(server, agent, ssh_key))
+    settings = make_settings(two_hosts(server, agent, ssh_key), env_file=AGT_ENV)
     provision(settings)
     nodes(server, {"srv": "Ready", "agt": "Ready"}, settings.cluster.k3s_version)
     pods = {
@@ -181,7 +185,7 @@ def test_no_drain_upgrades_without_cordon_or_drain(
     pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
 ) -> None:
     server, agent = pair
-    settings = make_settings(two_hosts(server, agent, ssh_key))
+    settings = make_settings(two_hosts(server, agent, ssh_key), env_file=AGT_ENV)
     provision(settings)
     nodes(server, {"srv": "Ready", "agt": "Ready"}, settings.cluster.k3s_version)
     report = upgrade(settings, NEW_VERSION, ready_timeout=10, drain=False)
@@ -194,7 +198,7 @@ def test_upgrade_to_an_older_release_is_refused_and_installs_nothing(
     pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
 ) -> None:
     server, agent = pair
-    settings = make_settings(two_hosts(server, agent, ssh_key))
+    settings = make_settings(two_hosts(server, agent, ssh_key), env_file=AGT_ENV)
     provision(settings)
     with pytest.raises(PlatformError) as refused:
         upgrade(settings, OLD_VERSION, ready_timeout=10)
@@ -209,7 +213,7 @@ def test_reset_runs_the_uninstall_scripts_and_then_is_unchanged(
     pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
 ) -> None:
     server, agent = pair
-    settings = make_settings(two_hosts(server, agent, ssh_key))
+    settings = make_settings(two_hosts(server, agent, ssh_key), env_file=AGT_ENV)
     provision(settings)
     assert reset(settings).cells == {"srv": {"uninstall": "changed"}, "agt": {"uninstall": "changed"}}
     assert "k3s-agent-uninstall" in agent.log() and "k3s-uninstall" in server.log()
@@ -225,7 +229,7 @@ def test_image_import_streams_into_k3s_ctr_with_sudo_password(
     pair: tuple[SshHost, SshHost], ssh_key: KeyPair, make_settings: MakeSettings
 ) -> None:
     server, agent = pair
-    settings = make_settings(two_hosts(server, agent, ssh_key))
+    settings = make_settings(two_hosts(server, agent, ssh_key), env_file=AGT_ENV)
     provision(settings)
     total = 3 * 1024 * 1024 + 17
     expected = hashlib.sha256(b"".join(chunks(total))).hexdigest()
@@ -243,7 +247,7 @@ def test_build_images_to_nodes_streams_a_docker_save_archive(
 ) -> None:
     """The real `docker save` of the local Debian base image, streamed to both nodes over SSH."""
     server, agent = pair
-    settings = make_settings(two_hosts(server, agent, ssh_key))
+    settings = make_settings(two_hosts(server, agent, ssh_key), env_file=AGT_ENV)
     provision(settings)
     refs = ["mlopskit/debian:bookworm"]
     assert import_to_nodes(settings, lambda: save_images(refs)) == ["srv", "agt"]
