@@ -1786,8 +1786,8 @@ def _format_error(error: Any, layers: _Layers) -> str:
     if isinstance(cause, FieldProblem):
         loc = (*loc, *cause.field.split("."))
     key, source = _source_for_loc(loc, layers)
-    env = ENV_BY_PATH.get(key)
-    label = f"{key} ({env})" if env else _host_label(loc, layers)
+    env = ENV_BY_PATH.get(key) or _password_env_at(loc, layers)
+    label = f"{key} ({env})" if ENV_BY_PATH.get(key) else _host_label(loc, layers) + (f" ({env})" if env else "")
     kind = error["type"]
     if kind == "extra_forbidden":
         parent_fields = _fields_at(loc[:-1])
@@ -1809,6 +1809,15 @@ def _format_error(error: Any, layers: _Layers) -> str:
     elif "input" in error and not isinstance(error["input"], dict | list) and not _is_secret(loc):
         message = f"{message} (got {error['input']!r})"
     return f"{label} [from {source}]: {message}"
+
+
+def _password_env_at(loc: tuple[int | str, ...], layers: _Layers) -> str | None:
+    """The .env key a password filled from password_env (or sudo_password_env) came from, for its errors."""
+    for target, holder in _secret_holders(layers):
+        if tuple(str(p) for p in target) == tuple(str(p) for p in loc):
+            env = holder.get(f"{target[-1]}_env")
+            return env if isinstance(env, str) else None
+    return None
 
 
 def _is_secret(loc: tuple[int | str, ...]) -> bool:

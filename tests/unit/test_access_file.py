@@ -160,7 +160,7 @@ def test_a_short_user_password_names_the_env_line_not_the_value(load: Load) -> N
     with pytest.raises(SettingsError) as exc_info:
         load(GOOD, env=ADMIN + "ALICE_MLFLOW_PASSWORD=short\n" + BOB)
     text = problems(exc_info)
-    assert "access.users[alice].password [from .env:2]: must be at least 12 characters" in text
+    assert "access.users[alice].password (ALICE_MLFLOW_PASSWORD) [from .env:2]: must be at least 12 characters" in text
     assert "short" not in text.replace("shorter", "")
 
 

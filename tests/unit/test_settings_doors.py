@@ -96,7 +96,7 @@ def test_a_non_ascii_user_password_from_access_yaml_key_is_refused(tmp_path: Pat
     with pytest.raises(SettingsError) as exc_info:
         load(tmp_path, {"config/access.yaml": access, ".env": ADMIN + f"ALICE_MLFLOW_PASSWORD={NON_ASCII}\n"})
     text = problems(exc_info)
-    assert "access.users[alice].password [from .env:2]: must be printable ASCII" in text
+    assert "access.users[alice].password (ALICE_MLFLOW_PASSWORD) [from .env:2]: must be printable ASCII" in text
     assert NON_ASCII not in text
 
 
@@ -107,7 +107,10 @@ def test_a_non_ascii_registry_password_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as exc_info:
         load(tmp_path, {"config/inventory.yaml": inventory}, {"REG_PASSWORD": "Zugangsdaten-äöü"})
     text = problems(exc_info)
-    assert "cluster.registries.configs[reg.example:5000].auth.password [from environment $REG_PASSWORD]" in text
+    assert (
+        "cluster.registries.configs[reg.example:5000].auth.password (REG_PASSWORD) [from environment $REG_PASSWORD]"
+        in text
+    )
     assert "must be printable ASCII" in text and "äöü" not in text
 
 
@@ -303,3 +306,12 @@ def test_status_and_down_are_not_blocked_by_access_yaml(project: Project, comman
     result = project.invoke(*command.split())
     assert "Invalid settings" not in result.stderr, result.stderr
     assert "BOB_MLFLOW_PASSWORD" not in result.stderr
+
+
+def test_a_short_user_password_names_its_env_key(tmp_path: Path) -> None:
+    access = "users:\n  - {name: bob, password_env: BOB_MLFLOW_PASSWORD}\n"
+    with pytest.raises(SettingsError) as exc_info:
+        load(tmp_path, {"config/access.yaml": access, ".env": ADMIN + "BOB_MLFLOW_PASSWORD=short-pw\n"})
+    text = problems(exc_info)
+    assert "access.users[bob].password (BOB_MLFLOW_PASSWORD) [from .env:2]: must be at least 12 characters" in text
+    assert "short-pw" not in text
