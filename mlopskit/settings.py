@@ -1192,7 +1192,7 @@ class AccessGrant(_Model):
 
 
 class AccessSettings(_Model):
-    """config/access.yaml: MLflow users, groups and their permissions, applied by `invoke access apply`."""
+    """config/access.yaml: MLflow users, groups and their permissions, applied by `invoke access.apply`."""
 
     users: list[AccessUser] = Field(default_factory=list)
     groups: list[AccessGroup] = Field(default_factory=list)
