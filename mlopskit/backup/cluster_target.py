@@ -30,7 +30,7 @@ from mlopskit.errors import PlatformError
 from mlopskit.kube import sealing
 from mlopskit.kube.client import api_client
 from mlopskit.kube.portforward import forward_service, ready_pod
-from mlopskit.mlflow_admin import MlflowClient, wait_healthy
+from mlopskit.mlflow_admin import RERUN_CLUSTER, MlflowClient, wait_healthy
 from mlopskit.settings import Settings
 
 FIELD_MANAGER = "mlopskit-restore"
@@ -216,7 +216,10 @@ class ClusterTarget:
         if mlflow.admin_password is None:
             raise PlatformError("MLFLOW_ADMIN_PASSWORD is not set in .env; the restore's smoke check logs in with it")
         client_ = MlflowClient(
-            f"http://127.0.0.1:{local_port}", mlflow.admin_user, mlflow.admin_password.get_secret_value()
+            f"http://127.0.0.1:{local_port}",
+            mlflow.admin_user,
+            mlflow.admin_password.get_secret_value(),
+            rerun=RERUN_CLUSTER,
         )
         wait_healthy(client_)
         return client_

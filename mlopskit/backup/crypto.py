@@ -90,8 +90,10 @@ def decrypt_file(archive: Path, out: Path, keys: Keys) -> None:
     """Decrypt `archive` into the new file `out` (mode 0600); wrong keys, corruption and truncation are refused."""
     if uses_passphrase(archive):
         if not keys.passphrase:
-            raise PlatformError(f"{archive} is encrypted with a passphrase: set BACKUP_PASSPHRASE=<the backup's passphrase> on its line "
-                f"in {ENV_FILE} (the line is there, empty)")
+            raise PlatformError(
+                f"{archive} is encrypted with a passphrase: set BACKUP_PASSPHRASE=<the backup's passphrase> on "
+                f"its line in {ENV_FILE} (the line is there, empty)"
+            )
         try:
             plain = age_passphrase.decrypt(archive.read_bytes(), keys.passphrase)
         except pyrage.DecryptError as exc:

@@ -12,7 +12,7 @@ from mlopskit.backup import bucket as bucket_parts
 from mlopskit.backup.archive import ArchiveReader, ArchiveWriter
 from mlopskit.backup.postgres import DockerShell
 from mlopskit.errors import PlatformError
-from mlopskit.mlflow_admin import MlflowClient, wait_healthy
+from mlopskit.mlflow_admin import RERUN_LOCAL, MlflowClient, wait_healthy
 from mlopskit.services import MLFLOW, POSTGRES, S3, ImageSet, ServiceHosts, container_name, mlflow_spec
 from mlopskit.settings import Settings
 
@@ -82,7 +82,10 @@ class LocalTarget:
         mlflow = self.settings.platform.mlflow
         assert mlflow.admin_password is not None  # required by settings.require("up")
         client = MlflowClient(
-            local.mlflow_url(self.settings), mlflow.admin_user, mlflow.admin_password.get_secret_value()
+            local.mlflow_url(self.settings),
+            mlflow.admin_user,
+            mlflow.admin_password.get_secret_value(),
+            rerun=RERUN_LOCAL,
         )
         wait_healthy(client)
         return client

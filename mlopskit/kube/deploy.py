@@ -29,7 +29,7 @@ from mlopskit.kube.discovery import Discovery
 from mlopskit.kube.order import unknown_kinds
 from mlopskit.kube.retry import RetryPolicy
 from mlopskit.kube.wait import Readiness, wait_for_rollout
-from mlopskit.mlflow_admin import MlflowClient, smoke_check, wait_healthy
+from mlopskit.mlflow_admin import RERUN_CLUSTER, MlflowClient, smoke_check, wait_healthy
 from mlopskit.settings import Settings
 
 SEALED_SECRETS_CRD = "sealedsecrets.bitnami.com"
@@ -304,7 +304,7 @@ def reconcile_mlflow(
     checks = []
     with forward_service(api, settings.platform.namespace, MLFLOW_SERVICE, port) as local_port:
         url = f"http://127.0.0.1:{local_port}"
-        admin = MlflowClient(url, mlflow.admin_user, mlflow.admin_password.get_secret_value())
+        admin = MlflowClient(url, mlflow.admin_user, mlflow.admin_password.get_secret_value(), rerun=RERUN_CLUSTER)
         wait_healthy(admin)
         state = ensure_admin_password(settings, url, previous)
         checks.append(f"admin password: {rotated if state == 'unchanged' else state}")

@@ -136,15 +136,48 @@ def test_backup_writes_an_archive_only_its_owner_can_read(drill: Drill) -> None:
     assert PASSPHRASE not in drill.backup.stdout + drill.backup.stderr
 
 
+ROTATED = "rotated-" + secrets.token_urlsafe(18)
+CAROL = ("carol", "carol-" + secrets.token_urlsafe(12))
+
+
 def test_restore_onto_a_fresh_stack_after_down_volumes_succeeds(drill: Drill) -> None:
+    """Between backup and restore, as a user's week goes: the admin password rotated in .env and a
+    config/access.yaml user added. The fresh stack holds only what `up` made from them, so no --yes."""
     down = drill.stack.invoke("down", "--volumes")
     assert down.returncode == 0, down.stderr
+    drill.data["old_admin"] = drill.stack.admin()
+    env = drill.stack.root / ".env"
+    old_line = f"\nMLFLOW_ADMIN_PASSWORD={drill.data['old_admin'][1]}\n"
+    assert old_line in env.read_text()
+    env.write_text(
+        env.read_text().replace(old_line, f"\nMLFLOW_ADMIN_PASSWORD={ROTATED}\n")
+        + f"CAROL_MLFLOW_PASSWORD={CAROL[1]}\n"
+    )
+    (drill.stack.root / "config/access.yaml").write_text(
+        "users:\n  - name: carol\n    password_env: CAROL_MLFLOW_PASSWORD\n"
+    )
     up = drill.stack.invoke("up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert _auth(drill, "GET", "experiments/get-by-name", params={"experiment_name": "drill-0"}).status_code == 404
     drill.restore = drill.run("restore", str(drill.archive))
     assert drill.restore.returncode == 0, drill.restore.stdout + drill.restore.stderr
     assert "counts match the manifest" in drill.restore.stdout
+    assert "password set to MLFLOW_ADMIN_PASSWORD from .env" in drill.restore.stdout
+    assert "config/access.yaml applied" in drill.restore.stdout
+
+
+def _login(drill: Drill, auth: tuple[str, str]) -> int:
+    return requests.get(f"{drill.stack.url}/api/2.0/mlflow/users/current", auth=auth, timeout=30).status_code
+
+
+def test_the_admin_logs_in_with_the_rotated_password_and_not_the_archived_one(drill: Drill) -> None:
+    assert drill.stack.admin() == ("admin", ROTATED)
+    assert _login(drill, drill.stack.admin()) == 200
+    assert _login(drill, drill.data["old_admin"]) == 401
+
+
+def test_the_access_file_user_the_archive_lacks_logs_in_after_the_restore(drill: Drill) -> None:
+    assert _login(drill, CAROL) == 200
 
 
 def test_every_run_with_params_tags_and_metric_history_is_back(drill: Drill) -> None:

@@ -1,4 +1,4 @@
-"""Every `invoke <task>` the README, the sample files and the tool's own messages tell a user to type names a real task."""
+"""Every `invoke <task>` the README, the samples and the tool's own messages tell a user to type names a task."""
 
 from __future__ import annotations
 

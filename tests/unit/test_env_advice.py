@@ -16,18 +16,18 @@ def listed_keys() -> list[str]:
 
 
 def sources() -> list[Path]:
-    return [REPO / "README.md", *sorted((REPO / "config").glob("*.example.yaml")), *sorted((REPO / "mlopskit").rglob("*.py"))]
+    return [
+        REPO / "README.md",
+        *sorted((REPO / "config").glob("*.example.yaml")),
+        *sorted((REPO / "mlopskit").rglob("*.py")),
+    ]
 
 
 @pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(REPO)))
 def test_no_advice_appends_a_key_that_the_generated_env_already_lists(path: Path) -> None:
     # Appending `KEY=...` after the empty `KEY=` line is refused as "given twice": the advice must be to set it.
     text = path.read_text(encoding="utf-8")
-    wrong = [
-        key
-        for key in listed_keys()
-        if re.search(rf"echo '?{key}=|\badd {key}=|{key}=[^\s`]*'? >> ?\.env", text)
-    ]
+    wrong = [key for key in listed_keys() if re.search(rf"echo '?{key}=|\badd {key}=|{key}=[^\s`]*'? >> ?\.env", text)]
     assert wrong == []
 
 
