@@ -304,10 +304,19 @@ def test_a_restore_counts_the_platform_without_declared_users_and_then_applies_a
 ) -> None:
     target, _ = platform
     asked: list[dict[str, Any]] = []
-    monkeypatch.setattr(flow, "counts", lambda settings, shell, bucket, **kwargs: asked.append(kwargs) or dict(FILLED))
-    monkeypatch.setattr(access, "make_plan", lambda settings, client: ["plan"])
     applied: list[Any] = []
-    monkeypatch.setattr(access, "apply_plan", lambda settings, client, plan: applied.append(plan) or ["a", "b"])
+
+    def counts(settings: Settings, shell: Any, bucket: Any, **kwargs: Any) -> dict[str, int]:
+        asked.append(kwargs)
+        return dict(FILLED)
+
+    def apply_plan(settings: Settings, client: Any, plan: Any) -> list[str]:
+        applied.append(plan)
+        return ["a", "b"]
+
+    monkeypatch.setattr(flow, "counts", counts)
+    monkeypatch.setattr(access, "make_plan", lambda settings, client: ["plan"])
+    monkeypatch.setattr(access, "apply_plan", apply_plan)
     report = flow.restore(access_settings, target, _reader(tmp_path), yes=True)
     assert asked[0] == {"without_smoke": True, "without_declared": True}
     assert applied == [["plan"]]
