@@ -130,7 +130,7 @@ def backup(
     }
 )
 def restore(c: Context, path: str, target: str = "local", yes: bool = False, dry_run: bool = False) -> None:
-    """Verify an archive, then restore databases, bucket and (cluster) keys; migrate, compare counts, smoke check."""
+    """Verify an archive, restore databases, bucket, (cluster) keys; migrate, .env admin password, access.yaml."""
     _check_target(target)
     settings = settings_for(c, "up" if target == "local" else "deploy")
     keys = crypto.keys_from(settings)
