@@ -26,6 +26,7 @@ def up(c: Context, dry_run: bool = False) -> None:
         console.ok(f"{ENV_FILE} was missing: wrote {root / ENV_FILE} (mode 0600) with generated {', '.join(generated)}")
     settings = settings_for(c, "up")
     client = images.docker_client()
+    local.preflight(client, settings)  # before building images: a taken port or another checkout's stack
     with console.progress() as progress:
         if dry_run:
             image_set = images.planned_image_set(settings, client)
