@@ -325,12 +325,13 @@ def up(
         if dry_run or container is None:
             continue
         wait_ready(container, spec.name, report, float(settings.local.start_timeout))
-        report(spec.name, "healthy")
+        if spec.name != MLFLOW:  # MLflow is healthy once its admin and access are set, below
+            report(spec.name, "healthy")
         if spec.name == S3:
             endpoint = f"http://127.0.0.1:{published_port(container, spec.container_port)}"
             result.actions[f"bucket {settings.platform.object_store.bucket}"] = ensure_bucket(settings, endpoint)
     if not dry_run:
-        report(MLFLOW, "admin password and access")
+        report(MLFLOW, "running; setting the admin password and access")
         result.actions |= reconcile_mlflow(settings, result.url, previous)
         report(MLFLOW, "healthy")
     return result
@@ -378,7 +379,8 @@ def check_postgres_password(client: docker.DockerClient, settings: Settings) -> 
         code, output = container.exec_run(command, environment={"PGPASSWORD": settings.secrets.postgres_password})
     except APIError:
         return  # a container that cannot run psql now: the migrations report what goes wrong
-    if code != 0 and PASSWORD_REFUSED in bytes(output or b"").decode(errors="replace"):
+    text = output.decode(errors="replace") if isinstance(output, bytes) else ""
+    if code != 0 and PASSWORD_REFUSED in text:
         raise PlatformError(f"{password_refused(settings)}; nothing was changed")
 
 
@@ -389,7 +391,7 @@ def check_owner(client: docker.DockerClient, settings: Settings) -> None:
     here = str(settings.root)
     others = sorted({c.labels[ROOT_LABEL] for c in containers if c.labels.get(ROOT_LABEL, here) != here})
     if others:
-        names = ", ".join(sorted(c.name for c in containers))
+        names = ", ".join(sorted(str(c.name) for c in containers))
         raise PlatformError(
             f"the local stack of project {settings.local.project!r} ({names}) was started from "
             f"{' and '.join(others)}, not from {here}; nothing was changed. Run `invoke down` in {others[0]} first "

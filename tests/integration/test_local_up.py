@@ -48,15 +48,17 @@ class Stack:
         env["COLUMNS"] = "200"  # one line per message, so the output can be matched
         return env
 
-    def invoke(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def invoke(
+        self, *args: str, root: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         invoke = Path(sys.executable).with_name("invoke")
         return subprocess.run(
             [str(invoke), *args],
-            cwd=self.root,
+            cwd=root or self.root,
             capture_output=True,
             text=True,
             timeout=UP_TIMEOUT,
-            env=self._env(),
+            env=self._env() | (env or {}),
             check=False,
         )
 
@@ -142,6 +144,8 @@ def test_up_on_a_fresh_copy_writes_env_and_prints_the_url(stack: Stack) -> None:
     assert f"MLflow:   {stack.url}" in out
     assert "MLFLOW_ADMIN_PASSWORD in" in out
     assert stack.admin()[1] not in out, "the admin password must never be printed"
+    assert out.count("mlflow: healthy") == 1, out  # once, when its admin and access are set
+    assert "[0/1] (done)" not in out, out
 
 
 def test_progress_reaches_a_redirected_file_while_up_runs(stack: Stack) -> None:
@@ -191,6 +195,56 @@ def test_a_second_up_changes_nothing_and_says_unchanged(stack: Stack) -> None:
     assert "could not be pulled" not in again.stdout + again.stderr
     assert "built earlier" in again.stdout  # what it does say: which local stand-in it used
     assert "warning" not in again.stderr
+    dry = stack.invoke("up", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "nothing to do" in dry.stdout and "Would" not in dry.stdout, dry.stdout
+
+
+def containers_of(project: str) -> dict[str, tuple[str, str]]:
+    """name -> (id, status) of the project's containers: what a refused `up` must leave as it was."""
+    client = docker.from_env()
+    found = client.containers.list(all=True, filters={"label": f"io.mlopskit.project={project}"})
+    return {str(c.name): (str(c.id), c.status) for c in found}
+
+
+def test_up_refuses_a_port_another_program_holds_before_touching_anything(stack: Stack) -> None:
+    before = containers_of(stack.project)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        taken = int(listener.getsockname()[1])
+        up = stack.invoke("up", env={"LOCAL_PORT": str(taken)})
+    out = up.stdout + up.stderr
+    assert up.returncode != 0, out
+    assert f"port {taken} on 127.0.0.1 is already in use" in out and "LOCAL_PORT" in out, out
+    assert "Traceback" not in out
+    assert containers_of(stack.project) == before  # the running stack (on its own port) was not touched
+
+
+def test_a_second_checkout_with_the_same_project_name_is_refused(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A re-clone in another folder: own .env (fresh secrets), same project name and port."""
+    before = containers_of(stack.project)
+    other = project_copy(tmp_path_factory.mktemp("second-checkout"), stack.project, stack.port)
+    for args in (("up", "--dry-run"), ("up",), ("down",)):
+        result = stack.invoke(*args, root=other)
+        out = result.stdout + result.stderr
+        assert result.returncode != 0, (args, out)
+        assert f"was started from {stack.root}" in out, (args, out)
+        assert f"`invoke down` in {stack.root}" in out and "local.project" in out, out
+        assert "Traceback" not in out
+    assert containers_of(stack.project) == before
+
+
+def test_up_refuses_a_postgres_password_the_kept_data_does_not_accept(stack: Stack) -> None:
+    before = containers_of(stack.project)
+    up = stack.invoke("up", env={"POSTGRES_PASSWORD": "another-password-7c1d99e0"})
+    out = up.stdout + up.stderr
+    assert up.returncode != 0, out
+    assert f"volume {stack.project}-postgres-data was initialised with another POSTGRES_PASSWORD" in out, out
+    assert "Traceback" not in out and "another-password-7c1d99e0" not in out
+    assert containers_of(stack.project) == before
 
 
 def test_data_survives_down_and_up(stack: Stack) -> None:
@@ -203,6 +257,19 @@ def test_data_survives_down_and_up(stack: Stack) -> None:
     assert found.status_code == 200, found.text
     runs = stack.api("POST", "runs/search", json={"experiment_ids": [found.json()["experiment"]["experiment_id"]]})
     assert [m["value"] for m in runs.json()["runs"][0]["data"]["metrics"]] == [0.25]
+
+
+def test_a_new_postgres_password_on_kept_data_fails_plainly_after_down(stack: Stack) -> None:
+    """With no running PostgreSQL to ask first, the migrations find out: one plain error, then the right
+    password brings the stack back."""
+    assert stack.invoke("down").returncode == 0
+    up = stack.invoke("up", env={"POSTGRES_PASSWORD": "another-password-7c1d99e0"})
+    out = up.stdout + up.stderr
+    assert up.returncode != 0, out
+    assert "database migrations failed" in out and f"volume {stack.project}-postgres-data" in out, out
+    assert "Traceback" not in out and "sqlalchemy" not in out.lower()
+    again = stack.invoke("up")
+    assert again.returncode == 0, again.stdout + again.stderr
 
 
 def test_down_with_volumes_removes_the_data(stack: Stack) -> None:
