@@ -35,6 +35,7 @@ from mlopskit.backup.archive import (
 )
 from mlopskit.backup.bucket import Bucket
 from mlopskit.backup.postgres import Shell, dump_command, query_command, restore_command, run
+from mlopskit.console import count
 from mlopskit.errors import PlatformError
 from mlopskit.mlflow_admin import SMOKE_PREFIX, MlflowClient, smoke_check
 from mlopskit.settings import ACCESS_FILE, Settings
@@ -240,7 +241,8 @@ def back_up(
 def opened(archive: Path, keys: crypto.Keys, progress: Progress = no_progress) -> Iterator[ArchiveReader]:
     """Decrypt into a private temporary folder and verify every part; the plaintext is removed afterwards."""
     if not archive.is_file():
-        raise PlatformError(f"{archive}: no such archive; `invoke backup` prints where it wrote one")
+        what = "is a directory, not an archive" if archive.is_dir() else "no such archive"
+        raise PlatformError(f"{archive}: {what}; `invoke backup` prints where it wrote one")
     staging = Path(tempfile.mkdtemp(prefix="mlopskit-restore-"))
     try:
         plain = staging / "archive.tar"
@@ -314,7 +316,7 @@ def restore(
     # is not data: it is recreated from the configuration.
     before = counts(settings, target.shell, target.bucket, without_smoke=True, without_declared=True)
     if holds_data(before) and not yes:
-        held = ", ".join(f"{before[name]} {name.replace('_', ' ')}" for name in COUNTED)
+        held = ", ".join(count(before[name], name.replace("_", " ")) for name in COUNTED)
         declared = f", not counting the {ACCESS_FILE} users" if settings.access.users else ""
         raise PlatformError(
             f"the {target.kind} platform holds data ({held}{declared}); a restore replaces all of it. "

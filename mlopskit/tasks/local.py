@@ -46,7 +46,11 @@ def up(c: Context, dry_run: bool = False) -> None:
 
         result = local.up(client, settings, image_set, report, dry_run=dry_run)
     if dry_run:
-        console.table("Would", ["object", "action"], [(k, v) for k, v in result.actions.items() if v != "unchanged"])
+        planned = [(k, v) for k, v in result.actions.items() if v != "unchanged"]
+        if planned:
+            console.table("Would", ["object", "action"], planned)
+        else:
+            console.ok("nothing to do: every container already runs with these settings")
         return
     if result.changed:
         changed = [f"{k} {v}" for k, v in result.actions.items() if v != "unchanged"]

@@ -144,7 +144,7 @@ def test_a_platform_holding_data_is_refused_without_yes_before_anything_changes(
 ) -> None:
     target, found = platform
     found[0] = dict(FRESH, runs=1)
-    with pytest.raises(PlatformError, match=r"holds data \(1 experiments, 1 runs.*Rerun with --yes"):
+    with pytest.raises(PlatformError, match=r"holds data \(1 experiment, 1 run, .*Rerun with --yes"):
         flow.restore(settings, target, _reader(tmp_path), yes=False)
     assert target.calls == []
 
@@ -329,5 +329,10 @@ def test_a_refusal_says_the_declared_users_were_not_counted(
 ) -> None:
     target, found = platform
     found[0] = dict(FRESH, runs=1)
-    with pytest.raises(PlatformError, match=r"1 runs.*not counting the config/access.yaml users\); a restore"):
+    with pytest.raises(PlatformError, match=r"1 run,.*not counting the config/access.yaml users\); a restore"):
         flow.restore(access_settings, target, _reader(tmp_path), yes=False)
+
+
+def test_a_directory_given_as_the_archive_is_named_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(PlatformError, match="is a directory, not an archive"), flow.opened(tmp_path, None):  # type: ignore[arg-type]
+        pass
