@@ -339,7 +339,7 @@ def up(
 
 def preflight(client: docker.DockerClient, settings: Settings, specs: list[ServiceSpec] | None = None) -> None:
     """Every check `up` makes before it creates, recreates or removes anything: check_owner, check_ports and
-    check_postgres_password; PlatformError from the first that fails."""
+    check_postgres_password; PlatformError from the first that fails. Needs the secrets (.env)."""
     specs = specs if specs is not None else local_services(settings, ImageSet("", "", ""))
     check_owner(client, settings)
     check_ports(client, settings, specs)

@@ -19,6 +19,8 @@ def up(c: Context, dry_run: bool = False) -> None:
     """Run MLflow, PostgreSQL and S3 on this machine's Docker; a second run changes nothing."""
     root = project_root(c)
     if not (root / ENV_FILE).exists():
+        # Another checkout's stack or a taken port is refused before this folder gets secrets of its own.
+        local.check_owner(images.docker_client(), settings_for(c))
         if dry_run:
             console.info(f"would write {root / ENV_FILE} with fresh secrets (as `invoke init` does)")
             return
