@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -33,20 +34,21 @@ for _output in (console, err_console):
             _output.width = _WIDTH
 
 
+# Messages are text, never markup: "[from .env:3]" in a message must print as written, not vanish as a tag.
 def info(message: str) -> None:
-    console.print(message)
+    console.print(message, markup=False)
 
 
 def step(message: str) -> None:
-    console.print(f"[bold cyan]==>[/] {message}")
+    console.print(f"[bold cyan]==>[/] {escape(message)}")
 
 
 def ok(message: str) -> None:
-    console.print(f"[green]✓[/] {message}")
+    console.print(f"[green]✓[/] {escape(message)}")
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}")
+    err_console.print(f"[yellow]warning:[/] {escape(message)}")
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:

@@ -139,11 +139,12 @@ def restore(c: Context, path: str, target: str = "local", yes: bool = False, dry
         manifest = reader.manifest
         flow.check_compatible(settings, manifest, target, str(archive))
         bars.console.print(
-            f"[green]✓[/] {archive}: {len(manifest.parts)} parts verified (SHA-256), written {manifest.finished} "
-            f"by MLflow {manifest.versions.get('mlflow')} for cluster {manifest.cluster}"
+            f"✓ {archive}: {len(manifest.parts)} parts verified (SHA-256), written {manifest.finished} "
+            f"by MLflow {manifest.versions.get('mlflow')} for cluster {manifest.cluster}",
+            markup=False,
         )
         if dry_run:
-            bars.console.print("\n".join(f"would restore: {line}" for line in manifest.holds))
+            bars.console.print("\n".join(f"would restore: {line}" for line in manifest.holds), markup=False)
             bars.console.print("dry run: nothing changed")
             return
         if target == "cluster":
@@ -151,10 +152,11 @@ def restore(c: Context, path: str, target: str = "local", yes: bool = False, dry
 
             done = restore_keys_without_platform(settings, reader)
             if done is not None:
-                bars.console.print(f"[green]✓[/] {done}")
+                bars.console.print(f"✓ {done}", markup=False)
                 bars.console.print(
                     f"the platform is not deployed yet: run `invoke deploy` (the controller starts with these keys), "
-                    f"then `invoke restore {archive} --target cluster` again for the data"
+                    f"then `invoke restore {archive} --target cluster` again for the data",
+                    markup=False,
                 )
                 return
         with open_target(settings, target) as platform:

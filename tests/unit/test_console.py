@@ -87,3 +87,12 @@ def test_counts_name_one_thing_in_the_singular() -> None:
         "2 registered models",
     ]
     assert (amount(3.0), amount(2.5), amount(None)) == ("3", "2.5", "?")
+
+
+@pytest.mark.parametrize("show", ["info", "ok", "warn", "step"])
+def test_a_message_with_brackets_prints_as_written_not_as_markup(show: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from mlopskit import console
+
+    getattr(console, show)("platform.postgres.dsn (POSTGRES_DSN) [from .env:3]: [bold]not markup[/]")
+    printed = capsys.readouterr()
+    assert "(POSTGRES_DSN) [from .env:3]: [bold]not markup[/]" in printed.out + printed.err
