@@ -184,6 +184,27 @@ def check_url(value: str, schemes: Iterable[str]) -> str:
     return value
 
 
+_WEB_ORIGIN = re.compile(
+    r"https?://(\*\.)?[a-z0-9*]([-a-z0-9.*]*[a-z0-9*])?(:[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?"
+)
+
+
+def check_web_origin(value: str) -> str:
+    """A browser origin as MLflow's --cors-allowed-origins compares it: scheme://host[:port], no path, lowercase;
+    '*' inside the host is MLflow's wildcard (https://*.example.com). A lone '*' (every site) is refused."""
+    if value == "*":
+        raise ValueError(
+            "'*' would let every web site call MLflow (without credentials); list the origins instead, "
+            "such as https://app.example.com"
+        )
+    if not _WEB_ORIGIN.fullmatch(value):
+        raise ValueError(
+            f"{value!r} must be a web origin: http:// or https://, a lowercase host and an optional port, nothing "
+            "after it (no path or trailing '/'), such as https://notebook.example.com or https://*.example.com"
+        )
+    return value
+
+
 def check_image(value: str) -> str:
     """An image reference as Docker and containerd parse it: [registry/]repository[:tag][@digest]."""
     if len(value) > 255 or not _IMAGE.fullmatch(value):

@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -734,6 +735,12 @@ class MlflowSettings(_Model):
     autoscaling: AutoscalingSettings | None = None  # when set, an HPA owns the replica count
     # MLflow 3's job runner (GenAI jobs and periodic tasks); the tracking server and registry do not need it.
     job_execution: bool = False
+    # Web origins (scheme://host[:port]) whose pages may call MLflow with the user's login, besides the
+    # ingress host's own origin (derived, mlopskit/public_host.py): MLflow's --cors-allowed-origins.
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+    # MLflow's --x-frame-options: SAMEORIGIN lets only pages of MLflow's own host frame its UI (the UI
+    # frames its own HTML artifacts), DENY no page, NONE sends no header (any site may frame it).
+    x_frame_options: Literal["SAMEORIGIN", "DENY", "NONE"] = "SAMEORIGIN"
 
     @property
     def scaled(self) -> bool:
@@ -755,6 +762,13 @@ class MlflowSettings(_Model):
         # An MLflow user like those of config/access.yaml: the same rule (no ':', ASCII for HTTP Basic auth).
         return _check_access_name(value)
 
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _cors_allowed_origins(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            formats.check_web_origin(entry)
+        return value
+
     @field_validator("admin_password")
     @classmethod
     def _password(cls, value: SecretStr | None) -> SecretStr | None:
@@ -769,10 +783,21 @@ class MlflowSettings(_Model):
 
 
 class IngressSettings(_Model):
+    """MLflow's one public host name, and everything derived from it (mlopskit/public_host.py): the Ingress
+    and its TLS, MLflow's allowed hosts, CORS origin and frame options, the proxy's upload limits."""
+
     enabled: bool = False
     host: str | None = None
+    # An existing kubernetes.io/tls Secret in the platform namespace, made by you (plain HTTP when neither
+    # this nor cert_manager_issuer is set).
     tls_secret: str | None = None
+    # A cert-manager ClusterIssuer: cert-manager then writes the certificate into a Secret it names
+    # after the Ingress (public_host.CERT_MANAGER_SECRET). Exclusive with tls_secret.
+    cert_manager_issuer: str | None = None
     class_name: str = "traefik"
+    # Seconds one request may take to reach MLflow through the ingress controller, body included (a large
+    # artifact upload): Traefik's entry point readTimeout (60 s by default), ingress-nginx's proxy timeouts.
+    upload_timeout_seconds: int = Field(default=3600, ge=1)
 
     @field_validator("host")
     @classmethod
@@ -781,8 +806,28 @@ class IngressSettings(_Model):
 
     @field_validator("tls_secret")
     @classmethod
-    def _tls_secret(cls, value: str | None) -> str | None:
-        return None if value is None else formats.check_dns_subdomain(value, "Secret name")
+    def _tls_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        formats.check_dns_subdomain(value, "Secret name")
+        if info.data.get("enabled") is False:
+            raise ValueError(_OFF_INGRESS)
+        return value
+
+    @field_validator("cert_manager_issuer")
+    @classmethod
+    def _cert_manager_issuer(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        formats.check_dns_subdomain(value, "ClusterIssuer name")
+        if info.data.get("enabled") is False:
+            raise ValueError(_OFF_INGRESS)
+        if info.data.get("tls_secret"):
+            raise ValueError(
+                "cannot be combined with platform.ingress.tls_secret (INGRESS_TLS_SECRET): tls_secret names a "
+                "certificate Secret you made, cert_manager_issuer has cert-manager make one; remove one of them"
+            )
+        return value
 
     @field_validator("class_name")
     @classmethod
@@ -794,6 +839,17 @@ class IngressSettings(_Model):
         if self.enabled and not self.host:
             raise FieldProblem("enabled", "an enabled ingress needs a host (INGRESS_HOST)")
         return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the public host is served over HTTPS (a Secret of yours or cert-manager's)."""
+        return self.enabled and bool(self.tls_secret or self.cert_manager_issuer)
+
+
+_OFF_INGRESS = (
+    "has no effect while the ingress is off; set platform.ingress.enabled (INGRESS_ENABLED) to true "
+    "or remove this setting"
+)
 
 
 class ResourceSpec(_Model):
@@ -1342,6 +1398,7 @@ ENV_KEYS: dict[str, str] = {
     "MLFLOW_ADMIN_USER": "platform.mlflow.admin_user",
     "MLFLOW_DEFAULT_PERMISSION": "platform.mlflow.default_permission",
     "MLFLOW_ALLOWED_HOSTS": "platform.mlflow.allowed_hosts",
+    "MLFLOW_CORS_ALLOWED_ORIGINS": "platform.mlflow.cors_allowed_origins",
     "MLFLOW_WORKERS": "platform.mlflow.workers",
     "PLATFORM_NAMESPACE": "platform.namespace",
     "POSTGRES_MODE": "platform.postgres.mode",
@@ -1357,6 +1414,7 @@ ENV_KEYS: dict[str, str] = {
     "INGRESS_ENABLED": "platform.ingress.enabled",
     "INGRESS_HOST": "platform.ingress.host",
     "INGRESS_TLS_SECRET": "platform.ingress.tls_secret",
+    "INGRESS_CERT_MANAGER_ISSUER": "platform.ingress.cert_manager_issuer",
     "CLUSTER_NAME": "cluster.name",
     "K3S_VERSION": "cluster.k3s_version",
     "K3S_TOKEN": "cluster.token",
@@ -1384,7 +1442,7 @@ ENV_KEYS: dict[str, str] = {
 ENV_BY_PATH = {path: env for env, path in ENV_KEYS.items()}
 # Settings.sources also records where .env lists a key with an empty value, under its path plus this suffix.
 _EMPTY_SUFFIX = " (empty)"
-_LIST_PATHS = {"platform.mlflow.allowed_hosts"}
+_LIST_PATHS = {"platform.mlflow.allowed_hosts", "platform.mlflow.cors_allowed_origins"}
 
 # Keys `invoke init` fills with fresh random values when it writes .env.
 GENERATED_KEYS = (

@@ -16,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from mlopskit import access, console
+from mlopskit import access, console, public_host
 from mlopskit.access import PreviousPassword, ensure_admin_password
 from mlopskit.contract import CONTROLLER_NAMESPACE, MLFLOW_SERVICE
 from mlopskit.errors import PlatformError
@@ -183,6 +183,8 @@ def deploy(
     unknown = unknown_kinds(objects)
     if unknown:
         notes.append(f"kinds without a known phase, applied after config and before workloads: {', '.join(unknown)}")
+    objects, left_out = cluster_objects(objects, dyn)
+    notes += left_out + ingress_notes(settings)
     namespace = settings.platform.namespace
     engine = Engine(dyn, namespace, force=force, dry_run=dry_run, progress=progress_printer(dry_run))
 
@@ -335,17 +337,77 @@ def _wait(dyn: DynamicClient, objects: list[dict[str, Any]], timeout: float) -> 
 
 
 def platform_url(settings: Settings) -> str | None:
+    return public_host.public_url(settings)
+
+
+def cluster_objects(objects: list[dict[str, Any]], dyn: DynamicClient) -> tuple[list[dict[str, Any]], list[str]]:
+    """The objects this cluster takes, and a note for each one left out.
+
+    An object that names a CRD in render.REQUIRES_CRD_ANNOTATION (Traefik's HelmChartConfig) is applied only
+    where the cluster serves its kind, and never over an object of the same name that mlopskit did not make
+    (an administrator's own HelmChartConfig for Traefik): applying ours would replace their values, and a
+    later prune would delete them. The note then says what to set by hand.
+    """
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+    kept: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        crd = (meta.get("annotations") or {}).get(render.REQUIRES_CRD_ANNOTATION)
+        if not crd:
+            kept.append(obj)
+            continue
+        where = f"{obj['kind']} {meta.get('namespace')}/{meta['name']}"
+        try:
+            resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        except ResourceNotFoundError:
+            notes.append(f"{where} not applied: the cluster has no {crd} CRD (not K3s); {_by_hand(obj)}")
+            continue
+        try:
+            live = resource.get(name=meta["name"], namespace=meta.get("namespace")).to_dict()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise PlatformError(f"cannot read {where} (HTTP {exc.status}): {exc.reason}") from None
+            live = None
+        live_labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+        if live is not None and live_labels.get("app.kubernetes.io/managed-by") != render.PART_OF:
+            notes.append(f"{where} exists and is not mlopskit's, so it is left as it is; {_by_hand(obj)}")
+            continue
+        kept.append(obj)
+    return kept, notes
+
+
+def _by_hand(obj: dict[str, Any]) -> str:
+    """What to set instead of an object that is not applied."""
+    if obj.get("kind") == "HelmChartConfig":
+        values = " ".join(str((obj.get("spec") or {}).get("valuesContent", "")).split())
+        return (
+            "for uploads longer than 60 s through Traefik, add these values to its Helm release "
+            f"({values}) or pass --entryPoints.<name>.transport.respondingTimeouts.readTimeout to Traefik"
+        )
+    return "apply its equivalent by hand (invoke render writes it out)"
+
+
+def ingress_notes(settings: Settings) -> list[str]:
+    """What deploy cannot set for an ingress class it has no settings for: the limits large uploads need."""
     ingress = settings.platform.ingress
-    if ingress.enabled and ingress.host:
-        scheme = "https" if ingress.tls_secret else "http"
-        return f"{scheme}://{ingress.host}/"
-    return None
+    if not ingress.enabled or ingress.class_name in {public_host.TRAEFIK_CLASS, public_host.NGINX_CLASS}:
+        return []
+    return [
+        f"ingress class {ingress.class_name!r}: mlopskit sets upload limits only for traefik and nginx; let this "
+        f"controller pass request bodies of any size and read a request for up to "
+        f"{ingress.upload_timeout_seconds} s (platform.ingress.upload_timeout_seconds), or large artifact uploads "
+        "fail (README: Deploying, one public host name)"
+    ]
 
 
 def diff(settings: Settings, mlflow_image: str | None = None) -> list[tuple[ObjectRef, str]]:
     """Per-object unified diffs between the live cluster and a server-side dry run of a deploy."""
     api, dyn = connect(settings)
     objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings), dyn)
+    objects, _ = cluster_objects(objects, dyn)
     # The sealed files on disk, not a fresh seal: sealing is randomized and would always differ.
     sealed, note = sealed_objects(settings, api, reseal=False)
     if not sealed:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import jinja2
 import yaml
 
-from mlopskit import credentials, formats
+from mlopskit import credentials, formats, public_host
 from mlopskit.contract import (
     METRICS_PORT_NAME,
     MINIO_PORT,
@@ -64,6 +64,9 @@ COMPONENTS = (
     "sealed-secrets",
 )
 TEMPLATE_ANNOTATION = "mlopskit.io/template"
+# On an object of a kind that only some clusters have (K3s's HelmChartConfig): the CustomResourceDefinition
+# it needs. Deploy applies it only where the cluster serves that CRD (kube/deploy.py: cluster_objects).
+REQUIRES_CRD_ANNOTATION = "mlopskit.io/requires-crd"
 PART_OF = "mlopskit"
 
 AUTH_TEMPLATE_PATH = "/etc/mlflow/basic_auth.ini.template"
@@ -196,7 +199,7 @@ def template_context(
     store = p.object_store
     pg = p.postgres
     endpoint = s3_endpoint(settings)
-    ingress_hosts = [p.ingress.host, f"{p.ingress.host}:*"] if p.ingress.enabled and p.ingress.host else []
+    ingress_hosts = public_host.ingress_hosts(p.ingress)
     service_names = [f"{MLFLOW_SERVICE}{suffix}" for suffix in ("", f".{ns}", f".{ns}.svc", f".{ns}.svc.cluster.local")]
     mlflow_hosts = allowed_hosts(service_names, MLFLOW_PORT, [*ingress_hosts, *p.mlflow.allowed_hosts])
     if pg.mode == "external":
@@ -281,6 +284,8 @@ def template_context(
             "default_permission": p.mlflow.default_permission,
             "auth_cache_ttl_seconds": p.mlflow.auth_cache_ttl_seconds,
             "allowed_hosts": ",".join(mlflow_hosts),
+            "cors_allowed_origins": ",".join(public_host.cors_allowed_origins(settings)),
+            "x_frame_options": p.mlflow.x_frame_options,
             "auth_template_path": AUTH_TEMPLATE_PATH,
             "auth_template": (PACKAGE_ROOT / "docker" / "mlflow" / "basic_auth.ini.template").read_text(),
             "migrate_job": f"mlflow-migrate-{_short_hash(image, pg.mode, pg.tracking_db, pg.auth_db)}",
@@ -310,8 +315,14 @@ def template_context(
         "ingress": {
             "enabled": p.ingress.enabled,
             "host": p.ingress.host,
-            "tls_secret": p.ingress.tls_secret,
+            "tls_secret": public_host.tls_secret(p.ingress),
             "class_name": p.ingress.class_name,
+            "annotations": public_host.ingress_annotations(p.ingress),
+            "traefik_values": public_host.traefik_values_content(p.ingress),
+            "traefik_chart": public_host.TRAEFIK_CHART,
+            "traefik_namespace": public_host.TRAEFIK_NAMESPACE,
+            "requires_crd_annotation": REQUIRES_CRD_ANNOTATION,
+            "helm_chart_config_crd": public_host.HELM_CHART_CONFIG_CRD,
         },
         "resources": {
             name: {

@@ -3,7 +3,8 @@
 Built-in kinds use the strict JSON schemas that the `kubernetes-validate` package ships per release
 (unknown fields are errors, so a typo in a template fails here instead of being dropped by the API
 server). Custom resources are checked against the openAPIV3Schema of their CRD when that CRD is in
-the same rendered set or was read from the cluster (deploy passes those), and reported as skipped otherwise.
+the same rendered set or was read from the cluster (deploy passes those), or against KNOWN_CUSTOM_SCHEMAS
+(CRDs a cluster brings, such as K3s's HelmChartConfig), and reported as skipped otherwise.
 """
 
 from __future__ import annotations
@@ -113,9 +114,50 @@ def _describe(obj: dict[str, Any]) -> str:
     return f"{name} ({template})" if template else name
 
 
+# Custom resources we render whose CRD the cluster brings, by (apiVersion, kind): the fields of their CRD's
+# openAPIV3Schema, strict (unknown fields are errors, where the API server would silently prune them).
+KNOWN_CUSTOM_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    # k3s-io/helm-controller's helmchartconfigs.helm.cattle.io (K3s installs it with its packaged charts).
+    ("helm.cattle.io/v1", "HelmChartConfig"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "failurePolicy": {"type": "string", "enum": ["abort", "reinstall", "retry"]},
+                    "forceConflicts": {"type": "boolean"},
+                    "values": {},
+                    "valuesContent": {"type": "string"},
+                    "valuesSecrets": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "ignoreUpdates": {"type": "boolean"},
+                                "keys": {"type": "array", "items": {"type": "string"}},
+                                "name": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 def _crd_validators(objects: list[dict[str, Any]]) -> dict[tuple[str, str], jsonschema.protocols.Validator]:
-    """(apiVersion, kind) -> validator, from the CustomResourceDefinitions in the rendered set."""
-    found: dict[tuple[str, str], jsonschema.protocols.Validator] = {}
+    """(apiVersion, kind) -> validator, from the CustomResourceDefinitions in the rendered set and the known ones."""
+    found: dict[tuple[str, str], jsonschema.protocols.Validator] = {
+        key: jsonschema.Draft4Validator(schema) for key, schema in KNOWN_CUSTOM_SCHEMAS.items()
+    }
     for obj in objects:
         if obj.get("kind") != "CustomResourceDefinition":
             continue
