@@ -14,13 +14,24 @@ the stand-in of tests/service_monitor_crd.py (the Prometheus Operator's own cann
 before the first deploy when the cluster has none, so deploy's `auto` finds it; the "monitoring" namespace is a
 throwaway one.
 
+The platform is deployed behind a public host (INGRESS_HOST, with TLS from the Secret mlflow-tls) that
+resolves to 127.0.0.1 on this machine (a name from /etc/hosts). This cluster runs no ingress controller:
+where `invoke doctor --cluster` must reach MLflow through the ingress, a stand-in in this module terminates
+TLS on 127.0.0.1:443 with the host's certificate and passes the bytes to MLflow's Service through a
+port-forward, Host header untouched. Requests with a chosen Host or Origin header go through a port-forward.
+
 The tests of this module share one deployment and run in file order: each step starts from the state the
 previous one left, as a user's session would.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import socket
+import ssl
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,12 +44,14 @@ import yaml
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
+from mlopskit import formats
 from mlopskit.contract import MLFLOW_METRICS_PORT, SEAWEEDFS_METRICS_PORT, SEAWEEDFS_S3_PORT
 from mlopskit.envfile import env_line
 from mlopskit.hosts.images import images_to_deliver
 from mlopskit.image_names import mlflow_image_ref
 from mlopskit.kube.portforward import forward_service
 from mlopskit.object_store import s3_client
+from tests.certificates import self_signed
 from tests.cluster.conftest import service_monitor_crd_installed
 from tests.cluster.project import IMAGE_TAG, PUNCTUATION, SECRETS, Platform, make_project
 from tests.plain_client import plain_client_round_trip
@@ -46,6 +59,23 @@ from tests.plain_client import plain_client_round_trip
 pytestmark = pytest.mark.slow
 
 ROTATED_ADMIN_PASSWORD = "Rotated-" + PUNCTUATION
+TLS_SECRET = "mlflow-tls"
+
+
+def loopback_host() -> str:
+    """A name /etc/hosts gives 127.0.0.1 that can be an Ingress host (not localhost: MLflow allows that one
+    anyway), so the public host resolves here as on a user's machine; a .test name when there is none."""
+    hosts = Path("/etc/hosts")
+    for line in hosts.read_text().splitlines() if hosts.is_file() else []:
+        address, *names = line.split("#", 1)[0].split() or [""]
+        for name in names if address == "127.0.0.1" else []:
+            with contextlib.suppress(ValueError):
+                if name != "localhost" and formats.check_ingress_host(name):
+                    return name
+    return "mlflow.mlopskit.test"
+
+
+PUBLIC_HOST = loopback_host()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +113,15 @@ def platform(
     monitoring_namespace: str,
     service_monitor_crd: None,
 ) -> Iterator[Platform]:
-    deployed = make_project(tmp_path_factory.mktemp("project"), api, node_images, "mlopskit-e2e")
+    deployed = make_project(
+        tmp_path_factory.mktemp("project"),
+        api,
+        node_images,
+        "mlopskit-e2e",
+        INGRESS_ENABLED="true",
+        INGRESS_HOST=PUBLIC_HOST,
+        INGRESS_TLS_SECRET=TLS_SECRET,
+    )
     (deployed.root / "config" / "platform.yaml").write_text(yaml.safe_dump(platform_yaml(monitoring_namespace)))
     yield deployed
     deployed.destroy()
@@ -156,6 +194,192 @@ def test_a_plain_mlflow_client_round_trips_25_mb_through_a_port_forward(
     with forward_service(platform.api, platform.namespace, "mlflow", 5000) as port:
         sent, received = plain_client_round_trip(f"http://127.0.0.1:{port}", "admin", password, tmp_path)
     assert received == sent
+
+
+def test_deploy_leaves_out_traefiks_config_where_the_cluster_is_not_k3s_and_says_so(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    assert "HelmChartConfig kube-system/traefik not applied: the cluster has no" in first_deploy.stdout
+    ingress: Any = client.NetworkingV1Api(platform.api).read_namespaced_ingress("mlflow", platform.namespace)
+    assert ingress.spec.rules[0].host == PUBLIC_HOST
+    assert [t.secret_name for t in ingress.spec.tls] == [TLS_SECRET]
+
+
+@contextlib.contextmanager
+def mlflow_port(platform: Platform) -> Iterator[int]:
+    with forward_service(platform.api, platform.namespace, "mlflow", 5000) as port:
+        yield port
+
+
+def admin_auth(platform: Platform) -> tuple[str, str]:
+    return "admin", platform.settings().secrets.admin_password
+
+
+def test_mlflow_refuses_a_host_header_it_was_not_given_and_serves_the_public_host(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    with mlflow_port(platform) as port:
+        foreign = requests.get(f"http://127.0.0.1:{port}{search}", headers={"Host": "attacker.example"}, timeout=30)
+        public = requests.get(f"http://127.0.0.1:{port}{search}", headers={"Host": PUBLIC_HOST}, timeout=30)
+        logged_in = requests.get(
+            f"http://127.0.0.1:{port}{search}", headers={"Host": PUBLIC_HOST}, auth=admin_auth(platform), timeout=30
+        )
+    assert (foreign.status_code, "Invalid Host header" in foreign.text) == (403, True)
+    assert public.status_code == 401  # the host is accepted; the login is what is missing
+    assert logged_in.status_code == 200
+    assert logged_in.headers["X-Frame-Options"] == "SAMEORIGIN"
+
+
+def test_cors_lets_only_the_public_hosts_origin_call_mlflow(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    """The UI at https://<host> sends its Origin on its own POSTs: MLflow 3.17 blocks those unless the origin is
+    allowed. A preflight from that origin is answered for it; from another origin it is not, and that origin's
+    POST is refused even with a valid login."""
+    own, other = f"https://{PUBLIC_HOST}", "https://attacker.example"
+    create = "/api/2.0/mlflow/experiments/create"
+    with mlflow_port(platform) as port:
+        url = f"http://127.0.0.1:{port}{create}"
+
+        def preflight(origin: str) -> requests.Response:
+            headers = {
+                "Host": PUBLIC_HOST,
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,authorization",
+            }
+            return requests.options(url, headers=headers, timeout=30)
+
+        def post(origin: str, name: str) -> requests.Response:
+            headers = {"Host": PUBLIC_HOST, "Origin": origin}
+            return requests.post(url, json={"name": name}, headers=headers, auth=admin_auth(platform), timeout=30)
+
+        allowed, refused = preflight(own), preflight(other)
+        own_post, other_post = post(own, f"cors-own-{uuid.uuid4().hex[:6]}"), post(other, "cors-other")
+    assert allowed.headers.get("Access-Control-Allow-Origin") == own
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    assert own_post.status_code == 200, own_post.text
+    assert (other_post.status_code, other_post.text) == (403, "Cross-origin request blocked")
+
+
+@contextlib.contextmanager
+def stand_in_ingress(certificate: Path, key: Path, backend_port: int) -> Iterator[None]:
+    """Stand-in for the ingress controller this cluster lacks: on 127.0.0.1:443, TLS with the host's certificate,
+    then each connection's bytes passed unchanged to backend_port (a port-forward to MLflow's Service)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    try:
+        listener = socket.create_server(("127.0.0.1", 443))
+    except OSError as exc:
+        pytest.skip(f"cannot listen on 127.0.0.1:443 for the stand-in ingress: {exc}")
+    listener.settimeout(0.5)
+    stop = threading.Event()
+
+    def pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(65536):
+                target.sendall(chunk)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def serve(connection: socket.socket) -> None:
+        try:
+            tls = context.wrap_socket(connection, server_side=True)
+        except OSError:
+            connection.close()
+            return
+        with tls, socket.create_connection(("127.0.0.1", backend_port)) as backend:
+            back = threading.Thread(target=pump, args=(backend, tls), daemon=True)
+            back.start()
+            pump(tls, backend)
+            back.join(60)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        acceptor.join(5)
+        listener.close()
+
+
+def put_tls_secret(platform: Platform, days: float, folder: Path) -> tuple[Path, Path]:
+    """The TLS Secret the settings name, holding a fresh self-signed certificate for the host; its files."""
+    certificate, key = self_signed([PUBLIC_HOST], days)
+    cert_file, key_file = folder / f"tls-{days}.crt", folder / f"tls-{days}.key"
+    cert_file.write_bytes(certificate)
+    key_file.write_bytes(key)
+    body = client.V1Secret(
+        metadata=client.V1ObjectMeta(name=TLS_SECRET),
+        type="kubernetes.io/tls",
+        data={"tls.crt": base64.b64encode(certificate).decode(), "tls.key": base64.b64encode(key).decode()},
+    )
+    core = client.CoreV1Api(platform.api)
+    try:
+        core.replace_namespaced_secret(TLS_SECRET, platform.namespace, body)
+    except client.exceptions.ApiException as exc:
+        if exc.status != 404:
+            raise
+        core.create_namespaced_secret(platform.namespace, body)
+    return cert_file, key_file
+
+
+def doctor_rows(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """Check name -> status, from the table `invoke doctor --cluster` prints."""
+    rows = {}
+    for line in done.stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("│ ").split("│")]
+        if len(cells) >= 2 and cells[1] in {"OK", "FAIL", "SKIP"}:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def needs_loopback_host() -> None:
+    if PUBLIC_HOST.endswith(".test"):
+        pytest.skip("no name in /etc/hosts resolves to 127.0.0.1: the public host cannot be reached from here")
+
+
+def test_doctor_cluster_fails_a_certificate_expiring_in_10_days_and_passes_one_of_90(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str], tmp_path: Path
+) -> None:
+    needs_loopback_host()
+    runs = {}
+    for days in (10, 90):
+        cert_file, key_file = put_tls_secret(platform, days, tmp_path)
+        with mlflow_port(platform) as port, stand_in_ingress(cert_file, key_file, port):
+            # The certificate is self-signed: trusted here as a private CA would be on a user's machine.
+            runs[days] = platform.invoke("doctor", "--cluster", REQUESTS_CA_BUNDLE=str(cert_file))
+    short, long = doctor_rows(runs[10]), doctor_rows(runs[90])
+    expiry = "TLS certificate not expiring within 30 days"
+    assert runs[10].returncode == 1 and short[expiry] == "FAIL"
+    assert [name for name, status in short.items() if status != "OK"] == [expiry]
+    assert runs[90].returncode == 0, runs[90].stdout + runs[90].stderr
+    assert set(long.values()) == {"OK"} and len(long) == 8
+    assert f"https://{PUBLIC_HOST}/ reachable through the ingress" in long
+    assert f"MLflow answers for Host {PUBLIC_HOST} through the ingress" in long
+
+
+def test_doctor_cluster_says_nothing_answers_for_the_host_without_an_ingress_controller(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str]
+) -> None:
+    needs_loopback_host()
+    done = platform.invoke("doctor", "--cluster")
+    rows = doctor_rows(done)
+    assert done.returncode == 1
+    assert rows[f"https://{PUBLIC_HOST}/ reachable through the ingress"] == "FAIL"
+    assert "Connection refused" in done.stdout and "is the ingress controller running" in done.stdout
 
 
 def test_a_changed_admin_password_is_rotated_by_the_next_deploy(

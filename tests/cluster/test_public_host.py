@@ -1,0 +1,82 @@
+"""The public host's objects against a real API server: the Ingress with TLS from cert-manager or a Secret, with
+ingress-nginx's annotations, and deploy's choice about K3s's HelmChartConfig by real discovery.
+
+This cluster runs no ingress controller and no cert-manager, and it is not K3s (no helmchartconfigs.helm.cattle.io
+CRD): these tests show the API server accepts what we render and what deploy decides here; that cert-manager
+issues the certificate and that Traefik honours the timeout cannot be seen on this cluster. The whole platform
+behind its public host (allowed hosts, CORS, doctor --cluster) is tested in test_platform.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.dynamic import DynamicClient
+
+from mlopskit.kube.apply import Engine
+from mlopskit.kube.deploy import cluster_objects
+from mlopskit.kube.render import render_manifests
+from mlopskit.settings import Settings, load_settings
+from tests.unit.conftest import SAMPLE_SECRETS
+
+IMAGE = "registry.invalid/mlopskit/mlflow:0"
+HOST = "mlflow.mlopskit.test"
+
+
+def settings(tmp_path: Path, class_name: str = "traefik", **env: str) -> Settings:
+    (tmp_path / "config").mkdir(exist_ok=True)
+    (tmp_path / "config" / "platform.yaml").write_text(f"platform:\n  ingress:\n    class_name: {class_name}\n")
+    return load_settings(tmp_path, dict(SAMPLE_SECRETS) | {"INGRESS_ENABLED": "true", "INGRESS_HOST": HOST} | env)
+
+
+def the(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [found] = [o for o in objects if o["kind"] == kind]
+    return found
+
+
+def applied_ingress(engine: Callable[..., Engine], dyn: DynamicClient, namespace: str, chosen: Settings) -> Any:
+    ingress = the(render_manifests(chosen, IMAGE), "Ingress")
+    ingress["metadata"]["namespace"] = namespace
+    result = engine().apply([ingress])
+    assert len(result.created) == 1
+    live = dyn.resources.get(api_version="networking.k8s.io/v1", kind="Ingress")
+    return live.get(name="mlflow", namespace=namespace)
+
+
+def test_an_ingress_with_cert_managers_annotation_applies_and_names_the_secret_it_will_write(
+    engine: Callable[..., Engine], dyn: DynamicClient, namespace: str, tmp_path: Path
+) -> None:
+    live = applied_ingress(
+        engine, dyn, namespace, settings(tmp_path, INGRESS_CERT_MANAGER_ISSUER="letsencrypt-staging")
+    )
+
+    assert live.metadata.annotations["cert-manager.io/cluster-issuer"] == "letsencrypt-staging"
+    assert [(t.hosts, t.secretName) for t in live.spec.tls] == [([HOST], "mlflow-cert-manager-tls")]
+    assert live.spec.rules[0].host == HOST
+
+
+def test_an_ingress_with_an_own_tls_secret_and_nginx_annotations_applies(
+    engine: Callable[..., Engine], dyn: DynamicClient, namespace: str, tmp_path: Path
+) -> None:
+    live = applied_ingress(engine, dyn, namespace, settings(tmp_path, "nginx", INGRESS_TLS_SECRET="mlflow-tls"))
+
+    assert live.spec.ingressClassName == "nginx"
+    assert [t.secretName for t in live.spec.tls] == ["mlflow-tls"]
+    assert live.metadata.annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+    assert live.metadata.annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
+
+
+def test_on_a_cluster_without_k3s_helmchartconfig_crd_deploy_leaves_traefiks_config_out(
+    dyn: DynamicClient, tmp_path: Path
+) -> None:
+    if any(r.kind == "HelmChartConfig" for r in dyn.resources.search(group="helm.cattle.io")):
+        pytest.skip("this cluster has K3s's HelmChartConfig CRD: the case of a cluster without it cannot be seen")
+    objects = render_manifests(settings(tmp_path), IMAGE)
+
+    kept, notes = cluster_objects(objects, dyn)
+
+    assert [o["kind"] for o in objects if o not in kept] == ["HelmChartConfig"]
+    assert len(notes) == 1 and "no helmchartconfigs.helm.cattle.io CRD" in notes[0]
