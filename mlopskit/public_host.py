@@ -35,6 +35,19 @@ NGINX_CLASS = "nginx"
 TRAEFIK_CLASS = "traefik"
 
 
+# Where each class's usual installation runs its controller pods (K3s's packaged Traefik; the ingress-nginx
+# project's chart and manifests), for the NetworkPolicy that lets them reach MLflow.
+INGRESS_CONTROLLERS: dict[str, dict[str, Any]] = {
+    TRAEFIK_CLASS: {"namespace": "kube-system", "pod_labels": {"app.kubernetes.io/name": "traefik"}},
+    NGINX_CLASS: {"namespace": "ingress-nginx", "pod_labels": {"app.kubernetes.io/name": "ingress-nginx"}},
+}
+
+
+def ingress_controller(ingress: IngressSettings) -> dict[str, Any] | None:
+    """The namespace and pod labels of the class's controller, None for a class mlopskit does not know."""
+    return INGRESS_CONTROLLERS.get(ingress.class_name)
+
+
 def tls_secret(ingress: IngressSettings) -> str | None:
     """The Secret that holds the host's certificate: tls_secret, cert-manager's, or None for plain HTTP."""
     if not ingress.enabled:

@@ -396,10 +396,11 @@ def ingress_notes(settings: Settings) -> list[str]:
     if not ingress.enabled or ingress.class_name in {public_host.TRAEFIK_CLASS, public_host.NGINX_CLASS}:
         return []
     return [
-        f"ingress class {ingress.class_name!r}: mlopskit sets upload limits only for traefik and nginx; let this "
-        f"controller pass request bodies of any size and read a request for up to "
-        f"{ingress.upload_timeout_seconds} s (platform.ingress.upload_timeout_seconds), or large artifact uploads "
-        "fail (README: Deploying, one public host name)"
+        f"ingress class {ingress.class_name!r}: mlopskit knows the controllers of traefik and nginx only. Add a "
+        f"NetworkPolicy in namespace {settings.platform.namespace} that lets this controller's pods reach the mlflow "
+        "pods on port 5000 (all traffic is denied by default), and let it pass request bodies of any size and read "
+        f"a request for up to {ingress.upload_timeout_seconds} s (platform.ingress.upload_timeout_seconds), or large "
+        "artifact uploads fail (README: Deploying, one public host name)"
     ]
 
 

@@ -318,6 +318,7 @@ def template_context(
             "tls_secret": public_host.tls_secret(p.ingress),
             "class_name": p.ingress.class_name,
             "annotations": public_host.ingress_annotations(p.ingress),
+            "controller": public_host.ingress_controller(p.ingress),
             "traefik_values": public_host.traefik_values_content(p.ingress),
             "traefik_chart": public_host.TRAEFIK_CHART,
             "traefik_namespace": public_host.TRAEFIK_NAMESPACE,

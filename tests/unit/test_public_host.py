@@ -193,6 +193,32 @@ def test_another_ingress_class_gets_no_controller_settings(load: Callable[..., S
     assert set(by_kind(objects, "Ingress")[0]["metadata"]["annotations"]) == {"mlopskit.io/template"}
 
 
+@pytest.mark.parametrize(
+    "class_name, namespace, name", [("traefik", "kube-system", "traefik"), ("nginx", "ingress-nginx", "ingress-nginx")]
+)
+def test_the_classes_controller_pods_may_reach_mlflow(
+    class_name: str, namespace: str, name: str, load: Callable[..., Settings]
+) -> None:
+    objects = render_manifests(load(class_name=class_name), IMAGE)
+
+    [policy] = [o for o in by_kind(objects, "NetworkPolicy") if o["metadata"]["name"] == "mlflow-from-ingress"]
+    [source] = policy["spec"]["ingress"][0]["from"]
+
+    assert source["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": namespace}
+    assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+
+
+def test_for_an_unknown_class_deploy_says_to_open_the_way_and_set_the_limits(load: Callable[..., Settings]) -> None:
+    from mlopskit.kube.deploy import ingress_notes
+
+    settings = load(class_name="haproxy")
+    names = {o["metadata"]["name"] for o in by_kind(render_manifests(settings, IMAGE), "NetworkPolicy")}
+
+    [note] = ingress_notes(settings)
+    assert "mlflow-from-ingress" not in names
+    assert "NetworkPolicy" in note and "3600 s" in note and "haproxy" in note
+
+
 def test_no_ingress_renders_no_controller_settings(tmp_path: Path) -> None:
     objects = render_manifests(load_settings(tmp_path, dict(SAMPLE_SECRETS)), IMAGE)
 
