@@ -382,12 +382,26 @@ def cluster_objects(objects: list[dict[str, Any]], dyn: DynamicClient) -> tuple[
 def _by_hand(obj: dict[str, Any]) -> str:
     """What to set instead of an object that is not applied."""
     if obj.get("kind") == "HelmChartConfig":
-        values = " ".join(str((obj.get("spec") or {}).get("valuesContent", "")).split())
+        import yaml
+
+        values = _dotted(yaml.safe_load(str((obj.get("spec") or {}).get("valuesContent") or "")) or {})
         return (
-            "for uploads longer than 60 s through Traefik, add these values to its Helm release "
-            f"({values}) or pass --entryPoints.<name>.transport.respondingTimeouts.readTimeout to Traefik"
+            "for uploads longer than 60 s through Traefik, set these values of its Helm release: "
+            + ", ".join(f"{key}={value}" for key, value in values)
+            + " (or Traefik's flags --entryPoints.<name>.transport.respondingTimeouts.readTimeout)"
         )
     return "apply its equivalent by hand (invoke render writes it out)"
+
+
+def _dotted(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Helm values as (dotted.key, value) pairs, as `helm --set` takes them."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            pairs += _dotted(value, f"{prefix}{key}.")
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs
 
 
 def ingress_notes(settings: Settings) -> list[str]:

@@ -306,7 +306,9 @@ def test_without_the_helmchartconfig_crd_deploy_leaves_it_out_and_says_what_to_s
 
     assert by_kind(kept, "HelmChartConfig") == [] and len(kept) == len(objects) - 1
     assert len(notes) == 1
-    assert "no helmchartconfigs.helm.cattle.io CRD" in notes[0] and "readTimeout: 3600s" in notes[0]
+    assert "no helmchartconfigs.helm.cattle.io CRD" in notes[0]
+    assert "ports.web.transport.respondingTimeouts.readTimeout=3600s" in notes[0]
+    assert "ports.websecure.transport.respondingTimeouts.readTimeout=3600s" in notes[0]
 
 
 def test_with_the_crd_deploy_applies_it_and_takes_back_its_own(load: Callable[..., Settings]) -> None:
