@@ -3,17 +3,21 @@ ingress-nginx's annotations, and deploy's choice about K3s's HelmChartConfig by 
 
 This cluster runs no ingress controller and no cert-manager, and it is not K3s (no helmchartconfigs.helm.cattle.io
 CRD): these tests show the API server accepts what we render and what deploy decides here; that cert-manager
-issues the certificate and that Traefik honours the timeout cannot be seen on this cluster. The whole platform
+issues the certificate and that Traefik honours the timeout cannot be seen on this cluster. Where a test needs
+K3s's CRD, it installs a stand-in with the helm-controller's group, names and spec fields (and removes it, with
+every HelmChartConfig, afterwards); no helm-controller acts on the objects. The whole platform
 behind its public host (allowed hosts, CORS, doctor --cluster) is tested in test_platform.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
 from mlopskit.kube.apply import Engine
@@ -80,3 +84,93 @@ def test_on_a_cluster_without_k3s_helmchartconfig_crd_deploy_leaves_traefiks_con
 
     assert [o["kind"] for o in objects if o not in kept] == ["HelmChartConfig"]
     assert len(notes) == 1 and "no helmchartconfigs.helm.cattle.io CRD" in notes[0]
+
+
+CRD_NAME = "helmchartconfigs.helm.cattle.io"
+
+
+@pytest.fixture
+def helm_chart_config_crd(api: client.ApiClient, dyn: DynamicClient) -> Iterator[None]:
+    """Stand-in for K3s's HelmChartConfig CRD, for one test; removed afterwards with its objects."""
+    extensions: Any = client.ApiextensionsV1Api(api)  # takes a plain dict body; typed Any like the tests' V1 models
+    if extensions.list_custom_resource_definition(field_selector=f"metadata.name={CRD_NAME}").items:
+        pytest.skip(f"the cluster has {CRD_NAME} already (K3s?): its HelmChartConfigs are not ours to touch")
+    spec = {
+        "type": "object",
+        "properties": {
+            "valuesContent": {"type": "string"},
+            "failurePolicy": {"type": "string", "enum": ["abort", "reinstall", "retry"]},
+            "values": {"x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
+    body: dict[str, Any] = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD_NAME},
+        "spec": {
+            "group": "helm.cattle.io",
+            "scope": "Namespaced",
+            "names": {"kind": "HelmChartConfig", "plural": "helmchartconfigs", "singular": "helmchartconfig"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec}}},
+                }
+            ],
+        },
+    }
+    extensions.create_custom_resource_definition(body)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(
+            c.type == "Established" and c.status == "True"
+            for c in (extensions.read_custom_resource_definition(CRD_NAME).status.conditions or [])
+        ):
+            assert time.monotonic() < deadline, f"{CRD_NAME} not Established"
+            time.sleep(0.5)
+        dyn.resources.invalidate_cache()
+        yield
+    finally:
+        extensions.delete_custom_resource_definition(CRD_NAME)
+        dyn.resources.invalidate_cache()
+
+
+def test_where_the_crd_exists_deploy_applies_traefiks_config_and_keeps_it_its_own(
+    helm_chart_config_crd: None, engine: Callable[..., Engine], dyn: DynamicClient, tmp_path: Path
+) -> None:
+    objects = render_manifests(settings(tmp_path), IMAGE)
+    config = the(objects, "HelmChartConfig")
+
+    first, notes = cluster_objects(objects, dyn)
+    result = engine().apply([config])
+    second, _ = cluster_objects(objects, dyn)
+
+    assert notes == [] and config in first and config in second
+    assert len(result.created) == 1
+    live = dyn.resources.get(api_version="helm.cattle.io/v1", kind="HelmChartConfig").get(
+        name="traefik", namespace="kube-system"
+    )
+    assert "readTimeout: 3600s" in live.spec.valuesContent
+
+
+def test_an_administrators_traefik_config_is_left_alone_and_the_values_are_named(
+    helm_chart_config_crd: None, dyn: DynamicClient, tmp_path: Path
+) -> None:
+    theirs: dict[str, Any] = {
+        "apiVersion": "helm.cattle.io/v1",
+        "kind": "HelmChartConfig",
+        "metadata": {"name": "traefik", "namespace": "kube-system"},
+        "spec": {"valuesContent": "logs:\n  access:\n    enabled: true\n"},
+    }
+    resource = dyn.resources.get(api_version="helm.cattle.io/v1", kind="HelmChartConfig")
+    resource.create(body=theirs, namespace="kube-system")
+
+    kept, notes = cluster_objects(render_manifests(settings(tmp_path), IMAGE), dyn)
+
+    assert not [o for o in kept if o["kind"] == "HelmChartConfig"]
+    assert "exists and is not mlopskit's" in notes[0]
+    assert "ports.websecure.transport.respondingTimeouts.readTimeout=3600s" in notes[0]
+    live = resource.get(name="traefik", namespace="kube-system")
+    assert live.spec.valuesContent == theirs["spec"]["valuesContent"]
