@@ -1,7 +1,7 @@
 """`invoke doctor --cluster`: whether the deployed platform agrees with the settings about its public host.
 
 Each check reads the live cluster (through the DynamicClient) or the public host as a user's machine reaches
-it (the system resolver, then HTTPS verified against the system's CA certificates, or REQUESTS_CA_BUNDLE),
+it (the system resolver, then HTTPS verified against the system's trust store, or SSL_CERT_FILE),
 and gives one line: OK, FAIL or SKIP, what it found, and the fix. What is compared with what:
 
 - the live Ingress `mlflow`: host, class, TLS Secret and cert-manager annotation against a fresh render;
@@ -19,6 +19,9 @@ import base64
 import datetime
 import fnmatch
 import socket
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -271,25 +274,40 @@ def resolve_host(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect is an answer to report (its status), not a place to go
+
+
 def http_get(url: str) -> HttpAnswer:
-    """GET without credentials or redirects; TLS verified as requests does (system CAs, or REQUESTS_CA_BUNDLE)."""
-    import requests
-
+    """GET without credentials or redirects; TLS verified against this machine's trust store, as its browsers
+    and tools do (OpenSSL's default paths: the system's CA certificates, or SSL_CERT_FILE / SSL_CERT_DIR)."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url}")
+    https = urllib.request.HTTPSHandler(context=ssl.create_default_context())
+    opener = urllib.request.build_opener(_NoRedirects, https)
     try:
-        response = requests.get(url, timeout=HTTP_TIMEOUT, allow_redirects=False)
-    except requests.exceptions.SSLError as exc:
-        return HttpAnswer(None, error=f"TLS: {_reason(exc)}")
-    except requests.exceptions.RequestException as exc:
+        with opener.open(urllib.request.Request(url), timeout=HTTP_TIMEOUT) as response:  # noqa: S310 - checked
+            return HttpAnswer(int(response.status), response.read(200).decode(errors="replace"))
+    except urllib.error.HTTPError as exc:
+        return HttpAnswer(exc.code, exc.read(200).decode(errors="replace"))
+    except urllib.error.URLError as exc:
+        return HttpAnswer(None, error=_reason(exc.reason))
+    except OSError as exc:  # a reset or a timeout while reading
         return HttpAnswer(None, error=_reason(exc))
-    return HttpAnswer(response.status_code, response.text[:200])
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    for marker in ("certificate verify failed", "Connection refused", "timed out", "Name or service not known"):
-        if marker in text:
-            return marker
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+def _reason(reason: object) -> str:
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed ({reason.verify_message})"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS: {reason.reason or reason}"
+    if isinstance(reason, ConnectionRefusedError):
+        return "Connection refused"
+    if isinstance(reason, TimeoutError | socket.timeout):
+        return "timed out"
+    text = str(reason).strip()
+    return text.splitlines()[0][:200] if text else type(reason).__name__
 
 
 def check_reachable(settings: Settings, resolve: Resolve = resolve_host, fetch: Fetch = http_get) -> list[Check]:
@@ -340,7 +358,7 @@ def _reach_fix(settings: Settings, answer: HttpAnswer, addresses: list[str], por
     if answer.error and answer.error.startswith("TLS"):
         return (
             f"the ingress's certificate for {host} is not trusted here: use a certificate from a CA users trust "
-            "(or cert-manager), or point REQUESTS_CA_BUNDLE at your private CA"
+            "(or cert-manager), or add your private CA to this machine's trust store (or SSL_CERT_FILE)"
         )
     if answer.error:
         return (

@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 def self_signed(names: list[str], days: float) -> tuple[bytes, bytes]:
     """(certificate PEM, private key PEM) expiring in `days` days (negative: expired), for the DNS names given.
 
-    It is its own CA (basicConstraints CA:true), so a client can trust it through REQUESTS_CA_BUNDLE.
+    It is its own CA (basicConstraints CA:true), so a client can trust it through SSL_CERT_FILE.
     """
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])

@@ -360,7 +360,7 @@ def test_doctor_cluster_fails_a_certificate_expiring_in_10_days_and_passes_one_o
         cert_file, key_file = put_tls_secret(platform, days, tmp_path)
         with mlflow_port(platform) as port, stand_in_ingress(cert_file, key_file, port):
             # The certificate is self-signed: trusted here as a private CA would be on a user's machine.
-            runs[days] = platform.invoke("doctor", "--cluster", REQUESTS_CA_BUNDLE=str(cert_file))
+            runs[days] = platform.invoke("doctor", "--cluster", SSL_CERT_FILE=str(cert_file))
     short, long = doctor_rows(runs[10]), doctor_rows(runs[90])
     expiry = "TLS certificate not expiring within 30 days"
     assert runs[10].returncode == 1 and short[expiry] == "FAIL"

@@ -457,7 +457,7 @@ def test_plain_http_skips_the_certificate_and_reaches_the_http_url(load: Callabl
     "health, api, failing, fix",
     [
         (HttpAnswer(None, error="Connection refused"), None, "reachable", "is the ingress controller running"),
-        (HttpAnswer(None, error="TLS: certificate verify failed"), None, "reachable", "REQUESTS_CA_BUNDLE"),
+        (HttpAnswer(None, error="TLS: certificate verify failed"), None, "reachable", "trust store"),
         (HttpAnswer(404, "404 page not found"), None, "reachable", "no route for"),
         (HttpAnswer(503), None, "reachable", "not ready"),
         (
@@ -538,6 +538,39 @@ def test_the_probe_reports_a_closed_port_as_an_error_not_an_exception(local_serv
         answer = cluster_checks.http_get(f"http://127.0.0.1:{closed}/health")
 
     assert answer.status is None and answer.error == "Connection refused"
+
+
+@pytest.fixture
+def local_tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate for localhost; its port and certificate file."""
+    import ssl
+
+    certificate, key = self_signed(["localhost"], 30)
+    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert_file.write_bytes(certificate)
+    key_file.write_bytes(key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], cert_file
+    server.shutdown()
+
+
+def test_the_probe_refuses_a_certificate_this_machine_does_not_trust_and_takes_one_it_does(
+    local_tls_server: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, cert_file = local_tls_server
+    url = f"https://localhost:{port}/health"
+
+    untrusted = cluster_checks.http_get(url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # as a private CA added to this machine's trust
+    trusted = cluster_checks.http_get(url)
+
+    assert untrusted.status is None and str(untrusted.error).startswith("TLS: certificate verify failed")
+    assert trusted == HttpAnswer(200, "OK")
 
 
 def test_doctor_refuses_cluster_with_for_without_a_traceback(project: Project) -> None:
