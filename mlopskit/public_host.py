@@ -26,6 +26,7 @@ CERT_MANAGER_ANNOTATION = "cert-manager.io/cluster-issuer"
 # K3s installs Traefik with the helm-controller's HelmChart kube-system/traefik; a HelmChartConfig of the same
 # name and namespace adds values to it (https://docs.k3s.io/helm#customizing-packaged-components-with-helmchartconfig).
 HELM_CHART_CONFIG_CRD = "helmchartconfigs.helm.cattle.io"
+HELM_CHART_CONFIG_API = ("helm.cattle.io/v1", "HelmChartConfig")
 TRAEFIK_CHART = "traefik"
 TRAEFIK_NAMESPACE = "kube-system"
 # Traefik's entry points of the chart K3s ships (HTTP and HTTPS).

@@ -50,29 +50,75 @@ def kubernetes_version(settings: Settings) -> str:
 
 
 def cluster_features(settings: Settings, dyn: DynamicClient | None) -> render.ClusterFeatures:
-    """What the cluster serves that the settings can use (a ServiceMonitor's CRD); the cluster is asked only
-    when a setting depends on the answer. Raises PlatformError for platform.metrics.service_monitor: true on
-    a cluster without the CRD, before anything is applied."""
-    metrics = settings.platform.metrics
-    if dyn is None or not metrics.enabled or metrics.service_monitor is False:
+    """What the cluster serves that the settings can use (a ServiceMonitor's CRD, K3s's HelmChartConfig); the
+    cluster is asked only when a setting depends on the answer. Raises PlatformError for
+    platform.metrics.service_monitor: true on a cluster without the CRD, before anything is applied."""
+    if dyn is None:
         return render.ClusterFeatures()
+    discovery = Discovery(dyn, RetryPolicy())
+    helm_chart_config, taken = _traefik_config_room(settings, dyn, discovery)
+    return render.ClusterFeatures(
+        service_monitor=_service_monitor_served(settings, discovery),
+        helm_chart_config=helm_chart_config,
+        traefik_config_taken=taken,
+    )
+
+
+def _service_monitor_served(settings: Settings, discovery: Discovery) -> bool:
+    metrics = settings.platform.metrics
+    if not metrics.enabled or metrics.service_monitor is False:
+        return False
     api_version, kind = render.SERVICE_MONITOR_API
-    served = Discovery(dyn, RetryPolicy()).serves(api_version, kind)
+    served = discovery.serves(api_version, kind)
     if metrics.service_monitor is True and not served:
         raise PlatformError(
             f"{settings.describe('platform.metrics.service_monitor')}: is true, but the cluster serves no "
             f"{api_version} {kind}; install the Prometheus Operator's CRDs first, or set it to auto (a "
             "ServiceMonitor only where the CRD exists) or false"
         )
-    return render.ClusterFeatures(service_monitor=served)
+    return served
 
 
-def rendered_objects(settings: Settings, mlflow_image: str, dyn: DynamicClient | None = None) -> list[dict[str, Any]]:
+def _traefik_config_room(settings: Settings, dyn: DynamicClient, discovery: Discovery) -> tuple[bool, bool]:
+    """(the cluster serves K3s's HelmChartConfig, a HelmChartConfig kube-system/traefik that is not mlopskit's
+    exists), asked only for ingress class traefik. Applying ours over an administrator's own would replace
+    their values, and a later prune would delete them."""
+    from kubernetes.client.exceptions import ApiException
+
+    if public_host.traefik_values(settings.platform.ingress) is None:
+        return False, False
+    api_version, kind = public_host.HELM_CHART_CONFIG_API
+    if not discovery.serves(api_version, kind):
+        return False, False
+    resource = discovery.resolve(api_version, kind).resource
+    try:
+        live = discovery.retry.call(
+            resource.get, name=public_host.TRAEFIK_CHART, namespace=public_host.TRAEFIK_NAMESPACE
+        ).to_dict()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise PlatformError(
+                f"cannot read {kind} {public_host.TRAEFIK_NAMESPACE}/{public_host.TRAEFIK_CHART} "
+                f"(HTTP {exc.status}): {exc.reason}"
+            ) from None
+        return True, False
+    labels = (live.get("metadata") or {}).get("labels") or {}
+    return True, labels.get("app.kubernetes.io/managed-by") != render.PART_OF
+
+
+def rendered_objects(
+    settings: Settings,
+    mlflow_image: str,
+    dyn: DynamicClient | None = None,
+    features: render.ClusterFeatures | None = None,
+) -> list[dict[str, Any]]:
     """Render the k8s/ templates with the settings and validate them against the cluster's schema.
 
-    With a cluster (dyn), rendering follows what it serves (cluster_features) and custom resources are also
-    validated against the cluster's own CRDs; without one, nothing optional is rendered."""
-    objects = render.render_manifests(settings, mlflow_image=mlflow_image, features=cluster_features(settings, dyn))
+    With a cluster (dyn), rendering follows what it serves (cluster_features, unless given) and custom resources
+    are also validated against the cluster's own CRDs; without one, nothing optional is rendered."""
+    if features is None:
+        features = cluster_features(settings, dyn)
+    objects = render.render_manifests(settings, mlflow_image=mlflow_image, features=features)
     version = kubernetes_version(settings)
     crds: list[dict[str, Any]] = []
     if dyn is not None:
@@ -178,13 +224,12 @@ def deploy(
     settings.require("deploy")
     api, dyn = connect(settings)
     console.step("Rendering and validating manifests")
-    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings), dyn)
-    notes: list[str] = []
+    features = cluster_features(settings, dyn)
+    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings), dyn, features)
+    notes: list[str] = ingress_notes(settings, features)
     unknown = unknown_kinds(objects)
     if unknown:
         notes.append(f"kinds without a known phase, applied after config and before workloads: {', '.join(unknown)}")
-    objects, left_out = cluster_objects(objects, dyn)
-    notes += left_out + ingress_notes(settings)
     namespace = settings.platform.namespace
     engine = Engine(dyn, namespace, force=force, dry_run=dry_run, progress=progress_printer(dry_run))
 
@@ -340,59 +385,6 @@ def platform_url(settings: Settings) -> str | None:
     return public_host.public_url(settings)
 
 
-def cluster_objects(objects: list[dict[str, Any]], dyn: DynamicClient) -> tuple[list[dict[str, Any]], list[str]]:
-    """The objects this cluster takes, and a note for each one left out.
-
-    An object that names a CRD in render.REQUIRES_CRD_ANNOTATION (Traefik's HelmChartConfig) is applied only
-    where the cluster serves its kind, and never over an object of the same name that mlopskit did not make
-    (an administrator's own HelmChartConfig for Traefik): applying ours would replace their values, and a
-    later prune would delete them. The note then says what to set by hand.
-    """
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.dynamic.exceptions import ResourceNotFoundError
-
-    kept: list[dict[str, Any]] = []
-    notes: list[str] = []
-    for obj in objects:
-        meta = obj.get("metadata") or {}
-        crd = (meta.get("annotations") or {}).get(render.REQUIRES_CRD_ANNOTATION)
-        if not crd:
-            kept.append(obj)
-            continue
-        where = f"{obj['kind']} {meta.get('namespace')}/{meta['name']}"
-        try:
-            resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-        except ResourceNotFoundError:
-            notes.append(f"{where} not applied: the cluster has no {crd} CRD (not K3s); {_by_hand(obj)}")
-            continue
-        try:
-            live = resource.get(name=meta["name"], namespace=meta.get("namespace")).to_dict()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise PlatformError(f"cannot read {where} (HTTP {exc.status}): {exc.reason}") from None
-            live = None
-        live_labels = ((live or {}).get("metadata") or {}).get("labels") or {}
-        if live is not None and live_labels.get("app.kubernetes.io/managed-by") != render.PART_OF:
-            notes.append(f"{where} exists and is not mlopskit's, so it is left as it is; {_by_hand(obj)}")
-            continue
-        kept.append(obj)
-    return kept, notes
-
-
-def _by_hand(obj: dict[str, Any]) -> str:
-    """What to set instead of an object that is not applied."""
-    if obj.get("kind") == "HelmChartConfig":
-        import yaml
-
-        values = _dotted(yaml.safe_load(str((obj.get("spec") or {}).get("valuesContent") or "")) or {})
-        return (
-            "for uploads longer than 60 s through Traefik, set these values of its Helm release: "
-            + ", ".join(f"{key}={value}" for key, value in values)
-            + " (or Traefik's flags --entryPoints.<name>.transport.respondingTimeouts.readTimeout)"
-        )
-    return "apply its equivalent by hand (invoke render writes it out)"
-
-
 def _dotted(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     """Helm values as (dotted.key, value) pairs, as `helm --set` takes them."""
     pairs: list[tuple[str, Any]] = []
@@ -404,9 +396,22 @@ def _dotted(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return pairs
 
 
-def ingress_notes(settings: Settings) -> list[str]:
-    """What deploy cannot set for an ingress class it has no settings for: the limits large uploads need."""
+def ingress_notes(settings: Settings, features: render.ClusterFeatures) -> list[str]:
+    """What deploy cannot set for the ingress class on this cluster, and what to set by hand instead."""
     ingress = settings.platform.ingress
+    values = public_host.traefik_values(ingress)
+    if values is not None and not render.renders_traefik_config(settings, features):
+        where = f"HelmChartConfig {public_host.TRAEFIK_NAMESPACE}/{public_host.TRAEFIK_CHART}"
+        why = (
+            f"{where} exists and is not mlopskit's, so it is left as it is"
+            if features.traefik_config_taken
+            else f"{where} not applied: the cluster has no {public_host.HELM_CHART_CONFIG_CRD} CRD (not K3s)"
+        )
+        return [
+            f"{why}; for uploads longer than 60 s through Traefik, set these values of its Helm release: "
+            + ", ".join(f"{key}={value}" for key, value in _dotted(values))
+            + " (or Traefik's flags --entryPoints.<name>.transport.respondingTimeouts.readTimeout)"
+        ]
     if not ingress.enabled or ingress.class_name in {public_host.TRAEFIK_CLASS, public_host.NGINX_CLASS}:
         return []
     return [
@@ -422,7 +427,6 @@ def diff(settings: Settings, mlflow_image: str | None = None) -> list[tuple[Obje
     """Per-object unified diffs between the live cluster and a server-side dry run of a deploy."""
     api, dyn = connect(settings)
     objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings), dyn)
-    objects, _ = cluster_objects(objects, dyn)
     # The sealed files on disk, not a fresh seal: sealing is randomized and would always differ.
     sealed, note = sealed_objects(settings, api, reseal=False)
     if not sealed:

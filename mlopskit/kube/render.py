@@ -13,8 +13,9 @@ database settings, so a change renders a new Job (Jobs are immutable) and the ol
 The bucket Job is named the same way and retries until the object store answers.
 
 What the cluster serves can change what is rendered: a ServiceMonitor only where its CRD exists
-(platform.metrics.service_monitor: auto). The caller asks the cluster first (ClusterFeatures, filled by
-kube/deploy.py) and passes the answer in; rendering itself never talks to a cluster.
+(platform.metrics.service_monitor: auto), Traefik's HelmChartConfig only on K3s (mlopskit/public_host.py).
+The caller asks the cluster first (ClusterFeatures, filled by kube/deploy.py) and passes the answer in;
+rendering itself never talks to a cluster.
 """
 
 from __future__ import annotations
@@ -64,9 +65,6 @@ COMPONENTS = (
     "sealed-secrets",
 )
 TEMPLATE_ANNOTATION = "mlopskit.io/template"
-# On an object of a kind that only some clusters have (K3s's HelmChartConfig): the CustomResourceDefinition
-# it needs. Deploy applies it only where the cluster serves that CRD (kube/deploy.py: cluster_objects).
-REQUIRES_CRD_ANNOTATION = "mlopskit.io/requires-crd"
 PART_OF = "mlopskit"
 
 AUTH_TEMPLATE_PATH = "/etc/mlflow/basic_auth.ini.template"
@@ -86,6 +84,8 @@ class ClusterFeatures:
     (what `invoke render` assumes, since it asks no cluster)."""
 
     service_monitor: bool = False  # monitoring.coreos.com/v1 ServiceMonitor (the Prometheus Operator's CRD)
+    helm_chart_config: bool = False  # helm.cattle.io/v1 HelmChartConfig (K3s's helm-controller)
+    traefik_config_taken: bool = False  # a HelmChartConfig kube-system/traefik exists that mlopskit did not make
 
 
 def renders_service_monitor(settings: Settings, features: ClusterFeatures) -> bool:
@@ -94,6 +94,13 @@ def renders_service_monitor(settings: Settings, features: ClusterFeatures) -> bo
     if not metrics.enabled or metrics.service_monitor is False:
         return False
     return metrics.service_monitor is True or features.service_monitor
+
+
+def renders_traefik_config(settings: Settings, features: ClusterFeatures) -> bool:
+    """Whether Traefik's HelmChartConfig is rendered: ingress class traefik, on a cluster that serves K3s's CRD
+    where no one else's HelmChartConfig kube-system/traefik exists (ours would replace their values)."""
+    wanted = public_host.traefik_values(settings.platform.ingress) is not None
+    return wanted and features.helm_chart_config and not features.traefik_config_taken
 
 
 @dataclass(frozen=True)
@@ -319,11 +326,11 @@ def template_context(
             "class_name": p.ingress.class_name,
             "annotations": public_host.ingress_annotations(p.ingress),
             "controller": public_host.ingress_controller(p.ingress),
-            "traefik_values": public_host.traefik_values_content(p.ingress),
+            "traefik_values": public_host.traefik_values_content(p.ingress)
+            if renders_traefik_config(settings, features)
+            else None,
             "traefik_chart": public_host.TRAEFIK_CHART,
             "traefik_namespace": public_host.TRAEFIK_NAMESPACE,
-            "requires_crd_annotation": REQUIRES_CRD_ANNOTATION,
-            "helm_chart_config_crd": public_host.HELM_CHART_CONFIG_CRD,
         },
         "resources": {
             name: {

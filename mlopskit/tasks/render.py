@@ -6,9 +6,9 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from mlopskit import console, formats
+from mlopskit import console, formats, public_host
 from mlopskit.image_names import mlflow_image_ref
-from mlopskit.kube.render import REQUIRES_CRD_ANNOTATION, manifest_files, render_manifests, write_manifests
+from mlopskit.kube.render import manifest_files, render_manifests, write_manifests
 from mlopskit.kube.validate import validate_objects
 from mlopskit.settings import check_flag
 from mlopskit.tasks.common import platform_task, project_root, settings_for
@@ -38,14 +38,11 @@ def render(
             "no ServiceMonitor: platform.metrics.service_monitor is auto and `invoke render` asks no cluster "
             "whether it serves one; `invoke deploy` adds it where the CRD exists (true renders it here too)"
         )
-    for obj in objects:
-        crd = (obj["metadata"].get("annotations") or {}).get(REQUIRES_CRD_ANNOTATION)
-        if crd:
-            meta = obj["metadata"]
-            console.info(
-                f"{obj['kind']} {meta.get('namespace')}/{meta['name']}: `invoke deploy` applies it only where the "
-                f"cluster has the {crd} CRD (K3s); `kubectl apply` of this folder fails elsewhere"
-            )
+    if public_host.traefik_values(settings.platform.ingress) is not None:
+        console.info(
+            "no HelmChartConfig for Traefik's upload timeout: `invoke render` asks no cluster whether it is K3s; "
+            "`invoke deploy` adds it where the cluster has K3s's HelmChartConfig CRD"
+        )
     folder = Path(out)
     if not folder.is_absolute():
         folder = project_root(c) / folder

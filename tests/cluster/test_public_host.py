@@ -21,8 +21,8 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
 from mlopskit.kube.apply import Engine
-from mlopskit.kube.deploy import cluster_objects
-from mlopskit.kube.render import render_manifests
+from mlopskit.kube.deploy import cluster_features, ingress_notes
+from mlopskit.kube.render import ClusterFeatures, render_manifests
 from mlopskit.settings import Settings, load_settings
 from tests.unit.conftest import SAMPLE_SECRETS
 
@@ -73,16 +73,21 @@ def test_an_ingress_with_an_own_tls_secret_and_nginx_annotations_applies(
     assert live.metadata.annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
 
 
+def as_deploy_renders(chosen: Settings, dyn: DynamicClient) -> tuple[list[dict[str, Any]], list[str]]:
+    """What deploy renders for this cluster after asking it (real discovery), and the notes it prints."""
+    features = cluster_features(chosen, dyn)
+    return render_manifests(chosen, IMAGE, features), ingress_notes(chosen, features)
+
+
 def test_on_a_cluster_without_k3s_helmchartconfig_crd_deploy_leaves_traefiks_config_out(
     dyn: DynamicClient, tmp_path: Path
 ) -> None:
     if any(r.kind == "HelmChartConfig" for r in dyn.resources.search(group="helm.cattle.io")):
         pytest.skip("this cluster has K3s's HelmChartConfig CRD: the case of a cluster without it cannot be seen")
-    objects = render_manifests(settings(tmp_path), IMAGE)
 
-    kept, notes = cluster_objects(objects, dyn)
+    objects, notes = as_deploy_renders(settings(tmp_path), dyn)
 
-    assert [o["kind"] for o in objects if o not in kept] == ["HelmChartConfig"]
+    assert not [o for o in objects if o["kind"] == "HelmChartConfig"]
     assert len(notes) == 1 and "no helmchartconfigs.helm.cattle.io CRD" in notes[0]
 
 
@@ -140,14 +145,15 @@ def helm_chart_config_crd(api: client.ApiClient, dyn: DynamicClient) -> Iterator
 def test_where_the_crd_exists_deploy_applies_traefiks_config_and_keeps_it_its_own(
     helm_chart_config_crd: None, engine: Callable[..., Engine], dyn: DynamicClient, tmp_path: Path
 ) -> None:
-    objects = render_manifests(settings(tmp_path), IMAGE)
-    config = the(objects, "HelmChartConfig")
+    chosen = settings(tmp_path)
 
-    first, notes = cluster_objects(objects, dyn)
+    first, notes = as_deploy_renders(chosen, dyn)
+    config = the(first, "HelmChartConfig")
     result = engine().apply([config])
-    second, _ = cluster_objects(objects, dyn)
+    second, _ = as_deploy_renders(chosen, dyn)
 
-    assert notes == [] and config in first and config in second
+    assert notes == [] and the(second, "HelmChartConfig") == config
+    assert cluster_features(chosen, dyn) == ClusterFeatures(helm_chart_config=True)
     assert len(result.created) == 1
     live = dyn.resources.get(api_version="helm.cattle.io/v1", kind="HelmChartConfig").get(
         name="traefik", namespace="kube-system"
@@ -167,9 +173,9 @@ def test_an_administrators_traefik_config_is_left_alone_and_the_values_are_named
     resource = dyn.resources.get(api_version="helm.cattle.io/v1", kind="HelmChartConfig")
     resource.create(body=theirs, namespace="kube-system")
 
-    kept, notes = cluster_objects(render_manifests(settings(tmp_path), IMAGE), dyn)
+    objects, notes = as_deploy_renders(settings(tmp_path), dyn)
 
-    assert not [o for o in kept if o["kind"] == "HelmChartConfig"]
+    assert not [o for o in objects if o["kind"] == "HelmChartConfig"]
     assert "exists and is not mlopskit's" in notes[0]
     assert "ports.websecure.transport.respondingTimeouts.readTimeout=3600s" in notes[0]
     live = resource.get(name="traefik", namespace="kube-system")

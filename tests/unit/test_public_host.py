@@ -22,8 +22,8 @@ import yaml
 from mlopskit import cluster_checks, public_host
 from mlopskit.cluster_checks import HttpAnswer, run_cluster_checks
 from mlopskit.errors import SettingsError
-from mlopskit.kube.deploy import cluster_objects
-from mlopskit.kube.render import REQUIRES_CRD_ANNOTATION, render_manifests
+from mlopskit.kube.deploy import cluster_features, ingress_notes
+from mlopskit.kube.render import ClusterFeatures, render_manifests
 from mlopskit.kube.validate import check_objects
 from mlopskit.services import ServiceHosts, mlflow_environment
 from mlopskit.settings import Settings, load_settings
@@ -32,6 +32,7 @@ from tests.unit.conftest import SAMPLE_SECRETS, Project
 from tests.unit.kube_fake import FakeCluster
 
 IMAGE = "registry.example.com/mlopskit/mlflow:3.17.2-abc1234"
+K3S = ClusterFeatures(helm_chart_config=True)  # a cluster that serves K3s's HelmChartConfig
 HOST = "mlflow.example.com"
 TLS_MODES = ("none", "secret", "cert-manager")
 CLASSES = ("traefik", "nginx", "haproxy")
@@ -81,7 +82,7 @@ def mlflow_env(objects: list[dict[str, Any]]) -> dict[str, str | None]:
 def test_every_public_host_combination_renders_objects_valid_for_the_pinned_kubernetes(
     tls: str, class_name: str, host: str, load: Callable[..., Settings]
 ) -> None:
-    objects = render_manifests(load(tls, class_name, host), IMAGE)
+    objects = render_manifests(load(tls, class_name, host), IMAGE, K3S)
 
     report = check_objects(objects, "v1.34.1+k3s1")
 
@@ -159,13 +160,12 @@ def test_the_local_stack_takes_the_same_frame_option_and_extra_origins(tmp_path:
 
 
 def test_traefik_gets_a_helmchartconfig_raising_both_entry_points_read_timeout(load: Callable[..., Settings]) -> None:
-    objects = render_manifests(load(platform="    upload_timeout_seconds: 7200\n"), IMAGE)
+    objects = render_manifests(load(platform="    upload_timeout_seconds: 7200\n"), IMAGE, K3S)
 
     [config] = by_kind(objects, "HelmChartConfig")
     values = yaml.safe_load(config["spec"]["valuesContent"])
 
     assert (config["metadata"]["namespace"], config["metadata"]["name"]) == ("kube-system", "traefik")
-    assert config["metadata"]["annotations"][REQUIRES_CRD_ANNOTATION] == "helmchartconfigs.helm.cattle.io"
     for entry_point in ("web", "websecure"):
         assert values["ports"][entry_point]["transport"]["respondingTimeouts"] == {"readTimeout": "7200s"}
     ingress = by_kind(objects, "Ingress")[0]
@@ -175,7 +175,7 @@ def test_traefik_gets_a_helmchartconfig_raising_both_entry_points_read_timeout(l
 def test_nginx_gets_annotations_for_unlimited_bodies_streamed_uploads_and_the_timeout(
     load: Callable[..., Settings],
 ) -> None:
-    objects = render_manifests(load(class_name="nginx"), IMAGE)
+    objects = render_manifests(load(class_name="nginx"), IMAGE, K3S)
 
     annotations = by_kind(objects, "Ingress")[0]["metadata"]["annotations"]
 
@@ -187,7 +187,7 @@ def test_nginx_gets_annotations_for_unlimited_bodies_streamed_uploads_and_the_ti
 
 
 def test_another_ingress_class_gets_no_controller_settings(load: Callable[..., Settings]) -> None:
-    objects = render_manifests(load(class_name="haproxy"), IMAGE)
+    objects = render_manifests(load(class_name="haproxy"), IMAGE, K3S)
 
     assert by_kind(objects, "HelmChartConfig") == []
     assert set(by_kind(objects, "Ingress")[0]["metadata"]["annotations"]) == {"mlopskit.io/template"}
@@ -209,18 +209,16 @@ def test_the_classes_controller_pods_may_reach_mlflow(
 
 
 def test_for_an_unknown_class_deploy_says_to_open_the_way_and_set_the_limits(load: Callable[..., Settings]) -> None:
-    from mlopskit.kube.deploy import ingress_notes
-
     settings = load(class_name="haproxy")
     names = {o["metadata"]["name"] for o in by_kind(render_manifests(settings, IMAGE), "NetworkPolicy")}
 
-    [note] = ingress_notes(settings)
+    [note] = ingress_notes(settings, K3S)
     assert "mlflow-from-ingress" not in names
     assert "NetworkPolicy" in note and "3600 s" in note and "haproxy" in note
 
 
 def test_no_ingress_renders_no_controller_settings(tmp_path: Path) -> None:
-    objects = render_manifests(load_settings(tmp_path, dict(SAMPLE_SECRETS)), IMAGE)
+    objects = render_manifests(load_settings(tmp_path, dict(SAMPLE_SECRETS)), IMAGE, K3S)
 
     assert by_kind(objects, "HelmChartConfig") == [] and by_kind(objects, "Ingress") == []
 
@@ -297,30 +295,38 @@ def test_an_unknown_frame_option_and_a_zero_timeout_are_refused_with_their_lines
 HELM_CHART_CONFIG = ("helm.cattle.io/v1", "HelmChartConfig")
 
 
+def as_deploy_renders(settings: Settings, cluster: FakeCluster) -> tuple[list[dict[str, Any]], list[str]]:
+    """What deploy renders for this cluster after asking it, and the notes it prints."""
+    features = cluster_features(settings, cluster)  # type: ignore[arg-type]
+    return render_manifests(settings, IMAGE, features), ingress_notes(settings, features)
+
+
+def test_invoke_render_asks_no_cluster_and_renders_no_helmchartconfig(load: Callable[..., Settings]) -> None:
+    assert by_kind(render_manifests(load(), IMAGE), "HelmChartConfig") == []
+
+
 def test_without_the_helmchartconfig_crd_deploy_leaves_it_out_and_says_what_to_set(
     load: Callable[..., Settings],
 ) -> None:
-    objects = render_manifests(load(), IMAGE)
+    objects, notes = as_deploy_renders(load(), FakeCluster())
 
-    kept, notes = cluster_objects(objects, FakeCluster())  # type: ignore[arg-type]
-
-    assert by_kind(kept, "HelmChartConfig") == [] and len(kept) == len(objects) - 1
+    assert by_kind(objects, "HelmChartConfig") == []
     assert len(notes) == 1
     assert "no helmchartconfigs.helm.cattle.io CRD" in notes[0]
     assert "ports.web.transport.respondingTimeouts.readTimeout=3600s" in notes[0]
     assert "ports.websecure.transport.respondingTimeouts.readTimeout=3600s" in notes[0]
 
 
-def test_with_the_crd_deploy_applies_it_and_takes_back_its_own(load: Callable[..., Settings]) -> None:
-    objects = render_manifests(load(), IMAGE)
+def test_with_the_crd_deploy_renders_it_and_keeps_rendering_its_own(load: Callable[..., Settings]) -> None:
+    settings = load()
     cluster = FakeCluster(discovered_custom={HELM_CHART_CONFIG: ("helmchartconfigs", True)})
 
-    first, notes = cluster_objects(objects, cluster)  # type: ignore[arg-type]
-    config = by_kind(first, "HelmChartConfig")[0]
+    first, notes = as_deploy_renders(settings, cluster)
+    [config] = by_kind(first, "HelmChartConfig")
     cluster.objects[(*HELM_CHART_CONFIG, "kube-system", "traefik")] = config  # as the first deploy left it
-    second, _ = cluster_objects(objects, cluster)  # type: ignore[arg-type]
+    second, _ = as_deploy_renders(settings, cluster)
 
-    assert notes == [] and first == objects and second == objects
+    assert notes == [] and by_kind(second, "HelmChartConfig") == [config]
 
 
 def test_an_administrators_own_traefik_helmchartconfig_is_never_taken_over(load: Callable[..., Settings]) -> None:
@@ -333,10 +339,19 @@ def test_an_administrators_own_traefik_helmchartconfig_is_never_taken_over(load:
     }
     cluster.objects[(*HELM_CHART_CONFIG, "kube-system", "traefik")] = theirs
 
-    kept, notes = cluster_objects(render_manifests(load(), IMAGE), cluster)  # type: ignore[arg-type]
+    objects, notes = as_deploy_renders(load(), cluster)
 
-    assert by_kind(kept, "HelmChartConfig") == []
+    assert by_kind(objects, "HelmChartConfig") == []
     assert "exists and is not mlopskit's" in notes[0] and "respondingTimeouts" in notes[0]
+
+
+def test_other_classes_get_no_traefik_config_even_on_k3s(load: Callable[..., Settings]) -> None:
+    cluster = FakeCluster(discovered_custom={HELM_CHART_CONFIG: ("helmchartconfigs", True)})
+
+    objects, notes = as_deploy_renders(load(class_name="nginx"), cluster)
+
+    assert cluster_features(load(class_name="nginx"), cluster) == ClusterFeatures()  # type: ignore[arg-type]
+    assert by_kind(objects, "HelmChartConfig") == [] and notes == []
 
 
 # ------------------------------------------------------------------------------ doctor --cluster: the logic
