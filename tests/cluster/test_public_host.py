@@ -139,6 +139,10 @@ def helm_chart_config_crd(api: client.ApiClient, dyn: DynamicClient) -> Iterator
         yield
     finally:
         extensions.delete_custom_resource_definition(CRD_NAME)
+        deadline = time.monotonic() + 120  # its objects go first: the next test must not find it terminating
+        while extensions.list_custom_resource_definition(field_selector=f"metadata.name={CRD_NAME}").items:
+            assert time.monotonic() < deadline, f"{CRD_NAME} still there 120 s after its deletion"
+            time.sleep(0.5)
         dyn.resources.invalidate_cache()
 
 
