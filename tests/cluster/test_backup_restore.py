@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import secrets
 import stat
 import subprocess
@@ -43,6 +42,7 @@ from mlopskit.kube.portforward import forward_service
 from mlopskit.kube.sealing import SEALING_KEY_LABEL
 from mlopskit.object_store import s3_client
 from tests.cluster.project import SECRETS, Platform, make_project
+from tests.drill_data import fill
 
 pytestmark = pytest.mark.slow
 
@@ -109,33 +109,14 @@ def test_the_platform_is_filled_with_runs_an_artifact_a_model_and_a_second_user(
     drill: Drill, mlflow_client: Any, tmp_path: Path
 ) -> None:
     start = time.monotonic()
-    experiments = [mlflow_client.create_experiment(f"drill-{n}") for n in range(2)]
-    runs = []
-    for experiment in experiments:
-        for n in range(3):
-            run = mlflow_client.create_run(experiment, tags={"drill": "yes", "n": str(n)})
-            mlflow_client.log_param(run.info.run_id, "lr", str(0.1 * (n + 1)))
-            for step in range(5):
-                mlflow_client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1 + n), step=step)
-            mlflow_client.set_terminated(run.info.run_id)
-            runs.append(run.info.run_id)
-    artifact = tmp_path / "weights.bin"
-    artifact.write_bytes(os.urandom(ARTIFACT_BYTES))
-    mlflow_client.log_artifact(runs[0], str(artifact))
-    mlflow_client.create_registered_model("drill-model")
-    version = mlflow_client.create_model_version("drill-model", f"runs:/{runs[0]}/weights.bin", run_id=runs[0])
-    mlflow_client.set_registered_model_alias("drill-model", "champion", version.version)
+    filled = fill(mlflow_client, tmp_path, ARTIFACT_BYTES)
+    experiments = filled["experiments"]
     with drill.platform.mlflow() as admin:
         admin.api("POST", "users/create", json={"username": ALICE[0], "password": ALICE[1]})
         grant = {"username": ALICE[0], "resource_type": "experiment", "resource_id": experiments[0]}
         admin.api3("POST", "users/permissions/grant", json=grant | {"permission": "EDIT"})
     drill.timings["filling"] = time.monotonic() - start
-    drill.data = {
-        "experiments": experiments,
-        "runs": runs,
-        "artifact_sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
-        "model_version": version.version,
-    }
+    drill.data = filled
 
 
 def test_backup_writes_an_archive_only_its_owner_can_read(drill: Drill) -> None:

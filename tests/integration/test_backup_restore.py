@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from mlopskit.settings import ENV_KEYS
+from tests.drill_data import fill
 from tests.integration.test_local_up import UP_TIMEOUT, Stack, free_port, project_copy, remove_project
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -99,33 +100,14 @@ def _auth(drill: Drill, method: str, path: str, **kwargs: Any) -> requests.Respo
 
 def test_the_platform_is_filled_with_runs_an_artifact_a_model_and_a_second_user(drill: Drill, tmp_path: Path) -> None:
     client = drill.client()
-    experiments = [client.create_experiment(f"drill-{n}") for n in range(2)]
-    runs = []
-    for experiment in experiments:
-        for n in range(3):
-            run = client.create_run(experiment, tags={"drill": "yes", "n": str(n)})
-            client.log_param(run.info.run_id, "lr", str(0.1 * (n + 1)))
-            for step in range(5):
-                client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1 + n), step=step)
-            client.set_terminated(run.info.run_id)
-            runs.append(run.info.run_id)
-    artifact = tmp_path / "weights.bin"
-    artifact.write_bytes(os.urandom(ARTIFACT_BYTES))
-    client.log_artifact(runs[0], str(artifact))
-    client.create_registered_model("drill-model")
-    version = client.create_model_version("drill-model", f"runs:/{runs[0]}/weights.bin", run_id=runs[0])
-    client.set_registered_model_alias("drill-model", "champion", version.version)
+    filled = fill(client, tmp_path, ARTIFACT_BYTES)
+    experiments = filled["experiments"]
     created = _auth(drill, "POST", "users/create", json={"username": "alice", "password": "alice-" + PASSPHRASE})
     assert created.status_code == 200, created.text
     grant = {"username": "alice", "resource_type": "experiment", "resource_id": experiments[0], "permission": "EDIT"}
     granted = drill.permissions("POST", "grant", json=grant)
     assert granted.status_code == 200, granted.text
-    drill.data = {
-        "experiments": experiments,
-        "runs": runs,
-        "artifact_sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
-        "model_version": version.version,
-    }
+    drill.data = filled
 
 
 def test_backup_writes_an_archive_only_its_owner_can_read(drill: Drill) -> None:
