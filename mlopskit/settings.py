@@ -2028,42 +2028,62 @@ def access_problems(settings: Settings, label: Callable[[tuple[int | str, ...]],
     return problems
 
 
+def _unset_env_keys(settings: Settings, wanted: list[tuple[str, str, str, str]], hint: str = "") -> list[str]:
+    """One problem per (setting as shown, its settings path, the .env key it names, a placeholder value) whose
+    key is set neither in .env nor in the environment; `hint` ends each message."""
+    return [
+        f"{shown} [from {settings.source_of(path)}]: {key} is not set; add {key}={placeholder} to {ENV_FILE}{hint}"
+        for shown, path, key, placeholder in wanted
+    ]
+
+
 def missing_registry_passwords(settings: Settings) -> list[str]:
     """One problem per registry whose auth.password_env is not set in .env or the environment."""
-    problems = []
-    for name, config in settings.cluster.registries.configs.items():
-        auth = config.auth
-        if auth is not None and auth.password is None:
-            path = f"cluster.registries.configs.{name}.auth.password_env"
-            problems.append(
-                f"cluster.registries.configs[{name}].auth.password_env [from {settings.source_of(path)}]: "
-                f"{auth.password_env} is not set; add {auth.password_env}=<the registry password> to {ENV_FILE}"
+    return _unset_env_keys(
+        settings,
+        [
+            (
+                f"cluster.registries.configs[{name}].auth.password_env",
+                f"cluster.registries.configs.{name}.auth.password_env",
+                config.auth.password_env,
+                "<the registry password>",
             )
-    return problems
+            for name, config in settings.cluster.registries.configs.items()
+            if config.auth is not None and config.auth.password is None
+        ],
+    )
 
 
 def missing_sudo_passwords(settings: Settings) -> list[str]:
     """One problem per host whose sudo_password_env is not set in .env or the environment."""
-    problems = []
-    for index, host in enumerate(settings.cluster.hosts):
-        if host.sudo_password_env is not None and host.sudo_password is None:
-            where = settings.source_of(f"cluster.hosts.{index}.sudo_password_env")
-            problems.append(
-                f"cluster.hosts[{host.name}].sudo_password_env [from {where}]: {host.sudo_password_env} is not set; "
-                f"add {host.sudo_password_env}=<the sudo password of {host.name}> to {ENV_FILE}"
+    return _unset_env_keys(
+        settings,
+        [
+            (
+                f"cluster.hosts[{host.name}].sudo_password_env",
+                f"cluster.hosts.{index}.sudo_password_env",
+                host.sudo_password_env,
+                f"<the sudo password of {host.name}>",
             )
-    return problems
+            for index, host in enumerate(settings.cluster.hosts)
+            if host.sudo_password_env is not None and host.sudo_password is None
+        ],
+    )
 
 
 def missing_passwords(settings: Settings) -> list[str]:
     """One problem per declared user whose password_env is not set in .env or the environment."""
-    problems = []
-    for index, user in enumerate(settings.access.users):
-        if user.password is None:
-            where = settings.source_of(f"access.users.{index}.password_env")
-            problems.append(
-                f"access.users[{user.name}].password_env [from {where}]: {user.password_env} is not set; add "
-                f"{user.password_env}=<password> to {ENV_FILE} (12+ characters, e.g. from "
-                "python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    return _unset_env_keys(
+        settings,
+        [
+            (
+                f"access.users[{user.name}].password_env",
+                f"access.users.{index}.password_env",
+                user.password_env,
+                "<password>",
             )
-    return problems
+            for index, user in enumerate(settings.access.users)
+            if user.password is None
+        ],
+        " (12+ characters, e.g. from python -c 'import secrets; print(secrets.token_urlsafe(24))')",
+    )
