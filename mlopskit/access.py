@@ -162,7 +162,7 @@ def _expand(grant: AccessGrant, live: LiveState, plan: Plan) -> list[Target]:
         chosen = [pattern]
     else:
         plan.notes.append(
-            f"{noun} {pattern!r} does not exist yet: its grant is made by the first `invoke access apply` after "
+            f"{noun} {pattern!r} does not exist yet: its grant is made by the first `invoke access.apply` after "
             "it is created"
         )
         chosen = []

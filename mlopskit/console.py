@@ -7,33 +7,48 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 # Output that is not a terminal (a CI log, a file, a pipe) gets no live display, and a table would be folded
-# at rich's default of 80 columns: give it room, unless COLUMNS says otherwise.
+# at rich's default of 80 columns: give it room, unless COLUMNS says otherwise. Plain lines are never wrapped
+# there (soft wrap): a message or a command to copy stays on one line however long it is.
 _WIDTH = None if os.environ.get("COLUMNS") else 160
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
-if not console.is_terminal and _WIDTH:
-    console.width = _WIDTH
-    err_console.width = _WIDTH
+for _output in (console, err_console):
+    if not _output.is_terminal:
+        _output.soft_wrap = True
+        if _WIDTH:
+            _output.width = _WIDTH
 
 
+# Messages are text, never markup: "[from .env:3]" in a message must print as written, not vanish as a tag.
 def info(message: str) -> None:
-    console.print(message)
+    console.print(message, markup=False)
 
 
 def step(message: str) -> None:
-    console.print(f"[bold cyan]==>[/] {message}")
+    console.print(f"[bold cyan]==>[/] {escape(message)}")
 
 
 def ok(message: str) -> None:
-    console.print(f"[green]✓[/] {message}")
+    console.print(f"[green]✓[/] {escape(message)}")
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}")
+    err_console.print(f"[yellow]warning:[/] {escape(message)}")
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
@@ -44,6 +59,23 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[obj
     for row in rows:
         t.add_row(*[_plain(cell) for cell in row])
     console.print(t)
+
+
+def count(number: int, plural: str) -> str:
+    """ "1 run", "2 runs", "1 registered model": `plural` is the noun's plural with a final s."""
+    return f"{number} {plural.removesuffix('s') if number == 1 else plural}"
+
+
+def amount(value: float | None, unit: str = "") -> str:
+    """A progress count for people: a whole number as an integer ("31634600", never "3.16346e+07"), with
+    unit="bytes" a decimal size ("31.6 MB")."""
+    if value is None:
+        return "?"
+    if unit == "bytes":
+        from rich.filesize import decimal
+
+        return decimal(int(value))
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
 def _plain(cell: object) -> str:
@@ -109,13 +141,23 @@ class LineProgress(Progress):
         if self._said.get(task_id) == state:
             return
         self._said[task_id] = state
-        count = f" [{task.completed:g}/{task.total:g}]" if task.total else ""
+        unit = str(task.fields.get("unit", ""))
+        count = f" [{amount(task.completed, unit)}/{amount(task.total, unit)}]" if task.total else ""
         end = " (done)" if task.finished else ""
         self._target.print(f"[{task.elapsed or 0:6.1f}s] {task.description}{count}{end}", markup=False)
 
 
+class _CountColumn(ProgressColumn):
+    """done/total as amount() writes them (a task with the field unit="bytes" in sizes)."""
+
+    def render(self, task: Task) -> Text:
+        unit = str(task.fields.get("unit", ""))
+        return Text(f"{amount(task.completed, unit)}/{amount(task.total, unit)}" if task.total else "")
+
+
 def progress() -> Progress:
-    """A progress display for long work: `with progress() as p: task = p.add_task("...", total=n)`.
+    """A progress display for long work: `with progress() as p: task = p.add_task("...", total=n)`;
+    add_task(..., unit="bytes") shows sizes.
 
     Bars on a terminal; plain timestamped lines as things happen otherwise (see LineProgress).
     """
@@ -125,7 +167,7 @@ def progress() -> Progress:
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        _CountColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=False,

@@ -12,6 +12,11 @@ MLFLOW_SERVICE = "mlflow"
 MLFLOW_PORT = 5000
 SEAWEEDFS_S3_PORT = 8333
 MINIO_PORT = 9000
+# Prometheus metrics (platform.metrics): the MLflow pod's `metrics` container, and SeaweedFS's -metricsPort
+# (the port SeaweedFS's own Helm chart uses). Both are named `metrics` on their pods and Services.
+METRICS_PORT_NAME = "metrics"
+MLFLOW_METRICS_PORT = 9102
+SEAWEEDFS_METRICS_PORT = 9327
 
 # The Sealed Secrets controller, where kubeseal looks for it by default.
 CONTROLLER_NAMESPACE = "kube-system"

@@ -18,6 +18,8 @@ S3_SECRET = "s3-credentials"
 MLFLOW_SECRET = "mlflow-credentials"
 # The passwords of the users in config/access.yaml, under their password_env keys.
 ACCESS_SECRET = "mlflow-user-passwords"
+# The key pair of the scheduled backup's destination (platform.backup), when it is enabled.
+BACKUP_S3_SECRET = "backup-s3-credentials"
 
 # Environment variables the MLflow container reads (docker/mlflow/entrypoint renders the auth ini
 # from them and starts the server).
@@ -73,23 +75,37 @@ def credential_secrets(settings: Settings, postgres_host: str) -> list[Credentia
         }
     users = {user.password_env: user.password.get_secret_value() for user in settings.access.users if user.password}
     access = [CredentialSecret(ACCESS_SECRET, users, "passwords of the MLflow users in config/access.yaml")]
-    return [
-        CredentialSecret(POSTGRES_SECRET, postgres_data, "PostgreSQL user, password and database URIs"),
-        CredentialSecret(
-            S3_SECRET,
-            {
-                ENV_AWS_ACCESS_KEY: settings.secrets.s3_access_key,
-                ENV_AWS_SECRET_KEY: settings.secrets.s3_secret_key,
-            },
-            "S3 access key pair of the artifact store",
-        ),
-        CredentialSecret(
-            MLFLOW_SECRET,
-            {
-                ENV_ADMIN_USER: settings.platform.mlflow.admin_user,
-                ENV_ADMIN_PASSWORD: settings.secrets.admin_password,
-                ENV_FLASK_SECRET: settings.secrets.flask_secret_key,
-            },
-            "MLflow admin login and Flask secret key",
-        ),
-    ] + (access if users else [])
+    return (
+        [
+            CredentialSecret(POSTGRES_SECRET, postgres_data, "PostgreSQL user, password and database URIs"),
+            CredentialSecret(
+                S3_SECRET,
+                {
+                    ENV_AWS_ACCESS_KEY: settings.secrets.s3_access_key,
+                    ENV_AWS_SECRET_KEY: settings.secrets.s3_secret_key,
+                },
+                "S3 access key pair of the artifact store",
+            ),
+            CredentialSecret(
+                MLFLOW_SECRET,
+                {
+                    ENV_ADMIN_USER: settings.platform.mlflow.admin_user,
+                    ENV_ADMIN_PASSWORD: settings.secrets.admin_password,
+                    ENV_FLASK_SECRET: settings.secrets.flask_secret_key,
+                },
+                "MLflow admin login and Flask secret key",
+            ),
+        ]
+        + (access if users else [])
+        + _scheduled_backup(settings)
+    )
+
+
+def _scheduled_backup(settings: Settings) -> list[CredentialSecret]:
+    if not settings.platform.backup.enabled:
+        return []
+    data = {
+        ENV_AWS_ACCESS_KEY: settings.secrets.backup_s3_access_key,
+        ENV_AWS_SECRET_KEY: settings.secrets.backup_s3_secret_key,
+    }
+    return [CredentialSecret(BACKUP_S3_SECRET, data, "S3 access key pair of the scheduled backups' destination")]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlopskit.errors import PlatformError
-from mlopskit.hosts.remote import private_key_problem
+from mlopskit.hosts.remote import access_for, agent_key_count, load_ssh_config, private_key_problem
 from mlopskit.kube.client import kubeconfig_file
 from mlopskit.settings import Settings
 
@@ -27,6 +27,8 @@ _NEEDED_BY: dict[str, tuple[str, ...]] = {
     "up, build-images, integration tests": ("up", "build-images"),
     "provision, upgrade, reset": ("provision",),
     "deploy, diff, destroy, seal": ("deploy",),
+    # `invoke doctor --cluster` (mlopskit/cluster_checks.py): how the live platform is, not what a command needs.
+    "the deployed platform": (),
 }
 
 
@@ -37,6 +39,11 @@ class Check:
     ok: bool
     detail: str
     fix: str
+    skipped: bool = False  # not applicable to these settings (counts as ok); the detail says why
+
+    @property
+    def status(self) -> str:
+        return "SKIP" if self.skipped else "OK" if self.ok else "FAIL"
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -75,18 +82,35 @@ def check_docker() -> Check:
 
 
 def check_ssh_keys(settings: Settings) -> list[Check]:
-    keys = {settings.cluster.ssh.key_path} | {h.key_path for h in settings.cluster.hosts if h.key_path}
+    """The keys provisioning would use: each host's, as the inventory and the SSH config choose them."""
+    try:
+        ssh_config = load_ssh_config(settings)
+    except PlatformError as exc:
+        return [Check("SSH config", "provision, upgrade, reset", False, str(exc), "fix the file or SSH_CONFIG_PATH")]
+    keys: set[Path] = set()
+    for host in settings.cluster.hosts:
+        try:
+            keys.update(access_for(settings, host, ssh_config).key_paths)
+        except PlatformError as exc:
+            return [Check("SSH config", "provision, upgrade, reset", False, str(exc), "fix the SSH config")]
+    if not settings.cluster.hosts:
+        keys.add(settings.cluster.ssh.key_path)
+    agent_keys = agent_key_count() if settings.cluster.ssh.use_agent else 0
     checks = []
     for key in sorted(keys, key=str):
         path = key.expanduser()
-        problem = private_key_problem(path if path.is_absolute() else settings.root / path)
-        readable = problem is None
+        path = path if path.is_absolute() else settings.root / path
+        problem = private_key_problem(path)
+        readable = problem is None or (agent_keys > 0 and not path.exists())
+        detail = "a private key" if problem is None else str(problem)
+        if problem is not None and readable:
+            detail = f"missing; the ssh-agent's {agent_keys} key(s) are offered instead"
         checks.append(
             Check(
                 f"SSH key {key}",
                 "provision, upgrade, reset",
                 readable,
-                "a private key" if readable else str(problem),
+                detail,
                 ""
                 if readable
                 else f"create it (ssh-keygen -t ed25519 -f {key}) or set SSH_KEY_PATH / ssh.key_path "

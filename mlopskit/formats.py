@@ -27,6 +27,8 @@ _REPOSITORY = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _IMAGE = re.compile(rf"(?:{_REGISTRY}/)?{_REPOSITORY}(?::{_TAG})?(?:@{_DIGEST})?")
+# A registry's host[:port] as the first component of an image name (docker.io, registry.example.com:5000).
+REGISTRY_HOST = _REGISTRY
 
 # Kubernetes quantities (k8s.io/apimachinery/pkg/api/resource): a number, then a binary or decimal suffix
 # or an exponent.
@@ -131,6 +133,11 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+def is_ip(value: str) -> bool:
+    """True for an IPv4 or IPv6 address (no brackets), False for a host name or anything else."""
+    return _is_ip(value)
+
+
 def check_host(value: str) -> str:
     """A machine's address: an IPv4 or IPv6 address, or a DNS host name."""
     if _is_ip(value):
@@ -177,6 +184,27 @@ def check_url(value: str, schemes: Iterable[str]) -> str:
     return value
 
 
+_WEB_ORIGIN = re.compile(
+    r"https?://(\*\.)?[a-z0-9*]([-a-z0-9.*]*[a-z0-9*])?(:[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?"
+)
+
+
+def check_web_origin(value: str) -> str:
+    """A browser origin as MLflow's --cors-allowed-origins compares it: scheme://host[:port], no path, lowercase;
+    '*' inside the host is MLflow's wildcard (https://*.example.com). A lone '*' (every site) is refused."""
+    if value == "*":
+        raise ValueError(
+            "'*' would let every web site call MLflow (without credentials); list the origins instead, "
+            "such as https://app.example.com"
+        )
+    if not _WEB_ORIGIN.fullmatch(value):
+        raise ValueError(
+            f"{value!r} must be a web origin: http:// or https://, a lowercase host and an optional port, nothing "
+            "after it (no path or trailing '/'), such as https://notebook.example.com or https://*.example.com"
+        )
+    return value
+
+
 def check_image(value: str) -> str:
     """An image reference as Docker and containerd parse it: [registry/]repository[:tag][@digest]."""
     if len(value) > 255 or not _IMAGE.fullmatch(value):
@@ -212,6 +240,29 @@ def check_no_control_characters(value: str) -> str:
         raise ValueError(
             "must not contain a newline or other control character (a trailing newline often comes from "
             "`echo` or a file read into a variable)"
+        )
+    return value
+
+
+def check_printable_ascii(value: str) -> str:
+    """A secret or a user name that travels in HTTP Basic auth (latin-1 at most in requests, ASCII in
+    MLflow's client), a URL or a config file: printable ASCII only (letters, digits, punctuation, space).
+    The message never quotes the value."""
+    if not all(32 <= ord(char) < 127 for char in value):
+        raise ValueError(
+            "must be printable ASCII (letters, digits, punctuation and spaces; no accented letters, other "
+            "alphabets or emoji): HTTP Basic auth and the other places it goes cannot carry other characters "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+        )
+    return value
+
+
+def check_basic_auth_user(value: str) -> str:
+    """A user name sent in HTTP Basic auth: printable ASCII without ':' (which separates name and password)."""
+    if not all(32 < ord(char) < 127 for char in value) or ":" in value:
+        raise ValueError(
+            "must be printable ASCII without spaces or ':' (HTTP Basic auth separates user name and password "
+            "with ':' and carries ASCII only)"
         )
     return value
 

@@ -390,19 +390,39 @@ def mlflow_build_spec(settings: Settings, python_base: str) -> BuildSpec:
     )
 
 
-def ensure_debian_base(client: docker.DockerClient | None = None, root: Path | None = None) -> str:
-    """The local Debian base image, built with docker/offline/debian/build.sh (debootstrap) if missing."""
+# The stages build.sh announces on stderr ("offline-debian: <stage> ..."), in order: one progress step each.
+DEBIAN_STAGES = ("installing debootstrap", "debootstrap", "trimming", "importing", "built")
+
+
+def ensure_debian_base(
+    client: docker.DockerClient | None = None, root: Path | None = None, report: Reporter = _quiet
+) -> str:
+    """The local Debian base image, built with docker/offline/debian/build.sh (debootstrap) if missing.
+
+    The script's stage lines reach `report` as they happen (image "debian", step i of len(DEBIAN_STAGES)), so a
+    build of a minute or more is not silent. Raises PlatformError with the script's last output when it fails.
+    """
     client = client or docker_client()
     if _image_id(client, DEBIAN_BASE) is not None:
         return DEBIAN_BASE
     script = (root or Path.cwd()) / "docker" / "offline" / "debian" / "build.sh"
     if not script.is_file():
         raise PlatformError(f"{script} is missing; run the command from the mlopskit repository")
-    result = subprocess.run(["bash", str(script), DEBIAN_BASE], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise PlatformError(
-            f"building {DEBIAN_BASE} with {script} failed (exit {result.returncode}):\n{result.stderr[-2000:]}"
-        )
+    tail: list[str] = []
+    with subprocess.Popen(
+        ["bash", str(script), DEBIAN_BASE], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as build:
+        assert build.stderr is not None
+        for raw in build.stderr:
+            line = raw.rstrip("\n")
+            tail = [*tail[-30:], line]
+            stage = line.removeprefix("offline-debian: ")
+            if stage != line:
+                step = next((i + 1 for i, name in enumerate(DEBIAN_STAGES) if stage.startswith(name)), 0)
+                report("debian", step, len(DEBIAN_STAGES), stage)
+    if build.returncode != 0:
+        output = "\n".join(tail)[-2000:]
+        raise PlatformError(f"building {DEBIAN_BASE} with {script} failed (exit {build.returncode}):\n{output}")
     return DEBIAN_BASE
 
 
@@ -451,7 +471,7 @@ class ImageBuilder:
         return result.ref
 
     def _offline_image(self, key: str) -> str:
-        ensure_debian_base(self.client, self.settings.root)
+        ensure_debian_base(self.client, self.settings.root, self.report)
         spec = self._offline[key]
         if OFFLINE_PYTHON in spec.bases:
             self._offline_image("python")

@@ -7,7 +7,9 @@ a hash of its spec and image, so `up` leaves an unchanged container alone and re
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from mlopskit.object_store import s3_client
 from mlopskit.services import (
     MIGRATE_COMMAND,
     MLFLOW,
+    POSTGRES,
     S3,
     S3_PORT,
     ImageSet,
@@ -36,12 +39,15 @@ from mlopskit.services import (
     container_name,
     local_services,
     network_name,
+    volume_name,
 )
 from mlopskit.settings import ACCESS_FILE, Settings
 
 PROJECT_LABEL = "io.mlopskit.project"
 SERVICE_LABEL = "io.mlopskit.service"
 SPEC_LABEL = "io.mlopskit.spec"
+# The project root (the folder with tasks.py) `up` ran from: a second checkout must not take the stack over.
+ROOT_LABEL = "io.mlopskit.root"
 # Seconds one container may take to start when no settings say otherwise (local.start_timeout).
 DEFAULT_START_TIMEOUT = 900.0
 # How often `up` looks at starting containers. Docker runs a health check only every few seconds (and
@@ -130,7 +136,7 @@ def _run_kwargs(settings: Settings, spec: ServiceSpec, digest: str) -> dict[str,
         "ports": ports,
         "volumes": mounts,
         "healthcheck": spec.healthcheck,
-        "labels": _labels(settings, **{SERVICE_LABEL: spec.name, SPEC_LABEL: digest}),
+        "labels": _labels(settings, **{SERVICE_LABEL: spec.name, SPEC_LABEL: digest, ROOT_LABEL: str(settings.root)}),
         "restart_policy": {"Name": "unless-stopped"},
         "network": network_name(settings),
         "detach": True,
@@ -336,7 +342,8 @@ def run_migrations(
     network: str | None = None,
 ) -> None:
     """Upgrade the tracking and auth schemas once with a one-off MLflow container on the platform's network
-    (or `network`), waiting on its progress up to local.start_timeout; PlatformError with its log if it fails."""
+    (or `network`), waiting on its progress up to local.start_timeout; PlatformError with its log if it fails
+    (a plain one when the database refused the password)."""
     container = client.containers.create(
         spec.image,
         command=MIGRATE_COMMAND,
@@ -350,6 +357,8 @@ def run_migrations(
         try:
             wait_ready(container, "migrate", report, float(settings.local.start_timeout), one_off=True)
         except PlatformError as exc:
+            if PASSWORD_REFUSED in last_logs(container, 200):
+                raise PlatformError(f"database migrations failed: {password_refused(settings)}") from None
             raise PlatformError(f"database migrations failed: {exc}") from None
     finally:
         container.remove(force=True)
@@ -378,9 +387,13 @@ def up(
 
     Every container starts at once and `up` waits for all of them together: MLflow does not need S3 to
     start, and it waits for PostgreSQL itself (MLflow retries its database connection). Only a new MLflow
-    container waits for PostgreSQL first, to run the migrations before it starts."""
+    container waits for PostgreSQL first, to run the migrations before it starts.
+
+    Refuses (PlatformError) before creating or removing anything when the project's containers were started
+    from another folder (check_owner) or a port to publish is taken (check_ports)."""
     specs = local_services(settings, images)
     result = UpResult(url=mlflow_url(settings))
+    preflight(client, settings, specs)
     # Read before the container is recreated: the password MLflow may still have for the admin.
     previous = previous_admin_password(client, settings)
     stale = _container(client, container_name(settings, "migrate"))
@@ -405,15 +418,125 @@ def up(
         return result
     wait_all_ready(starting, report, float(settings.local.start_timeout))
     for wait in starting:
-        report(wait.service, "healthy")
+        if wait.service != MLFLOW:  # MLflow is healthy once its admin and access are set, below
+            report(wait.service, "healthy")
     s3 = next((wait for wait in starting if wait.service == S3), None)
     if s3 is not None:
         endpoint = url("http", reachable_host(settings), published_port(s3.container, S3_PORT))
         result.actions[f"bucket {settings.platform.object_store.bucket}"] = ensure_bucket(settings, endpoint)
-    report(MLFLOW, "admin password and access")
+    report(MLFLOW, "running; setting the admin password and access")
     result.actions |= reconcile_mlflow(settings, result.url, previous)
     report(MLFLOW, "healthy")
     return result
+
+
+def preflight(client: docker.DockerClient, settings: Settings, specs: list[ServiceSpec] | None = None) -> None:
+    """Every check `up` makes before it creates, recreates or removes anything: check_owner, check_ports and
+    check_postgres_password; PlatformError from the first that fails. Needs the secrets (.env)."""
+    specs = specs if specs is not None else local_services(settings, ImageSet("", "", ""))
+    check_owner(client, settings)
+    check_ports(client, settings, specs)
+    check_postgres_password(client, settings)
+
+
+# What PostgreSQL answers a wrong password with (libpq and psql print it alike).
+PASSWORD_REFUSED = "password authentication failed"
+
+
+def password_refused(settings: Settings) -> str:
+    """The plain explanation of PASSWORD_REFUSED for this stack: which password, where it lives, the fix."""
+    pg = settings.platform.postgres
+    if pg.mode != "internal":
+        return (
+            f"the PostgreSQL server refused user {pg.user!r} with POSTGRES_PASSWORD (or POSTGRES_DSN) from .env; "
+            "set the password the server expects"
+        )
+    volume = volume_name(settings, "postgres-data")
+    return (
+        f"the kept volume {volume} was initialised with another POSTGRES_PASSWORD than the one in "
+        f"{settings.root / '.env'} (PostgreSQL refused user {pg.user!r}); put back the POSTGRES_PASSWORD the data "
+        f"was created with (e.g. from the .env of the checkout that first ran `invoke up`), or delete the data with "
+        f"`invoke down --volumes` (or `invoke restore ARCHIVE` afterwards) and run `invoke up` again"
+    )
+
+
+def check_postgres_password(client: docker.DockerClient, settings: Settings) -> None:
+    """PlatformError (password_refused) when the running PostgreSQL container refuses .env's POSTGRES_PASSWORD,
+    checked with psql inside it over TCP (scram-sha-256, as MLflow connects)."""
+    pg = settings.platform.postgres
+    container = _container(client, container_name(settings, POSTGRES))
+    if pg.mode != "internal" or container is None or container.status != "running":
+        return
+    command = ["psql", "-h", "127.0.0.1", "-U", pg.user, "-d", pg.tracking_db, "-w", "-tAc", "select 1"]
+    try:
+        code, output = container.exec_run(command, environment={"PGPASSWORD": settings.secrets.postgres_password})
+    except APIError:
+        return  # a container that cannot run psql now: the migrations report what goes wrong
+    text = output.decode(errors="replace") if isinstance(output, bytes) else ""
+    if code != 0 and PASSWORD_REFUSED in text:
+        raise PlatformError(f"{password_refused(settings)}; nothing was changed")
+
+
+def check_owner(client: docker.DockerClient, settings: Settings) -> None:
+    """PlatformError when containers of this project (local.project) were created from another project root:
+    `up` or `down` here would replace or remove a stack another checkout runs, with other secrets."""
+    containers, _, _ = project_objects(client, settings)
+    here = str(settings.root)
+    others = sorted({c.labels[ROOT_LABEL] for c in containers if c.labels.get(ROOT_LABEL, here) != here})
+    if others:
+        names = ", ".join(sorted(str(c.name) for c in containers))
+        raise PlatformError(
+            f"the local stack of project {settings.local.project!r} ({names}) was started from "
+            f"{' and '.join(others)}, not from {here}; nothing was changed. Run `invoke down` in {others[0]} first "
+            f"(its data volumes are kept), or set local.project in {here}/config/platform.yaml to another name "
+            "to run a second stack next to it"
+        )
+
+
+def _held_ports(client: docker.DockerClient, settings: Settings) -> set[int]:
+    """Host ports published by this project's running containers (`up` frees them when it recreates one)."""
+    containers, _, _ = project_objects(client, settings)
+    held = set()
+    for container in containers:
+        if container.status != "running":
+            continue
+        for bindings in (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).values():
+            held |= {int(b["HostPort"]) for b in bindings or [] if str(b.get("HostPort", "")).isdigit()}
+    return held
+
+
+def port_free(bind: str, port: int) -> bool:
+    """Whether a listening socket on (bind, port) could be opened now, as Docker's port proxy opens it."""
+    try:
+        infos = socket.getaddrinfo(bind or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return True  # Docker reports an address it cannot bind when it starts the container
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+            probe.listen(1)
+        except OSError as exc:
+            if exc.errno in {errno.EADDRINUSE, errno.EACCES}:
+                return False
+            raise
+    return True
+
+
+def check_ports(client: docker.DockerClient, settings: Settings, specs: list[ServiceSpec]) -> None:
+    """PlatformError naming every fixed host port `up` would publish that something else holds, before
+    anything is created; ports this project's own running containers hold are fine (they are kept or freed)."""
+    held = _held_ports(client, settings)
+    bind = settings.local.bind or "0.0.0.0"  # noqa: S104 - named in a message
+    for spec in specs:
+        port = spec.host_port
+        if not spec.publish or port is None or port in held or port_free(settings.local.bind, port):
+            continue
+        raise PlatformError(
+            f"{spec.name}: port {port} on {bind} is already in use; nothing was created or started. Stop what "
+            f"uses it (`ss -ltnp 'sport = :{port}'` shows it), or set LOCAL_PORT in .env to a free port"
+        )
 
 
 def previous_admin_password(client: docker.DockerClient, settings: Settings) -> list[PreviousPassword]:
@@ -451,7 +574,9 @@ def project_objects(client: docker.DockerClient, settings: Settings) -> tuple[li
 
 
 def down(client: docker.DockerClient, settings: Settings, volumes: bool = False, dry_run: bool = False) -> list[str]:
-    """Stop and remove the containers and network; with volumes, the data too. Returns what was removed."""
+    """Stop and remove the containers and network; with volumes, the data too. Returns what was removed.
+    PlatformError (check_owner) when another checkout's `up` created them."""
+    check_owner(client, settings)
     containers, networks, project_volumes = project_objects(client, settings)
     removed = [f"container {c.name}" for c in containers] + [f"network {n.name}" for n in networks]
     if volumes:

@@ -19,6 +19,16 @@ TIMEOUT = 30
 RETRIES = 4
 
 
+# What to run when MLflow refuses the admin's login: each rotates a changed MLFLOW_ADMIN_PASSWORD while the
+# platform still holds the previous one (the MLflow container's environment, the deployed Secret).
+RERUN_LOCAL = "`invoke up` makes MLflow's admin password the one in .env"
+RERUN_CLUSTER = "`invoke deploy` makes MLflow's admin password the one in .env"
+RERUN_ANY = "`invoke up` (local stack) or `invoke deploy` (cluster) makes MLflow's admin password the one in .env"
+
+# The smoke check's experiment names start with this; it deletes the experiment when done.
+SMOKE_PREFIX = "mlopskit-smoke-"
+
+
 @dataclass
 class SmokeReport:
     """What the smoke check did, step by step, for the final summary."""
@@ -30,8 +40,12 @@ class SmokeReport:
 class MlflowClient:
     """A small authenticated client for the endpoints the platform checks use."""
 
-    def __init__(self, url: str, user: str, password: str, *, verify: bool | str = True) -> None:
+    def __init__(
+        self, url: str, user: str, password: str, *, verify: bool | str = True, rerun: str = RERUN_ANY
+    ) -> None:
+        """`rerun`: what to run when MLflow refuses the login (RERUN_LOCAL, RERUN_CLUSTER, RERUN_ANY)."""
         self.url = url.rstrip("/")
+        self.rerun = rerun
         self.session = requests.Session()
         self.session.auth = (user, password)
         self.session.verify = verify
@@ -57,7 +71,7 @@ class MlflowClient:
         if response.status_code == 401:
             raise PlatformError(
                 f"MLflow at {self.url} refused the credentials of {self.user!r} (401) on {path}: check "
-                "MLFLOW_ADMIN_USER/MLFLOW_ADMIN_PASSWORD in .env match the deployed Secret (rerun invoke deploy)"
+                f"MLFLOW_ADMIN_USER/MLFLOW_ADMIN_PASSWORD in .env; {self.rerun}"
             )
         if response.status_code >= 400:
             raise PlatformError(f"MLflow {method} {path} failed: HTTP {response.status_code}: {response.text[:300]}")
@@ -133,7 +147,7 @@ def smoke_check(client: MlflowClient) -> SmokeReport:
     user = client.api("GET", "users/get", params={"username": client.user})
     report.steps.append(f"logged in as {user.get('user', {}).get('username', client.user)}")
 
-    name = f"mlopskit-smoke-{uuid.uuid4().hex[:10]}"
+    name = f"{SMOKE_PREFIX}{uuid.uuid4().hex[:10]}"
     experiment_id = str(client.api("POST", "experiments/create", json={"name": name})["experiment_id"])
     try:
         run = client.api(

@@ -197,6 +197,8 @@ def mlflow_environment(settings: Settings, hosts: ServiceHosts) -> dict[str, str
         "MLFLOW_AUTH_DEFAULT_PERMISSION": mlflow.default_permission,
         "MLFLOW_AUTH_CACHE_TTL_SECONDS": str(mlflow.auth_cache_ttl_seconds),
         "MLFLOW_ALLOWED_HOSTS": ",".join(local_allowed_hosts(settings)),
+        # As in the cluster, less the ingress host's origin (the local stack has none): MLflow's own env names.
+        "MLFLOW_SERVER_X_FRAME_OPTIONS": mlflow.x_frame_options,
         "MLFLOW_WORKERS": str(mlflow.workers or default_workers()),
         "MLFLOW_PORT": str(MLFLOW_PORT),
         # platform.mlflow.job_execution, as in the cluster: MLflow 3's job runner starts dozens of processes
@@ -205,6 +207,8 @@ def mlflow_environment(settings: Settings, hosts: ServiceHosts) -> dict[str, str
     }
     if endpoint:
         environment["MLFLOW_S3_ENDPOINT_URL"] = endpoint
+    if mlflow.cors_allowed_origins:
+        environment["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] = ",".join(mlflow.cors_allowed_origins)
     return environment
 
 

@@ -14,16 +14,18 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_origin
 
 import yaml
 from dotenv.parser import parse_stream
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -49,6 +51,10 @@ MIN_BACKUP_PASSPHRASE_LENGTH = 16
 S3_ACCESS_KEY_RESERVED = frozenset("/,=")
 
 _K3S_VERSION = re.compile(r"v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)")
+# What OpenSSH takes as a destination: anything but whitespace, not an option.
+_SSH_HOST = re.compile(r"[^\s-][^\s]{0,252}")
+# A Linux network interface name (IFNAMSIZ is 16 with the final NUL): no '/' and no whitespace.
+_INTERFACE = re.compile(r"[A-Za-z0-9_.@:-]{1,15}")
 
 
 def _check_dns_label(value: str) -> str:
@@ -125,6 +131,15 @@ def check_bucket_name(value: str) -> str:
     return value
 
 
+class FieldProblem(ValueError):
+    """A check over a whole section that is about one of its keys: the error then names that key (and its
+    .env name and source) instead of the section. field: the key's path below the section, e.g. "enabled"."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -133,7 +148,22 @@ class _Model(BaseModel):
     def _no_control_characters(cls, value: Any) -> Any:
         for text in _texts(value):
             formats.check_no_control_characters(text)
+        for secret in _secret_texts(value):
+            # Secrets go into HTTP Basic auth, URLs, sudo's prompt and .env: the same rule from every door.
+            formats.check_printable_ascii(secret)
         return value
+
+
+def _secret_texts(value: Any) -> Iterator[str]:
+    """The secret values inside a field's value (a SecretStr, or SecretStr items of a list or mapping)."""
+    if isinstance(value, SecretStr):
+        yield value.get_secret_value()
+    elif isinstance(value, list):
+        for item in value:
+            yield from _secret_texts(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _secret_texts(item)
 
 
 def _texts(value: Any) -> Iterator[str]:
@@ -164,9 +194,23 @@ class Host(_Model):
     user: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     key_path: Path | None = None
-    sudo_password: SecretStr | None = None
+    # A host whose sudo password differs from SSH_SUDO_PASSWORD names the .env key that holds its own.
+    sudo_password_env: str | None = None
+    sudo_password: SecretStr | None = None  # filled by the loader from .env or the environment, never from a file
+    # The name SSH connects to, looked up in the SSH config (a Host alias); default: address. The address
+    # stays the node's address in the cluster (tls-san, join URL, NFS exports).
+    ssh_host: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     taints: list[str] = Field(default_factory=list)
+
+    @field_validator("ssh_host")
+    @classmethod
+    def _ssh_host(cls, value: str | None) -> str | None:
+        if value is not None and not _SSH_HOST.fullmatch(value):
+            raise ValueError(
+                "must be a host name, address or Host alias of your SSH config (no spaces, not starting with '-')"
+            )
+        return value
 
     @field_validator("name")
     @classmethod
@@ -178,6 +222,19 @@ class Host(_Model):
     @classmethod
     def _address(cls, value: str) -> str:
         return _check_host_address(value)
+
+    @field_validator("sudo_password_env")
+    @classmethod
+    def _sudo_password_env(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not _ENV_NAME.fullmatch(value):
+                raise ValueError("must be an environment variable name such as S2_SUDO_PASSWORD (A-Z, 0-9, _)")
+            if value in ENV_KEYS:
+                raise ValueError(
+                    f"{value} is a platform setting; name a key of this host's own, e.g. S2_SUDO_PASSWORD "
+                    "(SSH_SUDO_PASSWORD already applies to every host without sudo_password_env)"
+                )
+        return value
 
     @field_validator("labels")
     @classmethod
@@ -206,11 +263,19 @@ class Host(_Model):
 
 
 class SSHSettings(_Model):
+    """How to reach the hosts. A value set here (or in a host's entry) wins over the SSH config; a value
+    left at its default gives way to the SSH config's User, Port, IdentityFile and ConnectTimeout."""
+
     user: str = "root"
     port: int = Field(default=22, ge=1, le=65535)
     key_path: Path = Path("~/.ssh/id_ed25519")
     sudo_password: SecretStr | None = None
     connect_timeout: int = Field(default=10, ge=1)
+    # An OpenSSH client config read instead of ~/.ssh/config and /etc/ssh/ssh_config (like `ssh -F`).
+    config_path: Path | None = None
+    # Also offer the keys a running ssh-agent holds (the socket in SSH_AUTH_SOCK), as OpenSSH does; a key file
+    # that does not exist is then passed over instead of refused. False: key files only.
+    use_agent: bool = True
 
 
 class AirgapSettings(_Model):
@@ -220,11 +285,148 @@ class AirgapSettings(_Model):
     install_script: Path | None = None
 
 
+KUBE_VIP_IMAGE = "ghcr.io/kube-vip/kube-vip:v1.0.4"
+
+
+class VipSettings(_Model):
+    """A virtual IP held by one server at a time: kube-vip, a static pod on every server, announces it with ARP."""
+
+    address: str
+    interface: str
+    image: str = KUBE_VIP_IMAGE
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(
+                "must be an IP address (kube-vip announces it with ARP); a DNS name belongs in cluster.api_endpoint"
+            ) from None
+        return value
+
+    @field_validator("interface")
+    @classmethod
+    def _interface(cls, value: str) -> str:
+        if not _INTERFACE.fullmatch(value) or value in {".", ".."}:
+            raise ValueError(
+                "must be a network interface name of the servers such as eth0 or ens18 "
+                "(1 to 15 letters, digits, '.', '_', '-', '@', ':')"
+            )
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return formats.check_image(value)
+
+
+def _check_registry_host(name: str) -> str:
+    if not re.fullmatch(formats.REGISTRY_HOST, name):
+        raise ValueError(
+            f"{name!r} is not a registry: use its host[:port] as in image names, such as docker.io or "
+            "registry.example.com:5000 (no scheme, no path; '*' for every registry in mirrors)"
+        )
+    return name
+
+
+RegistryName = Annotated[str, AfterValidator(_check_registry_host)]
+MirrorName = Annotated[str, AfterValidator(lambda name: name if name == "*" else _check_registry_host(name))]
+
+
+class RegistryMirror(_Model):
+    """Where containerd pulls a registry's images from: endpoints tried in order, optional path rewrites."""
+
+    endpoint: list[str] = Field(min_length=1)
+    rewrite: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                check_url(item, ("https", "http"))
+            except ValueError as exc:
+                raise ValueError(f"endpoint {item!r}: {exc}") from None
+        return value
+
+    @field_validator("rewrite")
+    @classmethod
+    def _rewrite(cls, value: dict[str, str]) -> dict[str, str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"rewrite {pattern!r} is not a regular expression ({exc})") from None
+        return value
+
+
+class RegistryAuth(_Model):
+    """Credentials for a registry: the user name here, the password in .env under the key password_env names."""
+
+    username: str
+    password_env: str
+    password: SecretStr | None = None  # filled by the loader from .env or the environment, never from a file
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        return formats.check_basic_auth_user(value)
+
+    @field_validator("password_env")
+    @classmethod
+    def _password_env(cls, value: str) -> str:
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError("must be an environment variable name such as REGISTRY_PASSWORD (A-Z, 0-9, _)")
+        if value in ENV_KEYS:
+            raise ValueError(f"{value} is a platform setting; name a key of the registry's own, e.g. REGISTRY_PASSWORD")
+        return value
+
+
+class RegistryTLS(_Model):
+    """TLS towards a registry: files on this machine, copied to every node; or no verification at all."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pair(self) -> RegistryTLS:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate and its key); set both or none")
+        return self
+
+
+class RegistryConfig(_Model):
+    auth: RegistryAuth | None = None
+    tls: RegistryTLS | None = None
+
+
+class RegistrySettings(_Model):
+    """K3s's /etc/rancher/k3s/registries.yaml, written on every node: mirrors by registry, auth and TLS by host."""
+
+    mirrors: dict[MirrorName, RegistryMirror] = Field(default_factory=dict)
+    configs: dict[RegistryName, RegistryConfig] = Field(default_factory=dict)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.mirrors or self.configs)
+
+
 class ClusterSettings(_Model):
     name: str = "mlops"
     k3s_version: str = "v1.34.1+k3s1"
     token: SecretStr | None = None
     api_port: int = Field(default=6443, ge=1, le=65535)
+    # A fixed registration address (DNS name or IP): first in every server's tls-san, the address further
+    # servers and agents join and the kubeconfig reaches. Without it (and without vip): the first server's.
+    api_endpoint: str | None = None
+    # A virtual IP that kube-vip keeps on one server at a time; the endpoint when api_endpoint is not set.
+    vip: VipSettings | None = None
+    # Registry mirrors and credentials, written to /etc/rancher/k3s/registries.yaml on every node.
+    registries: RegistrySettings = RegistrySettings()
     # Where hosts fetch the K3s install script when not air-gapped (a mirror or file:// URL also works).
     install_script_url: str = "https://get.k3s.io"
     tls_san: list[str] = Field(default_factory=list)
@@ -245,6 +447,11 @@ class ClusterSettings(_Model):
     @classmethod
     def _k3s_version(cls, value: str) -> str:
         return check_k3s_version(value)
+
+    @field_validator("api_endpoint")
+    @classmethod
+    def _api_endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else _check_host_address(value)
 
     @field_validator("tls_san")
     @classmethod
@@ -272,6 +479,18 @@ class ClusterSettings(_Model):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"host names must be unique; repeated: {', '.join(duplicates)}")
+        addresses = [
+            ipaddress.ip_address(a).compressed if formats.is_ip(a) else a.lower() for a in (h.address for h in hosts)
+        ]
+        repeated = sorted({a for a in addresses if addresses.count(a) > 1})
+        if repeated:
+            owners = "; ".join(
+                f"{a}: {', '.join(h.name for h, b in zip(hosts, addresses, strict=True) if b == a)}" for a in repeated
+            )
+            raise ValueError(
+                f"host addresses must be unique: one machine is one host (give it every role it has); "
+                f"repeated: {owners}"
+            )
         servers = [h for h in hosts if "server" in h.roles]
         if hosts and not servers:
             raise ValueError("at least one host needs the role 'server'")
@@ -283,6 +502,29 @@ class ClusterSettings(_Model):
         if len([h for h in hosts if "nfs" in h.roles]) > 1:
             raise ValueError("at most one host may have the role 'nfs'")
         return hosts
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> ClusterSettings:
+        if self.vip is None:
+            return self
+        vip = self.vip.address
+        owner = next((h.name for h in self.hosts if h.address == vip), None)
+        if owner is not None:
+            raise ValueError(
+                f"vip.address {vip} is the address of host {owner}; the virtual IP must be a free address "
+                "in the servers' subnet that no machine uses"
+            )
+        if self.api_endpoint is not None and formats.is_ip(self.api_endpoint) and self.api_endpoint != vip:
+            raise ValueError(
+                f"api_endpoint {self.api_endpoint} and vip.address {vip} differ: with a virtual IP the endpoint is "
+                "the VIP itself or a DNS name that resolves to it; remove api_endpoint or make them agree"
+            )
+        return self
+
+    @property
+    def endpoint(self) -> str | None:
+        """The fixed registration address: api_endpoint, else the VIP; None without either."""
+        return self.api_endpoint or (self.vip.address if self.vip else None)
 
     @property
     def servers(self) -> list[Host]:
@@ -398,6 +640,19 @@ class StorageSettings(_Model):
         return formats.check_dns_subdomain(value, "StorageClass name")
 
 
+def check_s3_access_key(value: SecretStr | None) -> SecretStr | None:
+    # S3 signatures (SigV4) carry the key in "Credential=<key>/<date>/...," and MinIO reserves '='.
+    if value is not None:
+        found = sorted({ch for ch in value.get_secret_value() if ch in S3_ACCESS_KEY_RESERVED or ch.isspace()})
+        if found:
+            raise ValueError(
+                f"must not contain {' '.join(repr(ch) for ch in found)}: S3 request signatures split the "
+                "access key at '/' and ',', MinIO refuses '=', and whitespace does not survive; "
+                "any other printable character works (generate one with `invoke init`)"
+            )
+    return value
+
+
 class ObjectStoreSettings(_Model):
     kind: Literal["seaweedfs", "minio", "external"] = "seaweedfs"
     endpoint: str | None = None
@@ -414,16 +669,7 @@ class ObjectStoreSettings(_Model):
     @field_validator("access_key")
     @classmethod
     def _access_key(cls, value: SecretStr | None) -> SecretStr | None:
-        # S3 signatures (SigV4) carry the key in "Credential=<key>/<date>/...," and MinIO reserves '='.
-        if value is not None:
-            found = sorted({ch for ch in value.get_secret_value() if ch in S3_ACCESS_KEY_RESERVED or ch.isspace()})
-            if found:
-                raise ValueError(
-                    f"must not contain {' '.join(repr(ch) for ch in found)}: S3 request signatures split the "
-                    "access key at '/' and ',', MinIO refuses '=', and whitespace does not survive; "
-                    "any other printable character works (generate one with `invoke init`)"
-                )
-        return value
+        return check_s3_access_key(value)
 
     @field_validator("endpoint")
     @classmethod
@@ -433,7 +679,7 @@ class ObjectStoreSettings(_Model):
     @model_validator(mode="after")
     def _external(self) -> ObjectStoreSettings:
         if self.kind == "external" and not self.endpoint:
-            raise ValueError("kind 'external' needs an endpoint (S3_ENDPOINT)")
+            raise FieldProblem("kind", "kind 'external' needs an endpoint (S3_ENDPOINT)")
         return self
 
 
@@ -457,7 +703,7 @@ class PostgresSettings(_Model):
     @model_validator(mode="after")
     def _external(self) -> PostgresSettings:
         if self.mode == "external" and self.dsn is None:
-            raise ValueError("mode 'external' needs a DSN (POSTGRES_DSN)")
+            raise FieldProblem("mode", "mode 'external' needs a DSN (POSTGRES_DSN)")
         if self.tracking_db == self.auth_db:
             raise ValueError("tracking_db and auth_db must differ: auth data lives in its own database")
         return self
@@ -489,6 +735,12 @@ class MlflowSettings(_Model):
     autoscaling: AutoscalingSettings | None = None  # when set, an HPA owns the replica count
     # MLflow 3's job runner (GenAI jobs and periodic tasks); the tracking server and registry do not need it.
     job_execution: bool = False
+    # Web origins (scheme://host[:port]) whose pages may call MLflow with the user's login, besides the
+    # ingress host's own origin (derived, mlopskit/public_host.py): MLflow's --cors-allowed-origins.
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+    # MLflow's --x-frame-options: SAMEORIGIN lets only pages of MLflow's own host frame its UI (the UI
+    # frames its own HTML artifacts), DENY no page, NONE sends no header (any site may frame it).
+    x_frame_options: Literal["SAMEORIGIN", "DENY", "NONE"] = "SAMEORIGIN"
 
     @property
     def scaled(self) -> bool:
@@ -502,6 +754,19 @@ class MlflowSettings(_Model):
             # Joined with ',' into MLflow's --allowed-hosts; wildcards (*.example.com, host:*) are MLflow's own.
             if not re.fullmatch(r"[A-Za-z0-9*.\[\]:_-]+", entry):
                 raise ValueError(f"{entry!r} must be a host, host:port or pattern such as *.example.com or host:*")
+        return value
+
+    @field_validator("admin_user")
+    @classmethod
+    def _admin_user(cls, value: str) -> str:
+        # An MLflow user like those of config/access.yaml: the same rule (no ':', ASCII for HTTP Basic auth).
+        return _check_access_name(value)
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _cors_allowed_origins(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            formats.check_web_origin(entry)
         return value
 
     @field_validator("admin_password")
@@ -518,10 +783,21 @@ class MlflowSettings(_Model):
 
 
 class IngressSettings(_Model):
+    """MLflow's one public host name, and everything derived from it (mlopskit/public_host.py): the Ingress
+    and its TLS, MLflow's allowed hosts, CORS origin and frame options, the proxy's upload limits."""
+
     enabled: bool = False
     host: str | None = None
+    # An existing kubernetes.io/tls Secret in the platform namespace, made by you (plain HTTP when neither
+    # this nor cert_manager_issuer is set).
     tls_secret: str | None = None
+    # A cert-manager ClusterIssuer: cert-manager then writes the certificate into a Secret it names
+    # after the Ingress (public_host.CERT_MANAGER_SECRET). Exclusive with tls_secret.
+    cert_manager_issuer: str | None = None
     class_name: str = "traefik"
+    # Seconds one request may take to reach MLflow through the ingress controller, body included (a large
+    # artifact upload): Traefik's entry point readTimeout (60 s by default), ingress-nginx's proxy timeouts.
+    upload_timeout_seconds: int = Field(default=3600, ge=1)
 
     @field_validator("host")
     @classmethod
@@ -530,8 +806,28 @@ class IngressSettings(_Model):
 
     @field_validator("tls_secret")
     @classmethod
-    def _tls_secret(cls, value: str | None) -> str | None:
-        return None if value is None else formats.check_dns_subdomain(value, "Secret name")
+    def _tls_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        formats.check_dns_subdomain(value, "Secret name")
+        if info.data.get("enabled") is False:
+            raise ValueError(_OFF_INGRESS)
+        return value
+
+    @field_validator("cert_manager_issuer")
+    @classmethod
+    def _cert_manager_issuer(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        formats.check_dns_subdomain(value, "ClusterIssuer name")
+        if info.data.get("enabled") is False:
+            raise ValueError(_OFF_INGRESS)
+        if info.data.get("tls_secret"):
+            raise ValueError(
+                "cannot be combined with platform.ingress.tls_secret (INGRESS_TLS_SECRET): tls_secret names a "
+                "certificate Secret you made, cert_manager_issuer has cert-manager make one; remove one of them"
+            )
+        return value
 
     @field_validator("class_name")
     @classmethod
@@ -541,8 +837,19 @@ class IngressSettings(_Model):
     @model_validator(mode="after")
     def _host(self) -> IngressSettings:
         if self.enabled and not self.host:
-            raise ValueError("an enabled ingress needs a host (INGRESS_HOST)")
+            raise FieldProblem("enabled", "an enabled ingress needs a host (INGRESS_HOST)")
         return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the public host is served over HTTPS (a Secret of yours or cert-manager's)."""
+        return self.enabled and bool(self.tls_secret or self.cert_manager_issuer)
+
+
+_OFF_INGRESS = (
+    "has no effect while the ingress is off; set platform.ingress.enabled (INGRESS_ENABLED) to true "
+    "or remove this setting"
+)
 
 
 class ResourceSpec(_Model):
@@ -572,6 +879,142 @@ class ResourceSettings(_Model):
     objectstore: ResourceSpec = ResourceSpec(cpu_request="100m", memory_request="256Mi", memory_limit="1Gi")
 
 
+# A CronJob schedule: five fields (minute hour day-of-month month day-of-week) or a macro; the API server
+# checks the values, this checks the shape so a typo is named before a deploy starts.
+CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+CRON_FIELD = r"[0-9A-Za-z*?/,-]+"
+
+
+def check_cron_schedule(value: str) -> str:
+    if value in CRON_MACROS or re.fullmatch(rf"{CRON_FIELD}( {CRON_FIELD}){{4}}", value):
+        return value
+    raise ValueError(
+        "must be a cron schedule of five fields (minute hour day-of-month month day-of-week), such as "
+        f"'0 3 * * *' (03:00 UTC daily), or one of {', '.join(CRON_MACROS)}"
+    )
+
+
+class BackupDestinationSettings(_Model):
+    """The second S3 location scheduled backups go to: another provider, account or bucket than the
+    platform's own, so losing one does not lose both."""
+
+    endpoint: str | None = None  # S3 URL; None is AWS S3. A Service in the cluster works: http://svc.ns.svc:8333
+    region: str = "us-east-1"
+    bucket: str | None = None
+    prefix: str = ""  # key prefix; backups go under <prefix><cluster>/<namespace>/<UTC time>/
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        return None if value is None else check_bucket_name(value)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, ("https", "http"))
+
+    @field_validator("access_key")
+    @classmethod
+    def _access_key(cls, value: SecretStr | None) -> SecretStr | None:
+        return check_s3_access_key(value)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/", value):
+            raise ValueError("must be empty or path segments of letters, digits, '.', '_' and '-', ending in '/'")
+        return value
+
+
+class ScheduledBackupSettings(_Model):
+    """An optional CronJob in the cluster (k8s/backup/) that writes both database dumps and a copy of the
+    bucket to `destination` on `schedule`, keeping the newest `retention` backups there."""
+
+    enabled: bool = False
+    schedule: str = "0 3 * * *"  # cron, in UTC
+    retention: int = Field(default=7, ge=1)  # backups kept at the destination; older ones are deleted
+    destination: BackupDestinationSettings = BackupDestinationSettings()
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        return check_cron_schedule(value)
+
+    @model_validator(mode="after")
+    def _destination(self) -> ScheduledBackupSettings:
+        if self.enabled and not self.destination.bucket:
+            raise ValueError("enabled needs destination.bucket (BACKUP_S3_BUCKET): the bucket backups are written to")
+        return self
+
+
+class MetricsSettings(_Model):
+    """Prometheus metrics of MLflow (and SeaweedFS), scraped without a login from one namespace only."""
+
+    enabled: bool = False
+    # A ServiceMonitor for the Prometheus Operator: "auto" renders it when the cluster serves the kind
+    # (monitoring.coreos.com/v1), true always (deploy stops when the CRD is missing), false never.
+    service_monitor: bool | Literal["auto"] = "auto"
+    # The namespace whose pods may reach the metrics ports (the NetworkPolicy's only source).
+    namespace: str = "monitoring"
+    # Extra labels on the ServiceMonitor, for a Prometheus that selects by label (kube-prometheus-stack: release).
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("service_monitor", mode="before")
+    @classmethod
+    def _service_monitor(cls, value: Any) -> Any:
+        text = str(value).strip().lower() if isinstance(value, str) else value
+        if text in (True, "true"):
+            return True
+        if text in (False, "false"):
+            return False
+        if text == "auto":
+            return "auto"
+        raise ValueError("must be auto, true or false")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        return _check_dns_label(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            try:
+                formats.check_label_key(key)
+                formats.check_label_value(text)
+            except ValueError as exc:
+                raise ValueError(f"label {key}={text!r}: {exc}") from None
+        return value
+
+
+# `mlflow gc --older-than`: days, hours, minutes, seconds in that order, each optional (MLflow 3.17.2's parser).
+_OLDER_THAN = re.compile(r"([0-9.]+d)?([0-9.]+h)?([0-9.]+m)?([0-9.]+s)?")
+
+
+class GcSettings(_Model):
+    """A CronJob that runs `mlflow gc`: runs deleted longer ago than older_than go, with their artifacts."""
+
+    enabled: bool = False
+    schedule: str = "0 3 * * *"  # cron, in UTC
+    older_than: str = "30d"  # mlflow gc --older-than: 30d, 12h, 1d2h30m, 90s
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        return check_cron_schedule(value)
+
+    @field_validator("older_than")
+    @classmethod
+    def _older_than(cls, value: str) -> str:
+        match = _OLDER_THAN.fullmatch(value)
+        if not value or match is None or any(part.count(".") > 1 for part in match.groups() if part):
+            raise ValueError("must be a duration such as 30d, 12h, 1d2h30m or 90s, units in that order")
+        return value
+
+
 class PlatformSettings(_Model):
     namespace: str = "mlops"
     storage: StorageSettings = StorageSettings()
@@ -580,11 +1023,23 @@ class PlatformSettings(_Model):
     mlflow: MlflowSettings = MlflowSettings()
     ingress: IngressSettings = IngressSettings()
     resources: ResourceSettings = ResourceSettings()
+    backup: ScheduledBackupSettings = ScheduledBackupSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    gc: GcSettings = GcSettings()
 
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
         return _check_dns_label(value)
+
+    @model_validator(mode="after")
+    def _scheduled_backup(self) -> PlatformSettings:
+        if self.backup.enabled and self.postgres.mode == "external":
+            raise ValueError(
+                "backup.enabled dumps the platform's own PostgreSQL; with postgres.mode 'external' (POSTGRES_MODE) "
+                "use the provider's scheduled backups and set backup.enabled to false"
+            )
+        return self
 
 
 class LocalSettings(_Model):
@@ -650,7 +1105,7 @@ class SecretValues:
 
     def _required(self, value: SecretStr | None, path: str) -> str:
         if value is None:
-            raise SettingsError([f"{path}: not set; set {ENV_BY_PATH[path]} in {ENV_FILE} (or run `invoke init`)"])
+            raise SettingsError([f"{path}: not set; {self._settings.unset_hint(path)} (or run `invoke init`)"])
         return value.get_secret_value()
 
     @property
@@ -672,6 +1127,16 @@ class SecretValues:
     @property
     def flask_secret_key(self) -> str:
         return self._required(self._settings.platform.mlflow.flask_secret_key, "platform.mlflow.flask_secret_key")
+
+    @property
+    def backup_s3_access_key(self) -> str:
+        destination = self._settings.platform.backup.destination
+        return self._required(destination.access_key, "platform.backup.destination.access_key")
+
+    @property
+    def backup_s3_secret_key(self) -> str:
+        destination = self._settings.platform.backup.destination
+        return self._required(destination.secret_key, "platform.backup.destination.secret_key")
 
 
 # ---------------------------------------------------------------------------------------------- access
@@ -783,7 +1248,7 @@ class AccessGrant(_Model):
 
 
 class AccessSettings(_Model):
-    """config/access.yaml: MLflow users, groups and their permissions, applied by `invoke access apply`."""
+    """config/access.yaml: MLflow users, groups and their permissions, applied by `invoke access.apply`."""
 
     users: list[AccessUser] = Field(default_factory=list)
     groups: list[AccessGroup] = Field(default_factory=list)
@@ -823,9 +1288,10 @@ class Settings(_Model):
     def _cross(self) -> Settings:
         storage = self.platform.storage
         if storage.kind == "nfs" and not (storage.nfs_server or self.cluster.nfs_host):
-            raise ValueError(
+            raise FieldProblem(
+                "platform.storage.kind",
                 "storage kind 'nfs' needs an NFS server: set platform.storage.nfs_server "
-                "or give one inventory host the role 'nfs'"
+                "or give one inventory host the role 'nfs'",
             )
         return self
 
@@ -838,6 +1304,16 @@ class Settings(_Model):
         """Where the value at a dotted path came from: a file, an environment variable or 'default'."""
         return self.sources.get(path, DEFAULT_SOURCE)
 
+    def unset_hint(self, path: str) -> str:
+        """How to set a missing key: its .env line when .env lists it with an empty value, else where it goes."""
+        env = ENV_BY_PATH.get(path)
+        empty = self.sources.get(path + _EMPTY_SUFFIX)
+        if env and empty:
+            return f"{env} is empty in {empty}; give it a value there (see .env.example)"
+        if env:
+            return f"set {env} in {ENV_FILE} (see .env.example)"
+        return f"set it in {PLATFORM_FILE}"
+
     def describe(self, path: str) -> str:
         """The key as a user would look for it, with where it came from."""
         env = ENV_BY_PATH.get(path)
@@ -849,11 +1325,13 @@ class Settings(_Model):
         missing = []
         for path in required_for(self, command):
             if get_path(self, path) in (None, "", []):
-                env = ENV_BY_PATH.get(path)
-                where = f"set {env} in {ENV_FILE} (see .env.example)" if env else f"set it in {PLATFORM_FILE}"
-                missing.append(f"{path}: required by `invoke {command}` but not set; {where}")
+                missing.append(f"{path}: required by `invoke {command}` but not set; {self.unset_hint(path)}")
         if command in {"up", "deploy", "seal", "access"}:
             missing += missing_passwords(self)
+        if command == "provision":
+            missing += missing_registry_passwords(self)
+        if command in {"provision", "upgrade", "reset"}:
+            missing += missing_sudo_passwords(self)
         if command in {"provision", "upgrade", "reset"} and not self.cluster.hosts:
             missing.append(
                 f"cluster.hosts: `invoke {command}` needs hosts; copy config/inventory.example.yaml "
@@ -874,11 +1352,14 @@ def required_for(settings: Settings, command: str) -> list[str]:
     if p.postgres.mode == "internal":
         credentials.append("platform.postgres.password")
     credentials += ["platform.object_store.access_key", "platform.object_store.secret_key"]
+    scheduled = ["platform.backup.destination.access_key", "platform.backup.destination.secret_key"]
+    cluster_credentials = credentials + (scheduled if p.backup.enabled else [])
     table: dict[str, list[str]] = {
         "up": credentials,
-        "deploy": credentials,
+        "deploy": cluster_credentials,
+        "backup-list": scheduled,
         "access": ["platform.mlflow.admin_password"],
-        "seal": credentials,
+        "seal": cluster_credentials,
         "provision": [],
         "upgrade": [],
         "reset": [],
@@ -917,6 +1398,7 @@ ENV_KEYS: dict[str, str] = {
     "MLFLOW_ADMIN_USER": "platform.mlflow.admin_user",
     "MLFLOW_DEFAULT_PERMISSION": "platform.mlflow.default_permission",
     "MLFLOW_ALLOWED_HOSTS": "platform.mlflow.allowed_hosts",
+    "MLFLOW_CORS_ALLOWED_ORIGINS": "platform.mlflow.cors_allowed_origins",
     "MLFLOW_WORKERS": "platform.mlflow.workers",
     "PLATFORM_NAMESPACE": "platform.namespace",
     "POSTGRES_MODE": "platform.postgres.mode",
@@ -932,6 +1414,7 @@ ENV_KEYS: dict[str, str] = {
     "INGRESS_ENABLED": "platform.ingress.enabled",
     "INGRESS_HOST": "platform.ingress.host",
     "INGRESS_TLS_SECRET": "platform.ingress.tls_secret",
+    "INGRESS_CERT_MANAGER_ISSUER": "platform.ingress.cert_manager_issuer",
     "CLUSTER_NAME": "cluster.name",
     "K3S_VERSION": "cluster.k3s_version",
     "K3S_TOKEN": "cluster.token",
@@ -939,7 +1422,9 @@ ENV_KEYS: dict[str, str] = {
     "SSH_USER": "cluster.ssh.user",
     "SSH_PORT": "cluster.ssh.port",
     "SSH_KEY_PATH": "cluster.ssh.key_path",
+    "SSH_USE_AGENT": "cluster.ssh.use_agent",
     "SSH_SUDO_PASSWORD": "cluster.ssh.sudo_password",
+    "SSH_CONFIG_PATH": "cluster.ssh.config_path",
     "AIRGAP_ENABLED": "cluster.airgap.enabled",
     "IMAGE_REGISTRY": "images.registry",
     "IMAGE_SOURCE": "images.source",
@@ -949,9 +1434,15 @@ ENV_KEYS: dict[str, str] = {
     "BACKUP_PASSPHRASE": "backup.passphrase",
     "BACKUP_RECIPIENT": "backup.recipient",
     "BACKUP_IDENTITY_FILE": "backup.identity_file",
+    "BACKUP_S3_ENDPOINT": "platform.backup.destination.endpoint",
+    "BACKUP_S3_BUCKET": "platform.backup.destination.bucket",
+    "BACKUP_S3_ACCESS_KEY": "platform.backup.destination.access_key",
+    "BACKUP_S3_SECRET_KEY": "platform.backup.destination.secret_key",
 }
 ENV_BY_PATH = {path: env for env, path in ENV_KEYS.items()}
-_LIST_PATHS = {"platform.mlflow.allowed_hosts"}
+# Settings.sources also records where .env lists a key with an empty value, under its path plus this suffix.
+_EMPTY_SUFFIX = " (empty)"
+_LIST_PATHS = {"platform.mlflow.allowed_hosts", "platform.mlflow.cors_allowed_origins"}
 
 # Keys `invoke init` fills with fresh random values when it writes .env.
 GENERATED_KEYS = (
@@ -973,10 +1464,17 @@ class _Layers:
     problems: list[str] = field(default_factory=list)
 
     def put(self, path: str, value: Any, source: str) -> None:
+        """Set the value at a dotted path. Where a file wrote a section as something other than a mapping
+        (`mlflow: 5`), the value is dropped: the section's own error names it, with its file and line."""
         node = self.data
         *parents, leaf = path.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                return
+            node = child
         node[leaf] = value
         self.sources[path] = source
 
@@ -1042,6 +1540,8 @@ def _refuse_aliases(text: str, label: str) -> str | None:
 
 def _read_yaml(path: Path, label: str, layers: _Layers, wrap: str | None = None) -> None:
     if not path.is_file():
+        if path.exists():
+            layers.problems.append(f"{label}: is not a file (a directory?); move it away or make it a file")
         return
     text = _read_text(path, label, layers)
     if text is None:
@@ -1068,11 +1568,23 @@ def _read_yaml(path: Path, label: str, layers: _Layers, wrap: str | None = None)
         settings_path = f"{wrap}.{file_path}" if wrap else file_path
         line = lines.get(file_path)
         source = f"{label}:{line}" if line else label
+        if node is None and file_path and _is_section(settings_path, lists=True):
+            # A section or list with every entry commented out: its defaults, as if it were not written.
+            layers.sources[settings_path] = source
+            return
+        if node == {} and file_path and _annotation_at(tuple(settings_path.split("."))) is None:
+            # An unknown key with an empty mapping (`plattform: {}`): kept, so that it is refused by name.
+            layers.put(settings_path, node, source)
+            return
         if isinstance(node, dict) and not _is_free_mapping(settings_path):
+            if file_path:  # a section's own line, for a key missing inside it ("cluster.vip.interface: is required")
+                layers.sources[settings_path] = source
             for key, value in node.items():
                 visit(value, f"{file_path}.{key}" if file_path else str(key))
         else:
             layers.put(settings_path, node, source)
+            if isinstance(node, dict):
+                _record_item_sources(node, file_path, settings_path, lines, label, layers)
             if isinstance(node, list):
                 for index in range(len(node)):
                     item_line = lines.get(f"{file_path}.{index}")
@@ -1094,9 +1606,23 @@ def _record_item_sources(
         _record_item_sources(value, f"{file_path}.{key}", f"{settings_path}.{key}", lines, label, layers)
 
 
+# Mappings keyed by registry names, which hold dots: kept whole, their items' sources recorded one by one.
+_FREE_MAPPINGS = frozenset({"cluster.registries.mirrors", "cluster.registries.configs"})
+
+
+def _is_section(path: str, lists: bool = False) -> bool:
+    """A settings path that holds a group of settings (platform, platform.mlflow, cluster.ssh), not a value;
+    lists=True: a list of them too (cluster.hosts, access.users)."""
+    annotation = _annotation_at(tuple(path.split(".")))
+    inner = getattr(annotation, "__args__", (annotation,))
+    if get_origin(annotation) is list:
+        return lists and any(isinstance(t, type) and issubclass(t, BaseModel) for t in inner)
+    return get_origin(annotation) is not dict and any(isinstance(t, type) and issubclass(t, BaseModel) for t in inner)
+
+
 def _is_free_mapping(path: str) -> bool:
-    """Mappings whose keys are the user's own (node labels), not setting names."""
-    return path.endswith(".labels")
+    """Mappings whose keys are the user's own (node labels, registry names), not setting names."""
+    return path.endswith(".labels") or path in _FREE_MAPPINGS
 
 
 def _env_value(path: str, raw: str) -> Any:
@@ -1105,27 +1631,91 @@ def _env_value(path: str, raw: str) -> Any:
     return raw
 
 
-def _suggest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
+def _suggest(name: str, choices: list[str], cutoff: float = 0.6) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=cutoff)
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def _password_keys(layers: _Layers) -> dict[str, int]:
-    """The .env keys config/access.yaml names as password_env, each with its user's index in the file."""
-    users = layers.data.get("access", {}).get("users")
-    keys: dict[str, int] = {}
+SecretTarget = tuple[str | int, ...]
+
+
+def _mapping(value: Any, *keys: str) -> dict[str, Any]:
+    """The mapping at keys inside value, or {} where a level is missing or not a mapping."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _secret_holders(layers: _Layers) -> Iterator[tuple[SecretTarget, dict[str, Any]]]:
+    """Each part of the settings files whose password comes from .env: (where the password goes, the part)."""
+    users = layers.data.get("access", {}).get("users") if isinstance(layers.data.get("access"), dict) else None
     for index, user in enumerate(users if isinstance(users, list) else []):
-        if isinstance(user, dict) and isinstance(user.get("password_env"), str):
-            keys.setdefault(user["password_env"], index)
+        if isinstance(user, dict):
+            yield ("access", "users", index, "password"), user
+    for name, config in _mapping(layers.data, "cluster", "registries", "configs").items():
+        auth = config.get("auth") if isinstance(config, dict) else None
+        if isinstance(auth, dict):
+            yield ("cluster", "registries", "configs", name, "auth", "password"), auth
+    cluster = layers.data.get("cluster")
+    hosts = cluster.get("hosts") if isinstance(cluster, dict) else None
+    for index, host in enumerate(hosts if isinstance(hosts, list) else []):
+        if isinstance(host, dict):
+            yield ("cluster", "hosts", index, "sudo_password"), host
+
+
+def _password_keys(layers: _Layers) -> dict[str, list[SecretTarget]]:
+    """The .env keys the settings files name as password_env (users of config/access.yaml, registry auth),
+    each with where its value goes."""
+    keys: dict[str, list[SecretTarget]] = {}
+    for target, holder in _secret_holders(layers):
+        env_field = f"{target[-1]}_env"
+        if isinstance(holder.get(env_field), str):
+            keys.setdefault(holder[env_field], []).append(target)
     return keys
 
 
-def _put_password(layers: _Layers, index: int, value: str, source: str) -> None:
-    layers.data["access"]["users"][index]["password"] = value
-    layers.sources[f"access.users.{index}.password"] = source
+def _put_password(layers: _Layers, target: SecretTarget, value: str, source: str) -> None:
+    node: Any = layers.data
+    for part in target[:-1]:
+        node = node[part]
+    node[target[-1]] = value
+    layers.sources[".".join(str(part) for part in target)] = source
 
 
-def _read_env_file(env_file: Path, layers: _Layers) -> None:
+def _refuse_file_secrets(layers: _Layers) -> None:
+    """A password written into a settings file is a problem: secrets live in .env, named by password_env."""
+    for target, holder in _secret_holders(layers):
+        field_name = str(target[-1])
+        if field_name in holder:
+            path = ".".join(str(part) for part in target)
+            if field_name == "sudo_password":
+                fix = (
+                    f"set SSH_SUDO_PASSWORD in {ENV_FILE} (it applies to every host), or, for a host with a "
+                    f"password of its own, name a key with sudo_password_env (e.g. sudo_password_env: "
+                    f"S2_SUDO_PASSWORD) and set that key in {ENV_FILE}"
+                )
+            else:
+                fix = (
+                    "name a key with password_env (e.g. password_env: REGISTRY_PASSWORD) and set that key in "
+                    f"{ENV_FILE}"
+                )
+            layers.problems.append(
+                f"{_host_label(target, layers)} [from {layers.sources.get(path, 'a settings file')}]: secrets stay "
+                f"out of the settings files; remove it, {fix}"
+            )
+            del holder[field_name]
+    ssh = _mapping(layers.data, "cluster", "ssh")
+    if "sudo_password" in ssh:
+        source = layers.sources.get("cluster.ssh.sudo_password", "a settings file")
+        layers.problems.append(
+            f"cluster.ssh.sudo_password (SSH_SUDO_PASSWORD) [from {source}]: secrets stay out of the settings "
+            f"files; remove it and set SSH_SUDO_PASSWORD in {ENV_FILE}"
+        )
+        del ssh["sudo_password"]
+        layers.sources.pop("cluster.ssh.sudo_password", None)
+
+
+def _read_env_file(env_file: Path, layers: _Layers, check_unknown: bool = True) -> None:
     """.env is data: KEY=value lines, no ${VAR} expansion; a line it cannot read or a repeated key is a problem."""
     password_keys = _password_keys(layers)
     text = _read_text(env_file, ENV_FILE, layers)
@@ -1150,44 +1740,71 @@ def _read_env_file(env_file: Path, layers: _Layers) -> None:
         key_name = binding.key
         if key_name is None:
             continue  # a blank or comment line
+        if binding.value is None:
+            # A line with no '=' is checked first: it is no binding, so neither "unknown" nor "given twice".
+            if key_name in ENV_KEYS or key_name in password_keys:
+                layers.problems.append(
+                    f"{key_name} [from {where}]: has no '='; write {key_name}=value, or {key_name}= to leave it unset"
+                )
+            else:
+                layers.problems.append(
+                    f"{where}: this line cannot be read as KEY=value (it has no '='); write KEY=value, or "
+                    "remove the line"
+                )
+            continue
         if key_name in first_line:
             layers.problems.append(
                 f"{key_name} [from {where}]: is given twice (first on line {first_line[key_name]}); keep one of them"
             )
             continue
         first_line[key_name] = line
-        if key_name in password_keys and binding.value:
-            _put_password(layers, password_keys[key_name], binding.value, where)
+        if key_name in password_keys:
+            for target in password_keys[key_name]:
+                if binding.value:  # empty: not set, as for every other key
+                    _put_password(layers, target, binding.value, where)
             continue
         if key_name not in ENV_KEYS:
-            # A user's password key is known only while config/access.yaml names it.
-            user_hint = f"; a user's password key must be some user's password_env in {ACCESS_FILE}"
-            layers.problems.append(
-                f"{key_name} [from {where}]: unknown key{_suggest(key_name, list(ENV_KEYS))} "
-                "(every key is listed in .env.example" + (user_hint if key_name.endswith("PASSWORD") else "") + ")"
-            )
-            continue
-        if binding.value is None:
-            layers.problems.append(
-                f"{key_name} [from {where}]: has no '='; write {key_name}=value, or {key_name}= to leave it unset"
-            )
+            if not check_unknown:
+                continue  # config/access.yaml was not read: the key may be a user's password
+            if key_name.endswith("PASSWORD") and not _suggest(key_name, list(ENV_KEYS), cutoff=0.9):
+                # A user's password key is known only while config/access.yaml names it: a leftover of a
+                # removed user, most likely; no "did you mean" unless it is a near-typo of a platform key.
+                layers.problems.append(
+                    f"{key_name} [from {where}]: is not named by any password_env in {ACCESS_FILE} (nor by a "
+                    "registry's auth.password_env or a host's sudo_password_env in the settings files); remove "
+                    f"the line if its user is gone, or declare the user in {ACCESS_FILE} with password_env: "
+                    f"{key_name}"
+                )
+            else:
+                layers.problems.append(
+                    f"{key_name} [from {where}]: unknown key{_suggest(key_name, list(ENV_KEYS))} "
+                    "(every key is listed in .env.example)"
+                )
             continue
         if binding.value == "":
-            continue  # an empty value in .env means "not set", as in .env.example
+            # An empty value in .env means "not set", as in .env.example; its line is kept for the
+            # "required but not set" message.
+            layers.sources[ENV_KEYS[key_name] + _EMPTY_SUFFIX] = where
+            continue
         layers.put(ENV_KEYS[key_name], _env_value(ENV_KEYS[key_name], binding.value), where)
 
 
-def _read_env(env_file: Path, environ: Mapping[str, str], layers: _Layers) -> None:
+def _read_env(env_file: Path, environ: Mapping[str, str], layers: _Layers, check_unknown: bool = True) -> None:
     if env_file.is_file():
-        _read_env_file(env_file, layers)
+        _read_env_file(env_file, layers, check_unknown)
+    elif env_file.exists():
+        layers.problems.append(
+            f"{ENV_FILE}: is not a file (a directory?); move it away and run `invoke init` to write one"
+        )
     for key, path in ENV_KEYS.items():
         raw = environ.get(key)
         if raw:
             layers.put(path, _env_value(path, raw), f"{ENVIRONMENT_SOURCE} ${key}")
-    for key, index in _password_keys(layers).items():
+    for key, targets in _password_keys(layers).items():
         raw = environ.get(key)
         if raw:
-            _put_password(layers, index, raw, f"{ENVIRONMENT_SOURCE} ${key}")
+            for target in targets:
+                _put_password(layers, target, raw, f"{ENVIRONMENT_SOURCE} ${key}")
 
 
 def _source_for_loc(loc: tuple[int | str, ...], layers: _Layers) -> tuple[str, str]:
@@ -1207,10 +1824,13 @@ _NAMED_LISTS = (("cluster", "hosts"), ("access", "users"), ("access", "groups"))
 
 
 def _host_label(loc: tuple[int | str, ...], layers: _Layers) -> str:
-    """cluster.hosts.1.address reads better as cluster.hosts[s2].address (access.users[alice] alike)."""
-    parts = [str(p) for p in loc]
+    """cluster.hosts.1.address reads better as cluster.hosts[s2].address (access.users[alice] alike);
+    a registry name, which holds dots, goes in brackets: cluster.registries.configs[reg.example:5000].auth."""
+    parts = [str(p) for p in loc if p != "[key]"]  # pydantic marks an error in a mapping's key with "[key]"
+    if len(parts) > 3 and ".".join(parts[:3]) in _FREE_MAPPINGS:
+        return f"{'.'.join(parts[:3])}[{parts[3]}]" + "".join(f".{p}" for p in parts[4:])
     if len(parts) > 2 and tuple(parts[:2]) in _NAMED_LISTS and isinstance(loc[2], int):
-        items = layers.data.get(parts[0], {}).get(parts[1]) or []
+        items = _mapping(layers.data, parts[0]).get(parts[1]) or []
         index = loc[2]
         if index < len(items) and isinstance(items[index], dict) and isinstance(items[index].get("name"), str):
             rest = "".join(f".{p}" for p in parts[3:])
@@ -1220,9 +1840,12 @@ def _host_label(loc: tuple[int | str, ...], layers: _Layers) -> str:
 
 def _format_error(error: Any, layers: _Layers) -> str:
     loc = tuple(p for p in error["loc"])
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, FieldProblem):
+        loc = (*loc, *cause.field.split("."))
     key, source = _source_for_loc(loc, layers)
-    env = ENV_BY_PATH.get(key)
-    label = f"{key} ({env})" if env else _host_label(loc, layers)
+    env = ENV_BY_PATH.get(key) or _password_env_at(loc, layers)
+    label = f"{key} ({env})" if ENV_BY_PATH.get(key) else _host_label(loc, layers) + (f" ({env})" if env else "")
     kind = error["type"]
     if kind == "extra_forbidden":
         parent_fields = _fields_at(loc[:-1])
@@ -1230,28 +1853,75 @@ def _format_error(error: Any, layers: _Layers) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if kind == "missing":
         message = "is required"
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        got = error.get("input")
+        shown = "" if _is_secret(loc) else f" (got {got!r})"
+        message = f"must be a section of keys (key: value lines indented below it), not a single value{shown}"
+    elif kind == "list_type":
+        got = error.get("input")
+        shown = "" if _is_secret(loc) else f" (got {got!r})"
+        message = f"must be a list (one '- item' line each, or [a, b]){shown}"
     elif kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         message = f"must be one of {expected}"
-    elif "input" in error and not isinstance(error["input"], dict | list) and not _is_secret(key):
+    elif "input" in error and not isinstance(error["input"], dict | list) and not _is_secret(loc):
         message = f"{message} (got {error['input']!r})"
     return f"{label} [from {source}]: {message}"
 
 
-def _is_secret(path: str) -> bool:
-    leaf = path.rsplit(".", 1)[-1]
-    return any(word in leaf for word in ("password", "secret", "token", "dsn", "key")) and leaf != "key_path"
+def _password_env_at(loc: tuple[int | str, ...], layers: _Layers) -> str | None:
+    """The .env key a password filled from password_env (or sudo_password_env) came from, for its errors."""
+    for target, holder in _secret_holders(layers):
+        if tuple(str(p) for p in target) == tuple(str(p) for p in loc):
+            env = holder.get(f"{target[-1]}_env")
+            return env if isinstance(env, str) else None
+    return None
+
+
+def _is_secret(loc: tuple[int | str, ...]) -> bool:
+    """A value an error must never quote: any setting typed SecretStr (passwords, keys, tokens, DSNs, the
+    backup passphrase), or, where the location is not a known field, any name that sounds like one."""
+    annotation = _annotation_at(loc)
+    if annotation is not None:
+        return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+    leaf = str(loc[-1]) if loc else ""
+    words = ("password", "passphrase", "secret", "token", "dsn", "key")
+    return any(word in leaf for word in words) and leaf != "key_path"
+
+
+def _annotation_at(loc: tuple[int | str, ...]) -> Any:
+    """The type annotation of the settings field at a pydantic error location; None when not found."""
+    model: Any = Settings
+    annotation: Any = None
+    key_next = False  # the part after a mapping field is one of the user's keys (a registry name)
+    for part in loc:
+        if isinstance(part, int) or key_next or part == "[key]":
+            key_next = False
+            continue
+        if model is None:
+            return None
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return None
+        annotation = info.annotation
+        key_next = get_origin(annotation) is dict
+        inner = getattr(annotation, "__args__", (annotation,))
+        model = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return annotation
 
 
 def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     model: Any = Settings
+    key_next = False  # the part after a mapping field is one of the user's keys (a registry name)
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or key_next:
+            key_next = False
             continue
         info = model.model_fields.get(str(part))
         if info is None:
             return []
         annotation = info.annotation
+        key_next = get_origin(annotation) is dict
         inner = getattr(annotation, "__args__", (annotation,))
         model = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
         if model is None:
@@ -1259,8 +1929,13 @@ def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def load_settings(root: Path | str = ".", environ: Mapping[str, str] | None = None) -> Settings:
-    """Read .env, config/platform.yaml, config/inventory.yaml under root; the environment overrides all.
+def load_settings(root: Path | str = ".", environ: Mapping[str, str] | None = None, *, access: bool = True) -> Settings:
+    """Read .env, config/platform.yaml, config/inventory.yaml (and config/access.yaml) under root; the
+    environment overrides all.
+
+    access=False: config/access.yaml is not read (settings.access stays empty) and .env keys no setting
+    knows are passed over, since they may be users' passwords; for commands that never touch MLflow's users
+    (`invoke status`, `invoke down`), so a broken access file or a leftover user key cannot block them.
 
     Raises SettingsError, naming every bad key and where it came from, before anything is touched.
     """
@@ -1270,8 +1945,10 @@ def load_settings(root: Path | str = ".", environ: Mapping[str, str] | None = No
     _read_yaml(root / PLATFORM_FILE, PLATFORM_FILE, layers)
     _read_yaml(root / INVENTORY_FILE, INVENTORY_FILE, layers, wrap="cluster")
     # Before .env: it names the .env keys that hold the users' passwords.
-    _read_yaml(root / ACCESS_FILE, ACCESS_FILE, layers, wrap="access")
-    _read_env(root / ENV_FILE, environ, layers)
+    if access:
+        _read_yaml(root / ACCESS_FILE, ACCESS_FILE, layers, wrap="access")
+    _refuse_file_secrets(layers)
+    _read_env(root / ENV_FILE, environ, layers, check_unknown=access)
     problems = list(layers.problems)
     settings: Settings | None = None
     try:
@@ -1351,15 +2028,62 @@ def access_problems(settings: Settings, label: Callable[[tuple[int | str, ...]],
     return problems
 
 
+def _unset_env_keys(settings: Settings, wanted: list[tuple[str, str, str, str]], hint: str = "") -> list[str]:
+    """One problem per (setting as shown, its settings path, the .env key it names, a placeholder value) whose
+    key is set neither in .env nor in the environment; `hint` ends each message."""
+    return [
+        f"{shown} [from {settings.source_of(path)}]: {key} is not set; add {key}={placeholder} to {ENV_FILE}{hint}"
+        for shown, path, key, placeholder in wanted
+    ]
+
+
+def missing_registry_passwords(settings: Settings) -> list[str]:
+    """One problem per registry whose auth.password_env is not set in .env or the environment."""
+    return _unset_env_keys(
+        settings,
+        [
+            (
+                f"cluster.registries.configs[{name}].auth.password_env",
+                f"cluster.registries.configs.{name}.auth.password_env",
+                config.auth.password_env,
+                "<the registry password>",
+            )
+            for name, config in settings.cluster.registries.configs.items()
+            if config.auth is not None and config.auth.password is None
+        ],
+    )
+
+
+def missing_sudo_passwords(settings: Settings) -> list[str]:
+    """One problem per host whose sudo_password_env is not set in .env or the environment."""
+    return _unset_env_keys(
+        settings,
+        [
+            (
+                f"cluster.hosts[{host.name}].sudo_password_env",
+                f"cluster.hosts.{index}.sudo_password_env",
+                host.sudo_password_env,
+                f"<the sudo password of {host.name}>",
+            )
+            for index, host in enumerate(settings.cluster.hosts)
+            if host.sudo_password_env is not None and host.sudo_password is None
+        ],
+    )
+
+
 def missing_passwords(settings: Settings) -> list[str]:
     """One problem per declared user whose password_env is not set in .env or the environment."""
-    problems = []
-    for index, user in enumerate(settings.access.users):
-        if user.password is None:
-            where = settings.source_of(f"access.users.{index}.password_env")
-            problems.append(
-                f"access.users[{user.name}].password_env [from {where}]: {user.password_env} is not set; add "
-                f"{user.password_env}=<password> to {ENV_FILE} (12+ characters, e.g. from "
-                "python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    return _unset_env_keys(
+        settings,
+        [
+            (
+                f"access.users[{user.name}].password_env",
+                f"access.users.{index}.password_env",
+                user.password_env,
+                "<password>",
             )
-    return problems
+            for index, user in enumerate(settings.access.users)
+            if user.password is None
+        ],
+        " (12+ characters, e.g. from python -c 'import secrets; print(secrets.token_urlsafe(24))')",
+    )

@@ -11,6 +11,10 @@
 #                     Python process), then exit (the cluster's Job; `invoke up` runs it once before serve);
 #                     safe to run again
 #   render-auth-config  print the rendered basic-auth ini with the database URI masked
+#   metrics DIR PORT  serve the Prometheus metrics the server's workers write to DIR on PORT, without a
+#                     login (the cluster runs it as the MLflow pod's `metrics` container)
+#   gc [OPTIONS]      `mlflow gc [OPTIONS]` (e.g. --older-than 30d) on the tracking database, deleting the
+#                     artifacts of runs in the `deleted` stage from the artifact store directly
 #   anything else     exec'd as given (e.g. `mlflow --version`, `bash`)
 #
 # Environment contract (mlopskit/credentials.py names the secret ones; the manifests and
@@ -30,6 +34,8 @@
 #              MLFLOW_WORKERS                 server worker processes [2]
 #              MLFLOW_AUTH_CONFIG_TEMPLATE    ini template (a ConfigMap in the cluster) [/etc/mlflow/basic_auth.ini.template]
 #              MLFLOW_PORT                    [5000]
+#              MLFLOW_EXPOSE_PROMETHEUS       a writable directory: serve exposes Prometheus metrics (MLflow's
+#                                             --expose-prometheus), emptied at every start [unset: off]
 set -euo pipefail
 
 say() { printf 'mlflow-entrypoint: %s\n' "$*" >&2; }
@@ -79,7 +85,12 @@ serve() {
   export MLFLOW_AUTH_ADMIN_USERNAME="$MLFLOW_ADMIN_USER" MLFLOW_AUTH_ADMIN_PASSWORD="$MLFLOW_ADMIN_PASSWORD"
   # `mlflow server` checks the auth database and the admin user itself only for the app name basic-auth;
   # `serve` does it first for ours (one clear error instead of workers that the server restarts forever),
-  # then runs `mlflow server` in the same process: MLflow is imported once, not twice.
+  # empties the metrics directory, then runs `mlflow server` in the same process: MLflow is imported once.
+  # MLFLOW_EXPOSE_PROMETHEUS is also the option's own variable in `mlflow server`.
+  local metrics=()
+  if [ -n "${MLFLOW_EXPOSE_PROMETHEUS:-}" ]; then
+    metrics=(--expose-prometheus "$MLFLOW_EXPOSE_PROMETHEUS")
+  fi
   say "checking the auth database and the admin user, then starting mlflow server ($MLFLOW_APP_NAME) on port $MLFLOW_PORT with $MLFLOW_WORKERS workers"
   exec python3 -m mlopskit_mlflow_app serve \
     --app-name "$MLFLOW_APP_NAME" \
@@ -89,7 +100,14 @@ serve() {
     --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \
     --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION" \
     --serve-artifacts \
-    --allowed-hosts "$MLFLOW_ALLOWED_HOSTS"
+    --allowed-hosts "$MLFLOW_ALLOWED_HOSTS" \
+    "${metrics[@]}"
+}
+
+gc() {
+  need MLFLOW_BACKEND_STORE_URI MLFLOW_ARTIFACTS_DESTINATION
+  say "mlflow gc $*: runs in the deleted stage, with their artifacts in $MLFLOW_ARTIFACTS_DESTINATION"
+  exec python3 -m mlopskit_mlflow_app gc "$@"
 }
 
 command="${1:-serve}"
@@ -97,5 +115,9 @@ case "$command" in
   serve) shift || true; serve "$@" ;;
   migrate) migrate ;;
   render-auth-config) render_auth_config --mask ;;
+  metrics)
+    [ "$#" -eq 3 ] || die "usage: metrics DIR PORT"
+    exec python3 -m mlopskit_mlflow_app serve-metrics "$2" "$3" ;;
+  gc) shift; gc "$@" ;;
   *) exec "$@" ;;
 esac

@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from mlopskit import console, contract
 from mlopskit.backup import bucket as bucket_parts
 from mlopskit.backup.archive import K3S_DATASTORE, K3S_TOKEN, SEALING_KEYS, ArchiveReader, ArchiveWriter
-from mlopskit.backup.postgres import PodShell
+from mlopskit.backup.postgres import PodShell, run
 from mlopskit.contract import (
     MINIO_PORT,
     MLFLOW_PORT,
@@ -30,7 +30,7 @@ from mlopskit.errors import PlatformError
 from mlopskit.kube import sealing
 from mlopskit.kube.client import api_client
 from mlopskit.kube.portforward import forward_service, ready_pod
-from mlopskit.mlflow_admin import MlflowClient, wait_healthy
+from mlopskit.mlflow_admin import RERUN_CLUSTER, MlflowClient, wait_healthy
 from mlopskit.settings import Settings
 
 FIELD_MANAGER = "mlopskit-restore"
@@ -39,6 +39,9 @@ ETCD_SNAPSHOTS = "/var/lib/rancher/k3s/server/db/snapshots"
 SQLITE_DB = "/var/lib/rancher/k3s/server/db/state.db"
 SERVER_TOKEN = "/var/lib/rancher/k3s/server/token"
 POD_TIMEOUT = 300.0
+START_TIMEOUT = 900.0  # MLflow's startupProbe: 15 minutes on a slow node
+MLFLOW_CONTAINER = "mlflow"
+MLFLOW_RELEASE = "import importlib.metadata as m; print(m.version('mlflow'))"
 
 
 def _api_error(action: str, exc: ApiException) -> PlatformError:
@@ -79,17 +82,27 @@ class ClusterTarget:
             local_port = stack.enter_context(forward_service(api, self.namespace, store.kind, port))
             endpoint = f"http://127.0.0.1:{local_port}"
         self.bucket = bucket_parts.connect(settings, endpoint)
-        self.replicas = 1
+        self.replicas: dict[str, int] = {}
 
     # ------------------------------------------------------------------------------------ backup
 
     def versions(self) -> dict[str, str | None]:
+        """The kubelet's version, the MLflow image, and the MLflow release inside it (asked in a ready MLflow
+        pod, since `--image` may deploy another release than images.mlflow_version; None without one)."""
         nodes = self.core.list_node().items
         info = nodes[0].status.node_info if nodes and nodes[0].status else None
         kubelet = info.kubelet_version if info else None
         deployment = self._mlflow_deployment()
         image = deployment.spec.template.spec.containers[0].image if deployment.spec else None
-        return {"k3s": kubelet, "mlflow_image": image}
+        return {"k3s": kubelet, "mlflow_image": image, "mlflow": self._mlflow_release()}
+
+    def _mlflow_release(self) -> str | None:
+        try:
+            pod, _ = ready_pod(self.core, self.namespace, MLFLOW_SERVICE, MLFLOW_PORT)
+            shell = PodShell(self.core, self.namespace, pod, MLFLOW_CONTAINER)
+            return run(shell, ["python3", "-c", MLFLOW_RELEASE]).strip() or None
+        except (ApiException, PlatformError):
+            return None  # no ready MLflow pod to ask: the settings' release is the best guess
 
     def back_up_extras(self, writer: ArchiveWriter) -> list[str]:
         holds = []
@@ -115,44 +128,68 @@ class ClusterTarget:
         except ApiException as exc:
             raise _api_error(f"reading Deployment {self.namespace}/{MLFLOW_SERVICE}", exc) from None
 
-    def _scale(self, replicas: int) -> None:
-        body = {"spec": {"replicas": replicas}}
-        self.apps.patch_namespaced_deployment_scale(MLFLOW_SERVICE, self.namespace, body, field_manager=FIELD_MANAGER)
+    def _mlflow_deployments(self) -> list[Any]:
+        """The MLflow server Deployment and, with platform.mlflow.job_execution, mlflow-periodic: both write."""
+        selector = f"app.kubernetes.io/name=mlflow,app.kubernetes.io/instance={self.namespace}"
+        try:
+            return list(self.apps.list_namespaced_deployment(self.namespace, label_selector=selector).items)
+        except ApiException as exc:
+            raise _api_error(f"listing the MLflow Deployments of {self.namespace}", exc) from None
 
-    def _mlflow_pods(self) -> list[Any]:
-        selector = self._mlflow_deployment().spec.selector.match_labels or {}
+    def _scale(self, name: str, replicas: int) -> None:
+        body = {"spec": {"replicas": replicas}}
+        self.apps.patch_namespaced_deployment_scale(name, self.namespace, body, field_manager=FIELD_MANAGER)
+
+    def _pods_of(self, deployment: Any) -> list[Any]:
+        selector = deployment.spec.selector.match_labels or {}
         labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         return list(self.core.list_namespaced_pod(self.namespace, label_selector=labels).items)
 
     def stop_mlflow(self) -> None:
-        """Scale MLflow to zero, so nothing writes while the databases are replaced; back to its count later."""
-        self.replicas = int(self._mlflow_deployment().spec.replicas or 1)
-        self._scale(0)
-        _until(lambda: not self._mlflow_pods(), f"the MLflow pods in {self.namespace} to stop")
+        """Scale every MLflow Deployment to zero, so nothing writes while the databases are replaced; each goes
+        back to its own count in start_mlflow."""
+        deployments = self._mlflow_deployments()
+        self.replicas = {d.metadata.name: int(d.spec.replicas or 1) for d in deployments}
+        for name in self.replicas:
+            self._scale(name, 0)
+        _until(lambda: not any(self._pods_of(d) for d in deployments), f"the MLflow pods in {self.namespace} to stop")
 
     def migrate(self) -> None:
-        """The image's `migrate` command in a one-off pod made from the MLflow Deployment's own pod template."""
+        """The image's `migrate` command in a one-off pod made from the MLflow Deployment's own pod template,
+        labelled as the migration Job's pods are (the NetworkPolicies let those, and only those, reach
+        PostgreSQL)."""
         template = self.api.sanitize_for_serialization(self._mlflow_deployment().spec.template)
         spec = template["spec"]
         spec.pop("initContainers", None)  # they wait for the schema this pod brings up to date
         spec["restartPolicy"] = "Never"
-        container = spec["containers"][0]
+        # Only the server's container: a sidecar (the `metrics` container) never exits, so the pod would never end.
+        container = next((c for c in spec["containers"] if c.get("name") == "mlflow"), spec["containers"][0])
+        spec["containers"] = [container]
         container["args"] = ["migrate"]
         container.pop("command", None)
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             container.pop(probe, None)
         container.pop("ports", None)
         name = f"mlflow-restore-migrate-{int(time.time())}"
+        labels = {
+            "app.kubernetes.io/name": "mlflow",
+            "app.kubernetes.io/instance": self.namespace,
+            "app.kubernetes.io/component": "migration",
+            "app.kubernetes.io/managed-by": FIELD_MANAGER,
+        }
         pod: Any = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER}},
+            "metadata": {"name": name, "labels": labels},
             "spec": spec,
         }
         self.core.create_namespaced_pod(self.namespace, pod)
         try:
             phase = _until(
-                lambda: _phase(self.core, self.namespace, name), f"pod {name} to finish", done={"Succeeded", "Failed"}
+                lambda: _phase(self.core, self.namespace, name),
+                f"pod {name} to finish",
+                done={"Succeeded", "Failed"},
+                timeout=START_TIMEOUT,
             )
             if phase != "Succeeded":
                 logs = self.core.read_namespaced_pod_log(name, self.namespace, tail_lines=30)
@@ -162,19 +199,27 @@ class ClusterTarget:
                 self.core.delete_namespaced_pod(name, self.namespace)
 
     def start_mlflow(self) -> MlflowClient:
-        self._scale(self.replicas)
+        for name, replicas in self.replicas.items():
+            self._scale(name, replicas)
 
         def ready() -> bool:
-            status = self._mlflow_deployment().status
-            return bool(status and (status.ready_replicas or 0) >= self.replicas)
+            for deployment in self._mlflow_deployments():
+                wanted = self.replicas.get(deployment.metadata.name, 1)
+                if ((deployment.status and deployment.status.ready_replicas) or 0) < wanted:
+                    return False
+            return True
 
-        _until(ready, f"Deployment {self.namespace}/{MLFLOW_SERVICE} to be ready")
+        # MLflow's startupProbe allows 15 minutes on a slow node; wait as long.
+        _until(ready, f"the MLflow Deployments of {self.namespace} to be ready", timeout=START_TIMEOUT)
         local_port = self.stack.enter_context(forward_service(self.api, self.namespace, MLFLOW_SERVICE, MLFLOW_PORT))
         mlflow = self.settings.platform.mlflow
         if mlflow.admin_password is None:
             raise PlatformError("MLFLOW_ADMIN_PASSWORD is not set in .env; the restore's smoke check logs in with it")
         client_ = MlflowClient(
-            f"http://127.0.0.1:{local_port}", mlflow.admin_user, mlflow.admin_password.get_secret_value()
+            f"http://127.0.0.1:{local_port}",
+            mlflow.admin_user,
+            mlflow.admin_password.get_secret_value(),
+            rerun=RERUN_CLUSTER,
         )
         wait_healthy(client_)
         return client_
@@ -227,37 +272,57 @@ def restore_keys(core: client.CoreV1Api, apps: client.AppsV1Api, document: bytes
 
 
 def k3s_parts(settings: Settings, writer: ArchiveWriter) -> list[str]:
-    """The K3s datastore and the server token from the first server, over SSH; a note when out of reach."""
+    """The K3s datastore and the server token from the first server, over SSH.
+
+    Anything that keeps them out of reach (no server in the inventory, a host that does not answer, a
+    refused key or sudo, no K3s or no sqlite3 on the host) is a warning and a line in `holds` saying why:
+    the databases, the bucket and the sealing keys are the backup; the datastore is for rebuilding the
+    same control plane.
+    """
     from mlopskit.hosts.k3s import first_server
     from mlopskit.hosts.remote import connect
 
     if not settings.cluster.servers:
-        return ["no K3s datastore or token: no server in config/inventory.yaml"]
+        why = "no K3s server in config/inventory.yaml (a cluster mlopskit did not provision)"
+        console.warn(f"K3s datastore and token not included: {why}")
+        return [f"no K3s datastore or token: {why}"]
     server = first_server(settings)
     try:
         remote = connect(settings, server)
+        try:
+            data, kind = _k3s_datastore(remote)
+            token = remote.sudo(f"cat {SERVER_TOKEN}").stdout.strip().encode()
+        finally:
+            remote.close()
     except PlatformError as exc:
         console.warn(f"K3s datastore and token not included: {exc}")
-        return [f"no K3s datastore or token: {server.name} was not reachable"]
-    try:
-        if remote.probe(f"test -d {ETCD_SNAPSHOTS}/.. && test -d /var/lib/rancher/k3s/server/db/etcd"):
-            name = f"mlopskit-backup-{int(time.time())}"
-            remote.sudo(f"k3s etcd-snapshot save --name {name}")
-            listed = remote.sudo(f"ls -1t {ETCD_SNAPSHOTS} | grep -F {shlex.quote(name)} | head -n 1").stdout.strip()
-            path, kind = f"{ETCD_SNAPSHOTS}/{listed}", "etcd snapshot"
-        else:
-            copy = f"/tmp/mlopskit-state-{int(time.time())}.db"  # noqa: S108 - on the host, removed below
-            remote.sudo(f"sqlite3 {SQLITE_DB} {shlex.quote('.backup ' + copy)}")
-            path, kind = copy, "SQLite datastore (online backup)"
-        data = base64.b64decode(remote.sudo(f"base64 -w0 {shlex.quote(path)}").stdout)
-        if kind.startswith("SQLite"):
-            remote.sudo(f"rm -f {shlex.quote(path)}")
-        token = remote.sudo(f"cat {SERVER_TOKEN}").stdout.strip().encode()
-    finally:
-        remote.close()
+        return [f"no K3s datastore or token: {server.name} did not provide them ({exc})"]
     writer.add_bytes(K3S_DATASTORE, data)
     writer.add_bytes(K3S_TOKEN, token)
     return [f"K3s {kind} of {server.name} ({len(data)} bytes) and the server token"]
+
+
+def _k3s_datastore(remote: Any) -> tuple[bytes, str]:
+    """An etcd snapshot (embedded etcd) or an online copy of the SQLite datastore, and what it is."""
+    if remote.probe("test -d /var/lib/rancher/k3s/server/db/etcd"):
+        name = f"mlopskit-backup-{int(time.time())}"
+        remote.sudo(f"k3s etcd-snapshot save --name {name}")
+        listed = remote.sudo(f"ls -1t {ETCD_SNAPSHOTS} | grep -F {shlex.quote(name)} | head -n 1").stdout.strip()
+        if not listed:
+            raise PlatformError(f"{remote.name}: k3s etcd-snapshot save wrote no file named {name} in {ETCD_SNAPSHOTS}")
+        path = f"{ETCD_SNAPSHOTS}/{listed}"
+        return base64.b64decode(remote.sudo(f"base64 -w0 {shlex.quote(path)}").stdout), "etcd snapshot"
+    if not remote.probe(f"test -f {SQLITE_DB}"):
+        raise PlatformError(f"{remote.name}: neither embedded etcd nor {SQLITE_DB}: is K3s installed there?")
+    if not remote.probe("command -v sqlite3"):
+        raise PlatformError(f"{remote.name}: sqlite3 is not installed (apt-get install sqlite3) to copy {SQLITE_DB}")
+    copy = f"/tmp/mlopskit-state-{int(time.time())}.db"  # noqa: S108 - on the host, removed below
+    try:
+        remote.sudo(f"umask 077; sqlite3 {SQLITE_DB} {shlex.quote('.backup ' + copy)}")
+        data = base64.b64decode(remote.sudo(f"base64 -w0 {shlex.quote(copy)}").stdout)
+    finally:
+        remote.sudo(f"rm -f {shlex.quote(copy)}", warn=True)
+    return data, "SQLite datastore (online backup)"
 
 
 @contextlib.contextmanager

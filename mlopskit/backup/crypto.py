@@ -54,8 +54,9 @@ def create_private(path: Path) -> int:
 def check_can_encrypt(keys: Keys) -> None:
     if not keys.passphrase and not keys.recipient:
         raise PlatformError(
-            f"backups are encrypted and no key is set: set BACKUP_PASSPHRASE (16+ characters) in {ENV_FILE}, "
-            "or BACKUP_RECIPIENT to an age public key; keep a copy of the passphrase or identity off this machine"
+            f"backups are encrypted and no key is set: set BACKUP_PASSPHRASE=... (16+ characters) on its line in "
+            f"{ENV_FILE} (the line is there, empty; a second BACKUP_PASSPHRASE line is refused), or BACKUP_RECIPIENT "
+            "to an age public key; keep a copy of the passphrase or identity off this machine"
         )
 
 
@@ -89,7 +90,10 @@ def decrypt_file(archive: Path, out: Path, keys: Keys) -> None:
     """Decrypt `archive` into the new file `out` (mode 0600); wrong keys, corruption and truncation are refused."""
     if uses_passphrase(archive):
         if not keys.passphrase:
-            raise PlatformError(f"{archive} is encrypted with a passphrase: set BACKUP_PASSPHRASE in {ENV_FILE}")
+            raise PlatformError(
+                f"{archive} is encrypted with a passphrase: set BACKUP_PASSPHRASE=<the backup's passphrase> on "
+                f"its line in {ENV_FILE} (the line is there, empty)"
+            )
         try:
             plain = age_passphrase.decrypt(archive.read_bytes(), keys.passphrase)
         except pyrage.DecryptError as exc:

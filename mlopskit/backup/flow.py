@@ -3,7 +3,8 @@
 Backup: versions, schema revisions and counts → both dumps → every object → (cluster) keys and K3s →
 manifest → encrypt. Restore: decrypt → verify every checksum → check cluster name, target and MLflow
 version → refuse a platform holding data without --yes → (cluster) keys → stop MLflow → both databases →
-bucket → migrations → start MLflow → counts compared with the manifest → the smoke check.
+bucket → migrations → the admin password from .env → start MLflow → counts compared with the manifest →
+the smoke check → config/access.yaml applied (no prune).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from werkzeug.security import generate_password_hash
+
+from mlopskit import access
 from mlopskit.backup import bucket as bucket_parts
 from mlopskit.backup import crypto
 from mlopskit.backup.archive import (
@@ -31,14 +35,16 @@ from mlopskit.backup.archive import (
 )
 from mlopskit.backup.bucket import Bucket
 from mlopskit.backup.postgres import Shell, dump_command, query_command, restore_command, run
+from mlopskit.console import count
 from mlopskit.errors import PlatformError
-from mlopskit.mlflow_admin import MlflowClient, smoke_check
-from mlopskit.settings import Settings
+from mlopskit.mlflow_admin import SMOKE_PREFIX, MlflowClient, smoke_check
+from mlopskit.settings import ACCESS_FILE, Settings
 
 TRACKING_VERSION_TABLE = "alembic_version"
 AUTH_VERSION_TABLE = "alembic_version_auth"
 COUNTED = ("experiments", "runs", "registered_models", "users", "objects")
-# What `invoke up` or `deploy` leaves in an empty platform: MLflow's Default experiment and the admin user.
+# What `invoke up` or `deploy` leaves in an empty platform: MLflow's Default experiment and the admin user
+# (and deploy's smoke check its deleted experiment, which `counts(without_smoke=True)` leaves out).
 EMPTY = {"experiments": 1, "runs": 0, "registered_models": 0, "users": 1, "objects": 0}
 
 
@@ -112,16 +118,43 @@ def revision(shell: Shell, database: str, table: str) -> str | None:
     return _value(shell, database, f"SELECT version_num FROM {table}") or None  # noqa: S608
 
 
-def counts(settings: Settings, shell: Shell, bucket: Bucket) -> dict[str, int]:
+# What `invoke deploy`'s smoke check leaves behind: a deleted experiment, its run and its artifact.
+SMOKE_EXPERIMENTS = f"name LIKE '{SMOKE_PREFIX}%' AND lifecycle_stage = 'deleted'"
+
+
+def sql_literal(text: str) -> str:
+    """A PostgreSQL string literal (standard_conforming_strings, the default since 9.1): quotes doubled."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def counts(
+    settings: Settings, shell: Shell, bucket: Bucket, *, without_smoke: bool = False, without_declared: bool = False
+) -> dict[str, int]:
+    """Experiments, runs, registered models, users and objects; `without_smoke` leaves out what the smoke
+    check of `invoke deploy` leaves (its deleted experiments, their runs and their artifacts);
+    `without_declared` leaves out the users config/access.yaml declares (`invoke up` and `deploy` create them)."""
+    # Every piece of SQL below is a constant of this module; nothing comes from input.
     pg = settings.platform.postgres
+    experiments = f"WHERE NOT ({SMOKE_EXPERIMENTS})" if without_smoke else ""
+    runs = (
+        f"WHERE experiment_id NOT IN (SELECT experiment_id FROM experiments WHERE {SMOKE_EXPERIMENTS})"  # noqa: S608
+        if without_smoke
+        else ""
+    )
     row = _value(
         shell,
         pg.tracking_db,
-        "SELECT (SELECT count(*) FROM experiments), (SELECT count(*) FROM runs), "
-        "(SELECT count(*) FROM registered_models)",
+        f"SELECT (SELECT count(*) FROM experiments {experiments}), (SELECT count(*) FROM runs {runs}), "  # noqa: S608
+        "(SELECT count(*) FROM registered_models), "
+        f"(SELECT coalesce(string_agg(experiment_id::text, ','), '') FROM experiments WHERE {SMOKE_EXPERIMENTS})",
     ).split("|")
-    users = _value(shell, pg.auth_db, "SELECT count(*) FROM users")
-    objects = sum(1 for _ in bucket_parts.objects(bucket))
+    # Proxied artifacts live under <experiment id>/ in the bucket (artifact location mlflow-artifacts:/<id>).
+    skipped = tuple(f"{identifier}/" for identifier in row[3].split(",") if identifier) if without_smoke else ()
+    declared = [user.name for user in settings.access.users] if without_declared else []
+    # The names are quoted literals; nothing else in the SQL comes from input.
+    skip_users = f" WHERE username NOT IN ({', '.join(map(sql_literal, declared))})" if declared else ""
+    users = _value(shell, pg.auth_db, f"SELECT count(*) FROM users{skip_users}")  # noqa: S608
+    objects = sum(1 for key, _ in bucket_parts.objects(bucket) if not (skipped and key.startswith(skipped)))
     return {
         "experiments": int(row[0]),
         "runs": int(row[1]),
@@ -164,10 +197,11 @@ def back_up(
         started=now(),
     )
     versions: dict[str, str | None] = {
-        "mlflow": settings.images.mlflow_version,  # the image is built from this pin
+        "mlflow": settings.images.mlflow_version,  # the image is built from this pin, unless the target knows
         "postgres": _value(shell, pg.tracking_db, "SHOW server_version"),
     }
-    manifest.versions = versions | target.versions()
+    found = target.versions()
+    manifest.versions = versions | {key: value for key, value in found.items() if value or key not in versions}
     manifest.databases = {
         "tracking": {"name": pg.tracking_db, "revision": revision(shell, pg.tracking_db, TRACKING_VERSION_TABLE)},
         "auth": {"name": pg.auth_db, "revision": revision(shell, pg.auth_db, AUTH_VERSION_TABLE)},
@@ -207,7 +241,8 @@ def back_up(
 def opened(archive: Path, keys: crypto.Keys, progress: Progress = no_progress) -> Iterator[ArchiveReader]:
     """Decrypt into a private temporary folder and verify every part; the plaintext is removed afterwards."""
     if not archive.is_file():
-        raise PlatformError(f"{archive}: no such archive; `invoke backup` prints where it wrote one")
+        what = "is a directory, not an archive" if archive.is_dir() else "no such archive"
+        raise PlatformError(f"{archive}: {what}; `invoke backup` prints where it wrote one")
     staging = Path(tempfile.mkdtemp(prefix="mlopskit-restore-"))
     try:
         plain = staging / "archive.tar"
@@ -224,8 +259,14 @@ def opened(archive: Path, keys: crypto.Keys, progress: Progress = no_progress) -
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def check_compatible(settings: Settings, manifest: Manifest, target: str, source: str) -> None:
-    """The archive belongs here: same target kind, same cluster name, an MLflow as new or newer."""
+def check_compatible(
+    settings: Settings, manifest: Manifest, target: str, source: str, running: str | None = None
+) -> None:
+    """The archive belongs here: same target kind, same cluster name, an MLflow as new or newer.
+
+    `running` is the MLflow release the platform runs (read from its image or pod); without it, the
+    release the settings build (images.mlflow_version).
+    """
     problems = []
     if manifest.target != target:
         problems.append(
@@ -238,11 +279,12 @@ def check_compatible(settings: Settings, manifest: Manifest, target: str, source
             f"({settings.describe('cluster.name')}); set CLUSTER_NAME={manifest.cluster} to restore it here"
         )
     archived = str(manifest.versions.get("mlflow") or "")
-    if version_key(settings.images.mlflow_version) < version_key(archived):
+    here = running or settings.images.mlflow_version
+    if version_key(here) < version_key(archived):
         problems.append(
-            f"it was written by MLflow {archived}, this platform runs {settings.images.mlflow_version}: "
-            "MLflow's migrations only go forward; restore onto MLflow "
-            f"{archived} or newer ({settings.describe('images.mlflow_version')})"
+            f"it was written by MLflow {archived}, this platform runs {here}: MLflow's migrations only go "
+            f"forward; restore onto MLflow {archived} or newer ({settings.describe('images.mlflow_version')}, "
+            "then `invoke build-images` and `invoke up` or `invoke deploy`)"
         )
     if problems:
         raise PlatformError(
@@ -268,13 +310,16 @@ def restore(
 ) -> RestoreReport:
     """Restore a verified archive into `target`; refuses a platform that holds data unless `yes`."""
     manifest = reader.manifest
-    check_compatible(settings, manifest, target.kind, reader.source)
+    check_compatible(settings, manifest, target.kind, reader.source, target.versions().get("mlflow"))
     pg = settings.platform.postgres
-    before = counts(settings, target.shell, target.bucket)
+    # What `invoke up` or `deploy` made (the admin, config/access.yaml's users, the smoke check's leftovers)
+    # is not data: it is recreated from the configuration.
+    before = counts(settings, target.shell, target.bucket, without_smoke=True, without_declared=True)
     if holds_data(before) and not yes:
-        held = ", ".join(f"{before[name]} {name.replace('_', ' ')}" for name in COUNTED)
+        held = ", ".join(count(before[name], name.replace("_", " ")) for name in COUNTED)
+        declared = f", not counting the {ACCESS_FILE} users" if settings.access.users else ""
         raise PlatformError(
-            f"the {target.kind} platform holds data ({held}); a restore replaces all of it. "
+            f"the {target.kind} platform holds data ({held}{declared}); a restore replaces all of it. "
             "Rerun with --yes to overwrite it; nothing was changed"
         )
     report = RestoreReport(manifest)
@@ -291,7 +336,16 @@ def restore(
     report.steps.append(f"bucket {target.bucket.name}: {put} object(s) restored, {deleted} not in the archive removed")
     target.migrate()
     report.steps.append("migrations run (tracking and auth schemas current)")
+    report.steps.append(reset_admin_password(settings, target.shell))
     client = target.start_mlflow()
+    mlflow = settings.platform.mlflow
+    assert mlflow.admin_password is not None  # reset_admin_password refuses without it
+    if not client.accepts(mlflow.admin_user, mlflow.admin_password.get_secret_value()):
+        raise PlatformError(
+            f"the data is restored, but MLflow at {client.url} refuses MLFLOW_ADMIN_PASSWORD of "
+            f"{mlflow.admin_user!r} from .env: the admin was not in the archive and MLflow created it with the "
+            f"password its {target.kind} platform was started with; {client.rerun}"
+        )
     report.counts = counts(settings, target.shell, target.bucket)
     differences = compare_counts(manifest.counts, report.counts)
     if differences:
@@ -302,7 +356,39 @@ def restore(
         )
     report.steps.append("counts match the manifest: " + ", ".join(f"{report.counts[n]} {n}" for n in COUNTED))
     report.steps += smoke_check(client).steps
+    if settings.access.declared:
+        # As `invoke up` and `deploy` do: the archive's users and grants are those of the day of the backup.
+        done = access.apply_plan(settings, client, access.make_plan(settings, client))
+        applied = f"{len(done)} change(s) applied" if done else "MLflow already matched it"
+        report.steps.append(f"{ACCESS_FILE} applied (without --prune: users it does not declare are kept): {applied}")
     return report
+
+
+def reset_admin_password(settings: Settings, shell: Shell) -> str:
+    """Make the .env admin password true in the restored auth database, before MLflow starts.
+
+    The archive holds the admin's password hash of the day of the backup; a password rotated since then
+    would be refused. The hash is made as MLflow's auth store makes it (werkzeug's generate_password_hash,
+    mlflow/server/auth/sqlalchemy_store.py) and written with the admin flag. An admin missing from the
+    archive is created by MLflow when it starts, from MLFLOW_ADMIN_USER/MLFLOW_ADMIN_PASSWORD.
+    """
+    mlflow = settings.platform.mlflow
+    if mlflow.admin_password is None:
+        raise PlatformError(
+            "platform.mlflow.admin_password (MLFLOW_ADMIN_PASSWORD) is not set in .env; the restore sets the "
+            "admin's password to it"
+        )
+    password_hash = generate_password_hash(mlflow.admin_password.get_secret_value())
+    # Both values are quoted literals: the hash's alphabet is fixed, the user name is validated by settings.
+    sql = (
+        f"UPDATE users SET password_hash = {sql_literal(password_hash)}, is_admin = true "  # noqa: S608
+        f"WHERE username = {sql_literal(mlflow.admin_user)} RETURNING username"
+    )
+    updated = run(shell, query_command(settings.platform.postgres.auth_db, sql)).strip()
+    user = mlflow.admin_user
+    if not updated:
+        return f"admin {user!r} is not in the archive: MLflow creates it at start with MLFLOW_ADMIN_PASSWORD"
+    return f"admin {user!r}: password set to MLFLOW_ADMIN_PASSWORD from .env (the archive holds the one of its day)"
 
 
 def _counted(reader: ArchiveReader, name: str, size: int, progress: Progress) -> Iterator[bytes]:

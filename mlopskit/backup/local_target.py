@@ -12,9 +12,12 @@ from mlopskit.backup import bucket as bucket_parts
 from mlopskit.backup.archive import ArchiveReader, ArchiveWriter
 from mlopskit.backup.postgres import DockerShell
 from mlopskit.errors import PlatformError
-from mlopskit.mlflow_admin import MlflowClient, wait_healthy
+from mlopskit.mlflow_admin import RERUN_LOCAL, MlflowClient, wait_healthy
 from mlopskit.services import MLFLOW, POSTGRES, S3, ImageSet, ServiceHosts, container_name, mlflow_spec
 from mlopskit.settings import Settings
+
+# docker/mlflow/Dockerfile labels the image with the MLflow release it installs.
+IMAGE_VERSION_LABEL = "org.opencontainers.image.version"
 
 
 class LocalTarget:
@@ -49,7 +52,14 @@ class LocalTarget:
         return container
 
     def versions(self) -> dict[str, str | None]:
-        return {"mlflow_image": str(self.mlflow.attrs.get("Config", {}).get("Image", "")) or None, "k3s": None}
+        """The MLflow image and the release it was built with (its OCI version label, set by docker/mlflow)."""
+        config = self.mlflow.attrs.get("Config", {})
+        labels = config.get("Labels") or {}
+        return {
+            "mlflow": labels.get(IMAGE_VERSION_LABEL) or None,
+            "mlflow_image": str(config.get("Image", "")) or None,
+            "k3s": None,
+        }
 
     def back_up_extras(self, writer: ArchiveWriter) -> list[str]:
         return []
@@ -72,7 +82,10 @@ class LocalTarget:
         mlflow = self.settings.platform.mlflow
         assert mlflow.admin_password is not None  # required by settings.require("up")
         client = MlflowClient(
-            local.mlflow_url(self.settings), mlflow.admin_user, mlflow.admin_password.get_secret_value()
+            local.mlflow_url(self.settings),
+            mlflow.admin_user,
+            mlflow.admin_password.get_secret_value(),
+            rerun=RERUN_LOCAL,
         )
         wait_healthy(client)
         return client

@@ -1,17 +1,25 @@
-"""K3s: config.yaml written before install, the first server, joins with the first server's token, upgrades."""
+"""K3s: config.yaml written before install, the first server, joins with the first server's token, upgrades.
+
+Joins and the kubeconfig use the fixed registration address (cluster.api_endpoint or cluster.vip) when there
+is one, else the first server's address. Upgrades cordon and drain each node through `k3s kubectl` on the
+first server before its K3s is replaced, after an etcd snapshot.
+"""
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import shlex
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from mlopskit.errors import PlatformError
 from mlopskit.formats import url
+from mlopskit.hosts import kube_vip, registries
 from mlopskit.hosts.outcome import Outcome
 from mlopskit.hosts.remote import HostError, Remote
 from mlopskit.settings import Host, Settings, k3s_version_key
@@ -21,6 +29,13 @@ TOKEN_FILE = "/var/lib/rancher/k3s/server/node-token"
 BINARY = "/usr/local/bin/k3s"
 IMAGES_DIR = "/var/lib/rancher/k3s/agent/images"
 INSTALL_SCRIPT = "/usr/local/lib/mlopskit/k3s-install.sh"
+ETCD_DIR = "/var/lib/rancher/k3s/server/db/etcd"
+SNAPSHOT_DIR = "/var/lib/rancher/k3s/server/db/snapshots"
+KUBECTL = f"{BINARY} kubectl"
+
+# Restarts K3s on a node to apply a changed file: (remote, service, why). The provisioning run passes one
+# that restarts one node at a time and waits for it to be Ready again.
+Restart = Callable[[Remote, str, str], None]
 
 
 def first_server(settings: Settings) -> Host:
@@ -31,6 +46,34 @@ def role(host: Host) -> str:
     return "server" if "server" in host.roles else "agent"
 
 
+def service(host: Host) -> str:
+    """The systemd unit the K3s installer creates for the host's role."""
+    return "k3s" if role(host) == "server" else "k3s-agent"
+
+
+def join_address(settings: Settings) -> str:
+    """Where further servers, agents and the kubeconfig reach the API: the fixed endpoint, else the first server."""
+    return settings.cluster.endpoint or first_server(settings).address
+
+
+def api_url(settings: Settings) -> str:
+    return url("https", join_address(settings), settings.cluster.api_port)
+
+
+def endpoint_warning(settings: Settings) -> str | None:
+    """With 3 or more servers and no fixed endpoint, losing the first server cuts agents and users off."""
+    cluster = settings.cluster
+    if cluster.endpoint is not None or len(cluster.servers) < 3:
+        return None
+    first = first_server(settings)
+    return (
+        f"{len(cluster.servers)} servers but no cluster.api_endpoint or cluster.vip: agents, further servers and "
+        f"the kubeconfig use {first.name}'s address ({first.address}), so losing {first.name} cuts them off although "
+        "etcd keeps quorum. Set cluster.vip {address, interface} (kube-vip on the servers) or cluster.api_endpoint "
+        "(a DNS name or load balancer in front of the servers)"
+    )
+
+
 def render_config(settings: Settings, host: Host, token: str | None) -> str:
     """The /etc/rancher/k3s/config.yaml of one host; token is the cluster's (None only for the first server)."""
     cluster = settings.cluster
@@ -39,13 +82,14 @@ def render_config(settings: Settings, host: Host, token: str | None) -> str:
     if role(host) == "server":
         if host == first and len(cluster.servers) > 1:
             config["cluster-init"] = True
-        config["tls-san"] = list(dict.fromkeys([first.address, host.address, *cluster.tls_san]))
+        fixed = [name for name in (cluster.api_endpoint, cluster.vip.address if cluster.vip else None) if name]
+        config["tls-san"] = list(dict.fromkeys([*fixed, first.address, host.address, *cluster.tls_san]))
         if cluster.disable:
             config["disable"] = list(cluster.disable)
         if cluster.api_port != 6443:
             config["https-listen-port"] = cluster.api_port
     if host != first:
-        config["server"] = url("https", first.address, cluster.api_port)
+        config["server"] = api_url(settings)
     if token:
         config["token"] = token
     if host.labels:
@@ -131,11 +175,24 @@ def upload_airgap(remote: Remote, settings: Settings) -> bool:
     return remote.upload(script, INSTALL_SCRIPT, mode="0755") or changed
 
 
-def k3s(remote: Remote, settings: Settings, token: str | None, version: str | None = None) -> Outcome:
-    """Install, join or upgrade one host; unchanged when the pinned version runs with the same config."""
+def restart_now(remote: Remote, unit: str, why: str) -> None:
+    remote.sudo(f"systemctl restart {unit}")
+
+
+def k3s(
+    remote: Remote,
+    settings: Settings,
+    token: str | None,
+    version: str | None = None,
+    restart: Restart = restart_now,
+) -> Outcome:
+    """Install, join or upgrade one host: registries.yaml and config.yaml first, then the install (or a restart
+    when only a file changed), then kube-vip on servers; unchanged when all of it already matches."""
     outcome = Outcome()
     host = remote.host
     version = version or settings.cluster.k3s_version
+    registry_changes = registries.apply(remote, settings)
+    outcome.changes += registry_changes
     config_changed = remote.write(CONFIG_FILE, render_config(settings, host, token), mode="0600")
     outcome.record(config_changed, f"wrote {CONFIG_FILE}")
     uploaded = settings.cluster.airgap.enabled and upload_airgap(remote, settings)
@@ -148,10 +205,17 @@ def k3s(remote: Remote, settings: Settings, token: str | None, version: str | No
         installed = installed_version(remote)
         if installed != version:
             raise HostError(host.name, f"after install, k3s --version reports {installed}, expected {version}")
-    elif config_changed:
-        service = "k3s" if role(host) == "server" else "k3s-agent"
-        remote.sudo(f"systemctl restart {service}")
-        outcome.changes.append(f"restarted {service}")
+    elif config_changed or registry_changes:
+        changed = [
+            name
+            for name, flag in ((CONFIG_FILE, config_changed), (registries.REGISTRIES_FILE, bool(registry_changes)))
+            if flag
+        ]
+        why = f"{' and '.join(changed)} changed"
+        restart(remote, service(host), why)
+        outcome.changes.append(f"restarted {service(host)} ({why})")
+    if role(host) == "server":
+        outcome.changes += kube_vip.apply(remote, settings)
     return outcome
 
 
@@ -160,7 +224,7 @@ def wait_ready(first: Remote, node: str, version: str, timeout: float = 300, int
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        result = first.sudo(f"{BINARY} kubectl get node {shlex.quote(node)} --no-headers", warn=True)
+        result = first.sudo(f"{KUBECTL} get node {shlex.quote(node)} --no-headers", warn=True)
         last = result.stdout + result.stderr
         # A node still shows Ready on the old version until its kubelet restarts; wait for both.
         if result.ok and re.search(r"\sReady(\s|,)", last) and version in last.split():
@@ -168,6 +232,132 @@ def wait_ready(first: Remote, node: str, version: str, timeout: float = 300, int
         if time.monotonic() > deadline:
             raise HostError(node, f"node did not report Ready on {version} within {timeout:.0f}s", last)
         time.sleep(interval)
+
+
+def wait_endpoint(first: Remote, settings: Settings, timeout: float = 300, interval: float = 5) -> None:
+    """Wait until the fixed endpoint answers /readyz, asked from the first server with its admin credentials
+    (so the endpoint's name must be in the certificate too); HostError with what to check when it does not."""
+    target = api_url(settings)
+    deadline = time.monotonic() + timeout
+    while True:
+        result = first.sudo(
+            f"{KUBECTL} --server {shlex.quote(target)} --request-timeout=5s get --raw=/readyz", warn=True
+        )
+        if result.ok:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(interval)
+    if settings.cluster.vip is not None:
+        hint = (
+            f"kube-vip should hold {settings.cluster.vip.address} on {settings.cluster.vip.interface}: check "
+            f"`k3s kubectl -n kube-system logs kube-vip-{first.name}` on {first.name}, that vip.interface names "
+            "the servers' network interface and that the address is free in their subnet"
+        )
+    else:
+        hint = "check that cluster.api_endpoint resolves to the servers (or to a load balancer in front of them)"
+    raise HostError(
+        first.name,
+        f"the API endpoint {target} did not answer within {timeout:.0f}s, so no further node can join through it; "
+        + hint,
+        result.stdout + result.stderr,
+    )
+
+
+# ------------------------------------------------------------------------------------------- upgrades
+
+
+def node_states(first: Remote) -> dict[str, str]:
+    """Node name -> STATUS column (Ready, NotReady, Ready,SchedulingDisabled, ...) from `kubectl get nodes`."""
+    result = first.sudo(f"{KUBECTL} get nodes --no-headers", warn=True)
+    if not result.ok:
+        raise HostError(
+            first.name, "`k3s kubectl get nodes` failed: is K3s running there?", result.stdout + result.stderr
+        )
+    states = {}
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 2:
+            states[fields[0]] = fields[1]
+    return states
+
+
+def check_all_ready(first: Remote, settings: Settings) -> None:
+    """Before an upgrade touches anything: every node of the cluster, and every inventory host, is Ready."""
+    states = node_states(first)
+    problems = [f"{name} is {state}" for name, state in states.items() if "Ready" not in state.split(",")]
+    problems += [
+        f"{host.name} is not a node of the cluster" for host in settings.cluster.hosts if host.name not in states
+    ]
+    if problems:
+        raise HostError(
+            first.name,
+            f"not every node is Ready ({'; '.join(problems)}): an upgrade drains nodes one by one and needs the "
+            "others to take their pods; fix those nodes (or remove them from the inventory) and rerun. "
+            "Nothing was changed.",
+        )
+
+
+def snapshot_name(current: str, target: str) -> str:
+    """pre-upgrade-v1.34.1-k3s1-to-v1.35.0-k3s1: both versions, in the characters snapshot names allow."""
+    return re.sub(r"[^a-z0-9.-]", "-", f"pre-upgrade-{current}-to-{target}".lower())
+
+
+def etcd_snapshot(first: Remote, current: str, target: str) -> str | None:
+    """`k3s etcd-snapshot save` on the first server when it runs embedded etcd; the name, None without etcd."""
+    if not first.probe(f"test -d {ETCD_DIR}"):
+        return None
+    name = snapshot_name(current, target)
+    first.sudo(f"{BINARY} etcd-snapshot save --name {shlex.quote(name)}")
+    return name
+
+
+def cordon(first: Remote, node: str) -> None:
+    first.sudo(f"{KUBECTL} cordon {shlex.quote(node)}")
+
+
+def uncordon(first: Remote, node: str) -> None:
+    first.sudo(f"{KUBECTL} uncordon {shlex.quote(node)}")
+
+
+def drain(first: Remote, node: str, timeout: float) -> None:
+    """Evict the node's pods (DaemonSet pods stay); HostError listing the pods still there when it fails."""
+    result = first.sudo(
+        f"{KUBECTL} drain {shlex.quote(node)} --ignore-daemonsets --delete-emptydir-data --timeout={timeout:.0f}s",
+        warn=True,
+    )
+    if result.ok:
+        return
+    blockers = pods_on(first, node)
+    listed = ", ".join(blockers) if blockers else "none listed (see kubectl's output below)"
+    raise HostError(
+        node,
+        f"drain did not finish within {timeout:.0f}s; pods still on the node: {listed}. A PodDisruptionBudget "
+        "that allows no eviction or a pod without a controller usually blocks a drain: relax the budget or move "
+        "the pod, give --drain-timeout more seconds, or upgrade without draining (--no-drain)",
+        result.stdout + result.stderr,
+    )
+
+
+def pods_on(first: Remote, node: str) -> list[str]:
+    """namespace/name (owner kind) of the pods on a node that a drain evicts: not DaemonSet or static pods."""
+    result = first.sudo(
+        f"{KUBECTL} get pods --all-namespaces --field-selector spec.nodeName={shlex.quote(node)} -o json", warn=True
+    )
+    try:
+        items = json.loads(result.stdout).get("items", []) if result.ok else []
+    except ValueError:
+        return []
+    pods = []
+    for pod in items:
+        meta = pod.get("metadata", {})
+        owners = [owner.get("kind", "") for owner in meta.get("ownerReferences") or []]
+        mirror = "kubernetes.io/config.mirror" in (meta.get("annotations") or {})
+        done = pod.get("status", {}).get("phase") in {"Succeeded", "Failed"}
+        if "DaemonSet" in owners or mirror or done:
+            continue
+        pods.append(f"{meta.get('namespace')}/{meta.get('name')} ({owners[0] if owners else 'no controller'})")
+    return pods
 
 
 def uninstall(remote: Remote) -> Outcome:

@@ -1,4 +1,5 @@
-"""The cluster's kubeconfig: fetched from the first server, rewritten to reach it, saved and optionally merged."""
+"""The cluster's kubeconfig: fetched from the first server, rewritten to reach the cluster's fixed endpoint
+(or that server), saved and optionally merged."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def fetch_kubeconfig(remote: Remote, settings: Settings, merge_into: Path | None
     text = remote.read(REMOTE_KUBECONFIG)
     if text is None:
         raise HostError(remote.name, f"{REMOTE_KUBECONFIG} is missing: K3s did not finish installing")
-    server = url("https", remote.host.address, cluster.api_port)
+    # The fixed endpoint (api_endpoint or the VIP) keeps the kubeconfig working when the first server is gone.
+    server = url("https", cluster.endpoint or remote.host.address, cluster.api_port)
     try:
         fetched = parse_kubeconfig(text.encode(), f"{remote.name}:{REMOTE_KUBECONFIG}", "check the K3s install there")
     except PlatformError as exc:

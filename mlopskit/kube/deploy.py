@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from mlopskit import access, console
+from mlopskit import access, console, public_host
 from mlopskit.access import PreviousPassword, ensure_admin_password
 from mlopskit.contract import CONTROLLER_NAMESPACE, MLFLOW_SERVICE
 from mlopskit.errors import PlatformError
@@ -24,9 +25,11 @@ from mlopskit.kube import render, sealing, validate
 from mlopskit.kube.apply import ApplyResult, Engine
 from mlopskit.kube.applyset import ObjectRef
 from mlopskit.kube.client import api_client, dynamic_client
+from mlopskit.kube.discovery import Discovery
 from mlopskit.kube.order import unknown_kinds
+from mlopskit.kube.retry import RetryPolicy
 from mlopskit.kube.wait import Readiness, wait_for_rollout
-from mlopskit.mlflow_admin import MlflowClient, smoke_check, wait_healthy
+from mlopskit.mlflow_admin import RERUN_CLUSTER, MlflowClient, smoke_check, wait_healthy
 from mlopskit.settings import Settings
 
 SEALED_SECRETS_CRD = "sealedsecrets.bitnami.com"
@@ -46,10 +49,86 @@ def kubernetes_version(settings: Settings) -> str:
     return settings.cluster.k3s_version.split("+")[0].removeprefix("v")
 
 
-def rendered_objects(settings: Settings, mlflow_image: str) -> list[dict[str, Any]]:
-    """Render the k8s/ templates with the settings and validate them against the cluster's schema."""
-    objects = render.render_manifests(settings, mlflow_image=mlflow_image)
-    validate.validate_objects(objects, kubernetes_version(settings))
+def cluster_features(settings: Settings, dyn: DynamicClient | None) -> render.ClusterFeatures:
+    """What the cluster serves that the settings can use (a ServiceMonitor's CRD, K3s's HelmChartConfig); the
+    cluster is asked only when a setting depends on the answer. Raises PlatformError for
+    platform.metrics.service_monitor: true on a cluster without the CRD, before anything is applied."""
+    if dyn is None:
+        return render.ClusterFeatures()
+    discovery = Discovery(dyn, RetryPolicy())
+    helm_chart_config, taken = _traefik_config_room(settings, dyn, discovery)
+    return render.ClusterFeatures(
+        service_monitor=_service_monitor_served(settings, discovery),
+        helm_chart_config=helm_chart_config,
+        traefik_config_taken=taken,
+    )
+
+
+def _service_monitor_served(settings: Settings, discovery: Discovery) -> bool:
+    metrics = settings.platform.metrics
+    if not metrics.enabled or metrics.service_monitor is False:
+        return False
+    api_version, kind = render.SERVICE_MONITOR_API
+    served = discovery.serves(api_version, kind)
+    if metrics.service_monitor is True and not served:
+        raise PlatformError(
+            f"{settings.describe('platform.metrics.service_monitor')}: is true, but the cluster serves no "
+            f"{api_version} {kind}; install the Prometheus Operator's CRDs first, or set it to auto (a "
+            "ServiceMonitor only where the CRD exists) or false"
+        )
+    return served
+
+
+def _traefik_config_room(settings: Settings, dyn: DynamicClient, discovery: Discovery) -> tuple[bool, bool]:
+    """(the cluster serves K3s's HelmChartConfig, a HelmChartConfig kube-system/traefik that is not mlopskit's
+    exists), asked only for ingress class traefik. Applying ours over an administrator's own would replace
+    their values, and a later prune would delete them."""
+    from kubernetes.client.exceptions import ApiException
+
+    if public_host.traefik_values(settings.platform.ingress) is None:
+        return False, False
+    api_version, kind = public_host.HELM_CHART_CONFIG_API
+    if not discovery.serves(api_version, kind):
+        return False, False
+    resource = discovery.resolve(api_version, kind).resource
+    try:
+        live = discovery.retry.call(
+            resource.get, name=public_host.TRAEFIK_CHART, namespace=public_host.TRAEFIK_NAMESPACE
+        ).to_dict()
+    except ApiException as exc:
+        if exc.status != 404:
+            raise PlatformError(
+                f"cannot read {kind} {public_host.TRAEFIK_NAMESPACE}/{public_host.TRAEFIK_CHART} "
+                f"(HTTP {exc.status}): {exc.reason}"
+            ) from None
+        return True, False
+    labels = (live.get("metadata") or {}).get("labels") or {}
+    return True, labels.get("app.kubernetes.io/managed-by") != render.PART_OF
+
+
+def rendered_objects(
+    settings: Settings,
+    mlflow_image: str,
+    dyn: DynamicClient | None = None,
+    features: render.ClusterFeatures | None = None,
+) -> list[dict[str, Any]]:
+    """Render the k8s/ templates with the settings and validate them against the cluster's schema.
+
+    With a cluster (dyn), rendering follows what it serves (cluster_features, unless given) and custom resources
+    are also validated against the cluster's own CRDs; without one, nothing optional is rendered."""
+    if features is None:
+        features = cluster_features(settings, dyn)
+    objects = render.render_manifests(settings, mlflow_image=mlflow_image, features=features)
+    version = kubernetes_version(settings)
+    crds: list[dict[str, Any]] = []
+    if dyn is not None:
+        discovery = Discovery(dyn, RetryPolicy())
+        crds = [
+            crd
+            for api_version, kind in validate.custom_kinds(objects, version)
+            if (crd := discovery.crd_of(api_version, kind))
+        ]
+    validate.validate_objects(objects, version, crds)
     return objects
 
 
@@ -59,6 +138,38 @@ def is_controller_object(obj: dict[str, Any]) -> bool:
     if obj.get("kind") == "CustomResourceDefinition":
         return str(meta.get("name")) == SEALED_SECRETS_CRD
     return (meta.get("labels") or {}).get("app.kubernetes.io/name") == "sealed-secrets"
+
+
+def _container_images(workload: dict[str, Any]) -> dict[str, str]:
+    """{container name: image} of a workload's pod template (init containers included)."""
+    spec = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    return {str(c.get("name")): str(c.get("image")) for c in containers}
+
+
+def shared_image_changes(dyn: DynamicClient, controller: list[dict[str, Any]]) -> list[str]:
+    """One line per container of a live cluster-wide workload (the Sealed Secrets controller, which every
+    platform on the cluster relies on) whose image this deploy would change; none when it does not run yet."""
+    changes = []
+    for obj in controller:
+        if obj.get("kind") not in {"Deployment", "StatefulSet", "DaemonSet"}:
+            continue
+        meta = obj["metadata"]
+        resource = dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+        try:
+            live = resource.get(name=meta["name"], namespace=meta.get("namespace", CONTROLLER_NAMESPACE)).to_dict()
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise
+        running = _container_images(live)
+        for name, image in _container_images(obj).items():
+            if name in running and running[name] != image:
+                changes.append(
+                    f"{obj['kind']} {meta.get('namespace', CONTROLLER_NAMESPACE)}/{meta['name']} (shared by every "
+                    f"platform on this cluster): container {name} changes image {running[name]} -> {image}"
+                )
+    return changes
 
 
 def service_port(objects: list[dict[str, Any]], namespace: str, name: str) -> int:
@@ -111,14 +222,14 @@ def deploy(
 ) -> DeployOutcome:
     """Render, validate, seal, apply in order, prune, wait for rollouts and verify MLflow end to end."""
     settings.require("deploy")
+    api, dyn = connect(settings)
     console.step("Rendering and validating manifests")
-    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings))
-    notes: list[str] = []
+    features = cluster_features(settings, dyn)
+    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings), dyn, features)
+    notes: list[str] = ingress_notes(settings, features)
     unknown = unknown_kinds(objects)
     if unknown:
         notes.append(f"kinds without a known phase, applied after config and before workloads: {', '.join(unknown)}")
-
-    api, dyn = connect(settings)
     namespace = settings.platform.namespace
     engine = Engine(dyn, namespace, force=force, dry_run=dry_run, progress=progress_printer(dry_run))
 
@@ -134,6 +245,12 @@ def deploy(
             dry_run=dry_run,
             progress=progress_printer(dry_run),
         )
+        for change in shared_image_changes(dyn, controller):
+            console.warn(
+                f"{change}; it follows images.source={settings.images.source!r} "
+                f"({settings.describe('images.source')}): make sure every node can pull or already holds it, or its "
+                "pods stop starting for every platform (IMAGE_SOURCE=offline renders the offline stand-in)"
+            )
         controller_engine.apply(controller)
         if not dry_run:
             _wait(dyn, controller, timeout)
@@ -147,7 +264,10 @@ def deploy(
 
     console.step("Sealing credentials")
     sealed, note = sealed_objects(settings, api, reseal=not dry_run)
-    (console.info if sealed else console.warn)(note)
+    if dry_run:
+        # A dry run writes no sealed files: it plans with those on disk, which a real deploy refreshes first.
+        note += "; a real deploy first seals the credentials from .env into that folder (the dry run writes nothing)"
+    (console.info if sealed or dry_run else console.warn)(note)
 
     platform = [obj for obj in objects if not is_controller_object(obj)] + sealed
     console.step(
@@ -231,7 +351,7 @@ def reconcile_mlflow(
     checks = []
     with forward_service(api, settings.platform.namespace, MLFLOW_SERVICE, port) as local_port:
         url = f"http://127.0.0.1:{local_port}"
-        admin = MlflowClient(url, mlflow.admin_user, mlflow.admin_password.get_secret_value())
+        admin = MlflowClient(url, mlflow.admin_user, mlflow.admin_password.get_secret_value(), rerun=RERUN_CLUSTER)
         wait_healthy(admin)
         state = ensure_admin_password(settings, url, previous)
         checks.append(f"admin password: {rotated if state == 'unchanged' else state}")
@@ -262,17 +382,51 @@ def _wait(dyn: DynamicClient, objects: list[dict[str, Any]], timeout: float) -> 
 
 
 def platform_url(settings: Settings) -> str | None:
+    return public_host.public_url(settings)
+
+
+def _dotted(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Helm values as (dotted.key, value) pairs, as `helm --set` takes them."""
+    pairs: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            pairs += _dotted(value, f"{prefix}{key}.")
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs
+
+
+def ingress_notes(settings: Settings, features: render.ClusterFeatures) -> list[str]:
+    """What deploy cannot set for the ingress class on this cluster, and what to set by hand instead."""
     ingress = settings.platform.ingress
-    if ingress.enabled and ingress.host:
-        scheme = "https" if ingress.tls_secret else "http"
-        return f"{scheme}://{ingress.host}/"
-    return None
+    values = public_host.traefik_values(ingress)
+    if values is not None and not render.renders_traefik_config(settings, features):
+        where = f"HelmChartConfig {public_host.TRAEFIK_NAMESPACE}/{public_host.TRAEFIK_CHART}"
+        why = (
+            f"{where} exists and is not mlopskit's, so it is left as it is"
+            if features.traefik_config_taken
+            else f"{where} not applied: the cluster has no {public_host.HELM_CHART_CONFIG_CRD} CRD (not K3s)"
+        )
+        return [
+            f"{why}; for uploads longer than 60 s through Traefik, set these values of its Helm release: "
+            + ", ".join(f"{key}={value}" for key, value in _dotted(values))
+            + " (or Traefik's flags --entryPoints.<name>.transport.respondingTimeouts.readTimeout)"
+        ]
+    if not ingress.enabled or ingress.class_name in {public_host.TRAEFIK_CLASS, public_host.NGINX_CLASS}:
+        return []
+    return [
+        f"ingress class {ingress.class_name!r}: mlopskit knows the controllers of traefik and nginx only. Add a "
+        f"NetworkPolicy in namespace {settings.platform.namespace} that lets this controller's pods reach the mlflow "
+        "pods on port 5000 (all traffic is denied by default), and let it pass request bodies of any size and read "
+        f"a request for up to {ingress.upload_timeout_seconds} s (platform.ingress.upload_timeout_seconds), or large "
+        "artifact uploads fail (README: Deploying, one public host name)"
+    ]
 
 
 def diff(settings: Settings, mlflow_image: str | None = None) -> list[tuple[ObjectRef, str]]:
     """Per-object unified diffs between the live cluster and a server-side dry run of a deploy."""
-    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings))
     api, dyn = connect(settings)
+    objects = rendered_objects(settings, mlflow_image or mlflow_image_ref(settings), dyn)
     # The sealed files on disk, not a fresh seal: sealing is randomized and would always differ.
     sealed, note = sealed_objects(settings, api, reseal=False)
     if not sealed:

@@ -45,6 +45,34 @@ class Discovery:
                 ) from None
             return Resolved(None, scope)
 
+    def serves(self, api_version: str, kind: str) -> bool:
+        """Whether the API server serves a kind now (a CRD installed and established), e.g. a ServiceMonitor."""
+        try:
+            self.retry.call(self.dyn.resources.get, api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def crd_of(self, api_version: str, kind: str) -> dict[str, Any] | None:
+        """The live CustomResourceDefinition that serves a kind, or None when none does (or it is built in)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            resource = self.retry.call(self.dyn.resources.get, api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            return None
+        group = api_group(api_version)
+        if not group:
+            return None
+        crds = self.resolve("apiextensions.k8s.io/v1", "CustomResourceDefinition").resource
+        try:
+            found: dict[str, Any] = self.retry.call(crds.get, name=f"{resource.name}.{group}").to_dict()
+        except ApiException as exc:
+            if exc.status == 404:
+                return None  # served by an aggregated API server, not a CRD
+            raise
+        return found
+
     def resolve_group_kind(self, value: str) -> Any:
         """The preferred resource for an ApplySet group-kind ('Deployment.apps'), or None when gone."""
         group, kind = split_group_kind(value)

@@ -30,6 +30,7 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "HorizontalPodAutoscaler",
             "ResourceQuota",
             "LimitRange",
+            "ServiceMonitor",
         ),
     ),
 )

@@ -11,6 +11,11 @@ until both databases are at the schema head of the image, which only the migrati
 (``mlflow-migrate-<hash>``) brings them to; the Job's name carries a hash of the image and the
 database settings, so a change renders a new Job (Jobs are immutable) and the old one is pruned.
 The bucket Job is named the same way and retries until the object store answers.
+
+What the cluster serves can change what is rendered: a ServiceMonitor only where its CRD exists
+(platform.metrics.service_monitor: auto), Traefik's HelmChartConfig only on K3s (mlopskit/public_host.py).
+The caller asks the cluster first (ClusterFeatures, filled by kube/deploy.py) and passes the answer in;
+rendering itself never talks to a cluster.
 """
 
 from __future__ import annotations
@@ -25,13 +30,16 @@ from urllib.parse import urlsplit
 import jinja2
 import yaml
 
-from mlopskit import credentials, formats
+from mlopskit import credentials, formats, public_host
 from mlopskit.contract import (
+    METRICS_PORT_NAME,
     MINIO_PORT,
+    MLFLOW_METRICS_PORT,
     MLFLOW_PORT,
     MLFLOW_SERVICE,
     POSTGRES_PORT,
     POSTGRES_SERVICE,
+    SEAWEEDFS_METRICS_PORT,
     SEAWEEDFS_S3_PORT,
     allowed_hosts,
 )
@@ -44,13 +52,55 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = PACKAGE_ROOT / "k8s"
 POSTGRES_INIT_DIR = PACKAGE_ROOT / "docker" / "postgres-init"
 # Components in render order; files inside a component are rendered in name order.
-COMPONENTS = ("namespace", "storage", "postgres", "objectstore", "mlflow", "ingress", "policies", "sealed-secrets")
+COMPONENTS = (
+    "namespace",
+    "storage",
+    "postgres",
+    "objectstore",
+    "mlflow",
+    "backup",
+    "ingress",
+    "monitoring",
+    "policies",
+    "sealed-secrets",
+)
 TEMPLATE_ANNOTATION = "mlopskit.io/template"
 PART_OF = "mlopskit"
 
 AUTH_TEMPLATE_PATH = "/etc/mlflow/basic_auth.ini.template"
+# The CronJob of platform.backup (k8s/backup/); `invoke backup --list` reads what it wrote.
+SCHEDULED_BACKUP = "mlflow-backup"
 NFS_NAMESPACE = "kube-system"
 NFS_PROVISIONER = "mlopskit.io/nfs-subdir"
+# The emptyDir the MLflow server's workers write their metrics to, and its `metrics` container reads.
+METRICS_DIR = "/run/mlflow-metrics"
+SERVICE_MONITOR_API = ("monitoring.coreos.com/v1", "ServiceMonitor")
+GC_CRONJOB = "mlflow-gc"
+
+
+@dataclass(frozen=True)
+class ClusterFeatures:
+    """Optional APIs the target cluster serves, asked before rendering; the default is a cluster with none
+    (what `invoke render` assumes, since it asks no cluster)."""
+
+    service_monitor: bool = False  # monitoring.coreos.com/v1 ServiceMonitor (the Prometheus Operator's CRD)
+    helm_chart_config: bool = False  # helm.cattle.io/v1 HelmChartConfig (K3s's helm-controller)
+    traefik_config_taken: bool = False  # a HelmChartConfig kube-system/traefik exists that mlopskit did not make
+
+
+def renders_service_monitor(settings: Settings, features: ClusterFeatures) -> bool:
+    """Whether the ServiceMonitor is rendered: metrics on, and service_monitor true, or auto with the CRD served."""
+    metrics = settings.platform.metrics
+    if not metrics.enabled or metrics.service_monitor is False:
+        return False
+    return metrics.service_monitor is True or features.service_monitor
+
+
+def renders_traefik_config(settings: Settings, features: ClusterFeatures) -> bool:
+    """Whether Traefik's HelmChartConfig is rendered: ingress class traefik, on a cluster that serves K3s's CRD
+    where no one else's HelmChartConfig kube-system/traefik exists (ours would replace their values)."""
+    wanted = public_host.traefik_values(settings.platform.ingress) is not None
+    return wanted and features.helm_chart_config and not features.traefik_config_taken
 
 
 @dataclass(frozen=True)
@@ -146,7 +196,9 @@ def _image_version(image: str) -> str | None:
     return tail.split(":", 1)[1].split("@", 1)[0] if ":" in tail else None
 
 
-def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
+def template_context(
+    settings: Settings, mlflow_image: str, features: ClusterFeatures = ClusterFeatures()
+) -> dict[str, Any]:
     """What templates see: plain non-secret values derived from settings (never a secret)."""
     p = settings.platform
     image = mlflow_image
@@ -154,7 +206,7 @@ def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
     store = p.object_store
     pg = p.postgres
     endpoint = s3_endpoint(settings)
-    ingress_hosts = [p.ingress.host, f"{p.ingress.host}:*"] if p.ingress.enabled and p.ingress.host else []
+    ingress_hosts = public_host.ingress_hosts(p.ingress)
     service_names = [f"{MLFLOW_SERVICE}{suffix}" for suffix in ("", f".{ns}", f".{ns}.svc", f".{ns}.svc.cluster.local")]
     mlflow_hosts = allowed_hosts(service_names, MLFLOW_PORT, [*ingress_hosts, *p.mlflow.allowed_hosts])
     if pg.mode == "external":
@@ -239,16 +291,46 @@ def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
             "default_permission": p.mlflow.default_permission,
             "auth_cache_ttl_seconds": p.mlflow.auth_cache_ttl_seconds,
             "allowed_hosts": ",".join(mlflow_hosts),
+            "cors_allowed_origins": ",".join(public_host.cors_allowed_origins(settings)),
+            "x_frame_options": p.mlflow.x_frame_options,
             "auth_template_path": AUTH_TEMPLATE_PATH,
             "auth_template": (PACKAGE_ROOT / "docker" / "mlflow" / "basic_auth.ini.template").read_text(),
             "migrate_job": f"mlflow-migrate-{_short_hash(image, pg.mode, pg.tracking_db, pg.auth_db)}",
             "bucket_job": f"mlflow-bucket-{_short_hash(image, endpoint, store.bucket, store.region)}",
         },
+        "backup": scheduled_backup_context(settings),
+        "metrics": {
+            "enabled": p.metrics.enabled,
+            "service_monitor": renders_service_monitor(settings, features),
+            # The user's labels, then the recommended ones (which a user's label never replaces).
+            "service_monitor_labels": {**p.metrics.labels, **labels("mlopskit", "metrics", ns)},
+            "namespace": p.metrics.namespace,
+            "port_name": METRICS_PORT_NAME,
+            "mlflow_port": MLFLOW_METRICS_PORT,
+            "seaweedfs_port": SEAWEEDFS_METRICS_PORT,
+            "dir": METRICS_DIR,
+            # Components whose Services carry a `metrics` port (Postgres's image has no exporter; MinIO's
+            # metrics share its S3 port and need a bearer token: neither is scraped).
+            "components": ["mlflow", *(["seaweedfs"] if store.kind == "seaweedfs" else [])],
+        },
+        "gc": {
+            "enabled": p.gc.enabled,
+            "name": GC_CRONJOB,
+            "schedule": p.gc.schedule,
+            "older_than": p.gc.older_than,
+        },
         "ingress": {
             "enabled": p.ingress.enabled,
             "host": p.ingress.host,
-            "tls_secret": p.ingress.tls_secret,
+            "tls_secret": public_host.tls_secret(p.ingress),
             "class_name": p.ingress.class_name,
+            "annotations": public_host.ingress_annotations(p.ingress),
+            "controller": public_host.ingress_controller(p.ingress),
+            "traefik_values": public_host.traefik_values_content(p.ingress)
+            if renders_traefik_config(settings, features)
+            else None,
+            "traefik_chart": public_host.TRAEFIK_CHART,
+            "traefik_namespace": public_host.TRAEFIK_NAMESPACE,
         },
         "resources": {
             name: {
@@ -261,6 +343,44 @@ def template_context(settings: Settings, mlflow_image: str) -> dict[str, Any]:
                 ("objectstore", p.resources.objectstore),
             )
         },
+    }
+
+
+def in_cluster_service(url: str) -> tuple[str, str] | None:
+    """(service, namespace) when a URL names a Service by its cluster DNS name (`svc.ns.svc[.cluster.local]`)."""
+    host = urlsplit(url).hostname or ""
+    parts = host.split(".")
+    if len(parts) in (3, 5) and parts[2] == "svc" and (len(parts) == 3 or parts[3:] == ["cluster", "local"]):
+        return parts[0], parts[1]
+    return None
+
+
+def scheduled_backup_prefix(settings: Settings) -> str:
+    """Where at the destination the scheduled backups of this platform go: <prefix><cluster>/<namespace>/."""
+    prefix = settings.platform.backup.destination.prefix
+    return f"{prefix}{settings.cluster.name}/{settings.platform.namespace}/"
+
+
+def scheduled_backup_context(settings: Settings) -> dict[str, Any]:
+    """What k8s/backup/ needs: the schedule, the destination (never its keys) and how pods reach it."""
+    backup = settings.platform.backup
+    destination = backup.destination
+    endpoint = destination.endpoint or ""
+    service = in_cluster_service(endpoint) if endpoint else None
+    return {
+        "enabled": backup.enabled,
+        "name": SCHEDULED_BACKUP,
+        "schedule": backup.schedule,
+        "retention": backup.retention,
+        "secret": credentials.BACKUP_S3_SECRET,
+        "endpoint": endpoint,
+        "region": destination.region,
+        "bucket": destination.bucket or "",
+        "prefix": scheduled_backup_prefix(settings),
+        "port": _external_port(endpoint, 80) if endpoint else 443,
+        # A destination Service in the cluster is reached by namespace; anything else as an outside address.
+        "service_namespace": service[1] if service else None,
+        "work_size": settings.platform.storage.postgres_size,
     }
 
 
@@ -300,10 +420,15 @@ def template_files(templates_dir: Path = TEMPLATES_DIR) -> Iterator[Path]:
             yield from sorted(folder.glob("*.yaml.j2"))
 
 
-def render_sources(settings: Settings, mlflow_image: str, templates_dir: Path = TEMPLATES_DIR) -> list[RenderedObject]:
+def render_sources(
+    settings: Settings,
+    mlflow_image: str,
+    templates_dir: Path = TEMPLATES_DIR,
+    features: ClusterFeatures = ClusterFeatures(),
+) -> list[RenderedObject]:
     """Every object with the template it came from."""
     env = environment(templates_dir)
-    context = template_context(settings, mlflow_image)
+    context = template_context(settings, mlflow_image, features)
     rendered: list[RenderedObject] = []
     for path in template_files(templates_dir):
         name = path.relative_to(templates_dir).as_posix()
@@ -333,9 +458,11 @@ def render_sources(settings: Settings, mlflow_image: str, templates_dir: Path = 
     return rendered
 
 
-def render_manifests(settings: Settings, mlflow_image: str) -> list[dict[str, Any]]:
+def render_manifests(
+    settings: Settings, mlflow_image: str, features: ClusterFeatures = ClusterFeatures()
+) -> list[dict[str, Any]]:
     """Every object of the platform as plain dicts, in a stable order (components, then files, then documents)."""
-    return [item.obj for item in render_sources(settings, mlflow_image)]
+    return [item.obj for item in render_sources(settings, mlflow_image, features=features)]
 
 
 def manifest_images(objects: list[dict[str, Any]]) -> list[str]:

@@ -3,13 +3,15 @@
 Built-in kinds use the strict JSON schemas that the `kubernetes-validate` package ships per release
 (unknown fields are errors, so a typo in a template fails here instead of being dropped by the API
 server). Custom resources are checked against the openAPIV3Schema of their CRD when that CRD is in
-the same rendered set, and reported as skipped otherwise.
+the same rendered set or was read from the cluster (deploy passes those), or against KNOWN_CUSTOM_SCHEMAS
+(CRDs a cluster brings, such as K3s's HelmChartConfig), and reported as skipped otherwise.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -112,9 +114,50 @@ def _describe(obj: dict[str, Any]) -> str:
     return f"{name} ({template})" if template else name
 
 
+# Custom resources we render whose CRD the cluster brings, by (apiVersion, kind): the fields of their CRD's
+# openAPIV3Schema, strict (unknown fields are errors, where the API server would silently prune them).
+KNOWN_CUSTOM_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    # k3s-io/helm-controller's helmchartconfigs.helm.cattle.io (K3s installs it with its packaged charts).
+    ("helm.cattle.io/v1", "HelmChartConfig"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "failurePolicy": {"type": "string", "enum": ["abort", "reinstall", "retry"]},
+                    "forceConflicts": {"type": "boolean"},
+                    "values": {},
+                    "valuesContent": {"type": "string"},
+                    "valuesSecrets": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "ignoreUpdates": {"type": "boolean"},
+                                "keys": {"type": "array", "items": {"type": "string"}},
+                                "name": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 def _crd_validators(objects: list[dict[str, Any]]) -> dict[tuple[str, str], jsonschema.protocols.Validator]:
-    """(apiVersion, kind) -> validator, from the CustomResourceDefinitions in the rendered set."""
-    found: dict[tuple[str, str], jsonschema.protocols.Validator] = {}
+    """(apiVersion, kind) -> validator, from the CustomResourceDefinitions in the rendered set and the known ones."""
+    found: dict[tuple[str, str], jsonschema.protocols.Validator] = {
+        key: jsonschema.Draft4Validator(schema) for key, schema in KNOWN_CUSTOM_SCHEMAS.items()
+    }
     for obj in objects:
         if obj.get("kind") != "CustomResourceDefinition":
             continue
@@ -128,11 +171,31 @@ def _crd_validators(objects: list[dict[str, Any]]) -> dict[tuple[str, str], json
     return found
 
 
-def check_objects(objects: list[dict[str, Any]], kubernetes_version: str) -> ValidationReport:
-    """Validate every object; collect every problem instead of stopping at the first."""
+def custom_kinds(objects: list[dict[str, Any]], kubernetes_version: str) -> list[tuple[str, str]]:
+    """(apiVersion, kind) of the objects that neither a built-in schema nor a CRD of the same set covers: the
+    kinds whose CRD, if the cluster has one, check_objects can be given (`crds`)."""
+    version = schema_version(kubernetes_version)
+    custom = _crd_validators(objects)
+    found: dict[tuple[str, str], None] = {}
+    for obj in objects:
+        kind, api_version = obj.get("kind"), obj.get("apiVersion")
+        if not isinstance(kind, str) or not isinstance(api_version, str) or (api_version, kind) in custom:
+            continue
+        if _builtin_validator(version, kind, api_version) is None:
+            found[(api_version, kind)] = None
+    return list(found)
+
+
+def check_objects(
+    objects: list[dict[str, Any]], kubernetes_version: str, crds: Sequence[dict[str, Any]] = ()
+) -> ValidationReport:
+    """Validate every object; collect every problem instead of stopping at the first.
+
+    Custom resources are checked against a CRD of the same set, else against one of `crds` (CRDs read
+    from the cluster, such as the Prometheus Operator's ServiceMonitor), else reported as skipped."""
     version = schema_version(kubernetes_version)
     report = ValidationReport(version)
-    custom = _crd_validators(objects)
+    custom = _crd_validators([*crds, *objects])
     for obj in objects:
         label = _describe(obj)
         kind, api_version = obj.get("kind"), obj.get("apiVersion")
@@ -160,9 +223,11 @@ def _message(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
-def validate_objects(objects: list[dict[str, Any]], kubernetes_version: str) -> None:
+def validate_objects(
+    objects: list[dict[str, Any]], kubernetes_version: str, crds: Sequence[dict[str, Any]] = ()
+) -> None:
     """Raise PlatformError listing every invalid object (kind/name, template, field path, message)."""
-    report = check_objects(objects, kubernetes_version)
+    report = check_objects(objects, kubernetes_version, crds)
     for line in report.skipped:
         console.warn(f"not validated: {line}")
     if report.errors:

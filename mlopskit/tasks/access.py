@@ -36,7 +36,7 @@ def _show(plan: access.Plan, title: str) -> None:
 
 @platform_task(help={"cluster": TARGET_HELP, "prune": PRUNE_HELP})
 def plan(c: Context, cluster: bool = False, prune: bool = False) -> None:
-    """Show what `invoke access apply` would change in MLflow's users and permissions; exit 1 when anything differs."""
+    """Show what `invoke access.apply` would change in MLflow's users and permissions; exit 1 when anything differs."""
     settings = settings_for(c, "access")
     with access.mlflow_endpoint(settings, cluster=cluster) as (url, previous):
         _healthy(url)
@@ -47,7 +47,7 @@ def plan(c: Context, cluster: bool = False, prune: bool = False) -> None:
         console.info(f"admin password: {rotation}")
     if result.effective or rotation != "unchanged":
         count = len(result.effective) + (rotation != "unchanged")
-        raise Exit(f"{count} change(s) to apply: run `invoke access apply`", code=1)
+        raise Exit(f"{count} change(s) to apply: run `invoke access.apply`", code=1)
     console.ok(f"no differences: MLflow matches {ACCESS_FILE}")
 
 
@@ -76,4 +76,4 @@ def apply(c: Context, cluster: bool = False, prune: bool = False, dry_run: bool 
         console.ok(f"unchanged: MLflow already matches {ACCESS_FILE}")
         return
     console.ok(f"{len(done)} change(s) applied; admin password {rotation}")
-    console.info("next: `invoke access plan` shows no differences; users log in with the passwords in .env")
+    console.info("next: `invoke access.plan` shows no differences; users log in with the passwords in .env")

@@ -53,17 +53,51 @@ def progress_reporter(progress: RichProgress) -> Progress:
     return report
 
 
+def list_scheduled(settings: Settings) -> None:
+    """The table of `invoke backup --list`."""
+    from mlopskit.backup.scheduled import list_backups
+    from mlopskit.kube.render import scheduled_backup_prefix
+
+    destination = settings.platform.backup.destination
+    where = f"s3://{destination.bucket}/{scheduled_backup_prefix(settings)} at {destination.endpoint or 'AWS S3'}"
+    found = list_backups(settings)
+    if not found:
+        console.info(f"no scheduled backups in {where}")
+        return
+    rows = [
+        (
+            backup.name,
+            "finished" if backup.finished else "unfinished (no backup.json)",
+            f"{backup.started or '-'} → {backup.ended or '-'}",
+            str(backup.parts),
+            "-" if backup.objects is None else str(backup.objects),
+            f"{backup.bytes / 1e6:.1f} MB",
+        )
+        for backup in found
+    ]
+    console.table(f"Scheduled backups in {where}", ["backup", "status", "UTC", "parts", "objects", "size"], rows)
+    finished = sum(1 for backup in found if backup.finished)
+    console.info(f"{finished} finished, {len(found) - finished} unfinished; newest last")
+
+
 @platform_task(
     help={
         "out": "archive file to write, mode 0600, never overwritten "
         "[default: BACKUP_DIR/<project or cluster>/<target>-<UTC time>.tar.age]",
         "target": "local (the `invoke up` stack) or cluster (the deployed platform) [default: local]",
         "dry-run": "print what the archive would hold and where; write nothing [default: off]",
+        "list": "list the scheduled backups (platform.backup) at their S3 destination instead: time, parts, "
+        "objects, size [default: off]",
     }
 )
-def backup(c: Context, out: str | None = None, target: str = "local", dry_run: bool = False) -> None:
+def backup(
+    c: Context, out: str | None = None, target: str = "local", dry_run: bool = False, list_: bool = False
+) -> None:
     """Write one encrypted archive of both databases, the bucket and (cluster) the sealing keys and K3s state."""
     _check_target(target)
+    if list_:
+        list_scheduled(settings_for(c, "backup-list"))
+        return
     settings = settings_for(c)
     keys = crypto.keys_from(settings)
     crypto.check_can_encrypt(keys)
@@ -96,7 +130,7 @@ def backup(c: Context, out: str | None = None, target: str = "local", dry_run: b
     }
 )
 def restore(c: Context, path: str, target: str = "local", yes: bool = False, dry_run: bool = False) -> None:
-    """Verify an archive, then restore databases, bucket and (cluster) keys; migrate, compare counts, smoke check."""
+    """Verify an archive, restore databases, bucket, (cluster) keys; migrate, .env admin password, access.yaml."""
     _check_target(target)
     settings = settings_for(c, "up" if target == "local" else "deploy")
     keys = crypto.keys_from(settings)
@@ -105,11 +139,12 @@ def restore(c: Context, path: str, target: str = "local", yes: bool = False, dry
         manifest = reader.manifest
         flow.check_compatible(settings, manifest, target, str(archive))
         bars.console.print(
-            f"[green]✓[/] {archive}: {len(manifest.parts)} parts verified (SHA-256), written {manifest.finished} "
-            f"by MLflow {manifest.versions.get('mlflow')} for cluster {manifest.cluster}"
+            f"✓ {archive}: {len(manifest.parts)} parts verified (SHA-256), written {manifest.finished} "
+            f"by MLflow {manifest.versions.get('mlflow')} for cluster {manifest.cluster}",
+            markup=False,
         )
         if dry_run:
-            bars.console.print("\n".join(f"would restore: {line}" for line in manifest.holds))
+            bars.console.print("\n".join(f"would restore: {line}" for line in manifest.holds), markup=False)
             bars.console.print("dry run: nothing changed")
             return
         if target == "cluster":
@@ -117,10 +152,11 @@ def restore(c: Context, path: str, target: str = "local", yes: bool = False, dry
 
             done = restore_keys_without_platform(settings, reader)
             if done is not None:
-                bars.console.print(f"[green]✓[/] {done}")
+                bars.console.print(f"✓ {done}", markup=False)
                 bars.console.print(
                     f"the platform is not deployed yet: run `invoke deploy` (the controller starts with these keys), "
-                    f"then `invoke restore {archive} --target cluster` again for the data"
+                    f"then `invoke restore {archive} --target cluster` again for the data",
+                    markup=False,
                 )
                 return
         with open_target(settings, target) as platform:

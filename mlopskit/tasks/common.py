@@ -25,9 +25,10 @@ def project_root(c: Context) -> Path:
     return Path(root) if root else Path.cwd()
 
 
-def settings_for(c: Context, command: str | None = None) -> Settings:
-    """Load and validate the settings once; with a command, also check the keys it needs."""
-    settings = load_settings(project_root(c))
+def settings_for(c: Context, command: str | None = None, *, access: bool = True) -> Settings:
+    """Load and validate the settings once; with a command, also check the keys it needs. access=False: for
+    commands that never touch MLflow's users (config/access.yaml is not read; see load_settings)."""
+    settings = load_settings(project_root(c), access=access)
     if command:
         settings.require(command)
     for note in database_url.notes(settings):

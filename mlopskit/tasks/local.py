@@ -19,6 +19,8 @@ def up(c: Context, dry_run: bool = False) -> None:
     """Run MLflow, PostgreSQL and S3 on this machine's Docker; a second run changes nothing."""
     root = project_root(c)
     if not (root / ENV_FILE).exists():
+        # Another checkout's stack or a taken port is refused before this folder gets secrets of its own.
+        local.check_owner(images.docker_client(), settings_for(c))
         if dry_run:
             console.info(f"would write {root / ENV_FILE} with fresh secrets (as `invoke init` does)")
             return
@@ -26,6 +28,7 @@ def up(c: Context, dry_run: bool = False) -> None:
         console.ok(f"{ENV_FILE} was missing: wrote {root / ENV_FILE} (mode 0600) with generated {', '.join(generated)}")
     settings = settings_for(c, "up")
     client = images.docker_client()
+    local.preflight(client, settings)  # before building images: a taken port or another checkout's stack
     with console.progress() as progress:
         if dry_run:
             image_set = images.planned_image_set(settings, client)
@@ -45,7 +48,11 @@ def up(c: Context, dry_run: bool = False) -> None:
 
         result = local.up(client, settings, image_set, report, dry_run=dry_run)
     if dry_run:
-        console.table("Would", ["object", "action"], [(k, v) for k, v in result.actions.items() if v != "unchanged"])
+        planned = [(k, v) for k, v in result.actions.items() if v != "unchanged"]
+        if planned:
+            console.table("Would", ["object", "action"], planned)
+        else:
+            console.ok("nothing to do: every container already runs with these settings")
         return
     if result.changed:
         changed = [f"{k} {v}" for k, v in result.actions.items() if v != "unchanged"]
@@ -67,7 +74,7 @@ def up(c: Context, dry_run: bool = False) -> None:
 )
 def down(c: Context, volumes: bool = False, dry_run: bool = False) -> None:
     """Stop and remove the local platform's containers and network; data stays unless --volumes."""
-    settings = settings_for(c)
+    settings = settings_for(c, access=False)
     removed = local.down(images.docker_client(), settings, volumes=volumes, dry_run=dry_run)
     if not removed:
         console.ok(f"unchanged: nothing of project {settings.local.project} is running")
@@ -81,7 +88,7 @@ def down(c: Context, volumes: bool = False, dry_run: bool = False) -> None:
 @platform_task()
 def status(c: Context) -> None:
     """Show the local platform's containers, their health and published addresses."""
-    settings = settings_for(c)
+    settings = settings_for(c, access=False)
     rows = local.status(images.docker_client(), settings)
     console.table(
         f"Local platform ({settings.local.project})",

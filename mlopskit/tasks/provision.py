@@ -9,8 +9,9 @@ from invoke.context import Context
 from mlopskit import console
 from mlopskit.errors import PlatformError
 from mlopskit.hosts import provision as runs
+from mlopskit.hosts.k3s import endpoint_warning, join_address
 from mlopskit.hosts.kubeconfig import merge_target
-from mlopskit.settings import Settings, check_flag, check_k3s_version
+from mlopskit.settings import Settings, check_flag, check_k3s_version, check_seconds
 from mlopskit.tasks.common import confirm, platform_task, settings_for
 
 
@@ -41,9 +42,13 @@ def _run(settings: Settings, title: str, action: Callable[[], runs.RunReport]) -
 def provision(c: Context, dry_run: bool = False) -> None:
     """Turn the inventory's hosts into a K3s cluster with NFS storage; a rerun changes nothing."""
     settings = settings_for(c, "provision")
-    runs.validate(settings)
+    runs.validate(settings, installs=True)
+    warning = endpoint_warning(settings)
+    if warning:
+        console.warn(warning)
     phases = runs.provision_phases(settings)
     _show_plan(settings, phases, "provision plan")
+    console.info(f"nodes join and the kubeconfig reaches the API at {join_address(settings)}")
     if dry_run:
         console.info("dry run: no host was touched")
         return
@@ -58,20 +63,35 @@ def provision(c: Context, dry_run: bool = False) -> None:
     help={
         "version": "K3s release to roll out, e.g. v1.34.2+k3s1 (default: cluster.k3s_version from the settings)",
         "dry_run": "print the order of the rollout and touch nothing (default: off)",
+        "no_drain": "do not cordon and drain each node before replacing its K3s; for single-node clusters "
+        "(default: drain)",
+        "drain_timeout": "seconds `kubectl drain` may take per node before the upgrade stops (default: 300)",
     }
 )
-def upgrade(c: Context, version: str | None = None, dry_run: bool = False) -> None:
-    """Roll a K3s version through the servers one at a time, then the agents, each back to Ready."""
+def upgrade(
+    c: Context, version: str | None = None, dry_run: bool = False, no_drain: bool = False, drain_timeout: str = "300"
+) -> None:
+    """Roll a K3s version through the cluster: etcd snapshot, then node by node drain, upgrade, Ready, uncordon."""
     if version is not None:
         check_flag("--version", version, check_k3s_version, "K3S_VERSION")
+    timeout = check_flag("--drain-timeout", drain_timeout, check_seconds)
     settings = settings_for(c, "upgrade")
     target = version or settings.cluster.k3s_version
-    runs.validate(settings)
+    runs.validate(settings, installs=True)
+    runs.check_drain(settings, not no_drain)
     _show_plan(settings, runs.upgrade_phases(settings), f"upgrade to {target}")
     if dry_run:
         console.info("dry run: no host was touched")
         return
-    report = _run(settings, f"upgrade to {target}", lambda: runs.upgrade(settings, target))
+    report = _run(
+        settings,
+        f"upgrade to {target}",
+        lambda: runs.upgrade(settings, target, drain=not no_drain, drain_timeout=timeout),
+    )
+    for (_, step), outcome in report.details.items():
+        if step == "pre-upgrade":
+            for change in outcome.changes:
+                console.info(f"{change}; restore with `k3s server --cluster-reset --cluster-reset-restore-path=...`")
     console.ok(f"K3s {target} " + ("rolled out" if report.changed else "already running everywhere"))
     if version and version != settings.cluster.k3s_version:
         console.warn(f"set K3S_VERSION={version} in .env so `invoke provision` keeps this version")

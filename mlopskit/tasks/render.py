@@ -6,7 +6,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from mlopskit import console, formats
+from mlopskit import console, formats, public_host
 from mlopskit.image_names import mlflow_image_ref
 from mlopskit.kube.render import manifest_files, render_manifests, write_manifests
 from mlopskit.kube.validate import validate_objects
@@ -32,6 +32,17 @@ def render(
     objects = render_manifests(settings, mlflow_image=image or mlflow_image_ref(settings))
     validate_objects(objects, settings.cluster.k3s_version)
     console.ok(f"{len(objects)} objects rendered and valid against Kubernetes {settings.cluster.k3s_version}")
+    metrics = settings.platform.metrics
+    if metrics.enabled and metrics.service_monitor == "auto":
+        console.info(
+            "no ServiceMonitor: platform.metrics.service_monitor is auto and `invoke render` asks no cluster "
+            "whether it serves one; `invoke deploy` adds it where the CRD exists (true renders it here too)"
+        )
+    if public_host.traefik_values(settings.platform.ingress) is not None:
+        console.info(
+            "no HelmChartConfig for Traefik's upload timeout: `invoke render` asks no cluster whether it is K3s; "
+            "`invoke deploy` adds it where the cluster has K3s's HelmChartConfig CRD"
+        )
     folder = Path(out)
     if not folder.is_absolute():
         folder = project_root(c) / folder

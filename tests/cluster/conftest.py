@@ -10,10 +10,12 @@ the reason, when either is missing. Each test works in its own throwaway namespa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
 
 from mlopskit.kube.apply import Engine
 from mlopskit.kube.retry import RetryPolicy
@@ -141,3 +144,35 @@ def engine(dyn: DynamicClient, namespace: str) -> Callable[..., Engine]:
         return Engine(dyn, namespace, retry=RetryPolicy(attempts=3, base_delay=0.2), **kwargs)
 
     return make
+
+
+@contextlib.contextmanager
+def service_monitor_crd_installed(dyn: DynamicClient) -> Iterator[None]:
+    """The ServiceMonitor kind served while the block runs: the cluster's own CRD when it has one, else the
+    stand-in of tests/service_monitor_crd.py, installed here, Established, and removed afterwards (with it,
+    any ServiceMonitor left; the cluster is shared, so only a CRD this installed is removed)."""
+    from tests.service_monitor_crd import service_monitor_crd
+
+    body = service_monitor_crd()
+    name = body["metadata"]["name"]
+    crds = dyn.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
+    try:
+        crds.get(name=name)
+        installed = False
+    except NotFoundError:
+        crds.create(body=body)
+        installed = True
+    deadline = time.monotonic() + 60
+    while True:
+        conditions = (crds.get(name=name).to_dict().get("status") or {}).get("conditions") or []
+        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            break
+        assert time.monotonic() < deadline, f"CRD {name} not Established: {conditions}"
+        time.sleep(0.5)
+    dyn.resources.invalidate_cache()
+    try:
+        yield
+    finally:
+        if installed:
+            crds.delete(name=name)
+            dyn.resources.invalidate_cache()

@@ -14,6 +14,7 @@ from kubernetes.dynamic import DynamicClient
 from mlopskit.errors import PlatformError
 from mlopskit.kube.apply import FIELD_MANAGER, Engine
 from mlopskit.kube.applyset import GROUP_KINDS_ANNOTATION, ID_LABEL, PART_OF_LABEL, ObjectRef
+from mlopskit.kube.deploy import shared_image_changes
 from tests.cluster.platform_objects import Knobs, objects
 
 EngineFactory = Callable[..., Engine]
@@ -192,3 +193,21 @@ def test_an_account_without_rights_gets_the_permission_error(unprivileged: Dynam
     assert message.startswith("permission denied: the Kubernetes account in your kubeconfig may not")
     assert f"in namespace '{namespace}'" in message
     assert f"system:serviceaccount:{namespace}:no-rights" in message
+
+
+def test_a_changed_image_of_a_live_shared_workload_is_named_before_it_is_applied(
+    engine: EngineFactory, dyn: DynamicClient, namespace: str
+) -> None:
+    """deploy warns with these lines before it changes the controller every platform on the cluster relies on."""
+    running = next(o for o in objects() if o["kind"] == "Deployment")  # plays the controller
+    name = running["metadata"]["name"]
+    placed = {**running, "metadata": {**running["metadata"], "namespace": namespace}}
+    assert shared_image_changes(dyn, [placed]) == []  # nothing live yet: nothing to warn about
+    engine().apply([running])
+    assert shared_image_changes(dyn, [placed]) == []  # same image: nothing to warn about
+    changed = copy.deepcopy(placed)
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.invalid/other:1"
+    assert shared_image_changes(dyn, [changed]) == [
+        f"Deployment {namespace}/{name} (shared by every platform on this cluster): container {name} changes image "
+        "registry.invalid/mlopskit/none:0 -> registry.invalid/other:1"
+    ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +10,11 @@ import pytest
 from botocore.config import Config
 
 from tests.integration.conftest import Stack
+from tests.plain_client import plain_client_round_trip, random_file
 
 pytestmark = pytest.mark.docker
 
 BIG = 21 * 1024 * 1024  # over 20 MB: more than one chunk on every hop
-
-
-def _random_file(path: Path, size: int, seed: str) -> Path:
-    """Incompressible content, deterministic per seed, written in 1 MiB blocks."""
-    with path.open("wb") as out:
-        block = hashlib.sha256(seed.encode()).digest()
-        written = 0
-        while written < size:
-            chunk = hashlib.shake_256(block + written.to_bytes(8, "big")).digest(min(1 << 20, size - written))
-            out.write(chunk)
-            written += len(chunk)
-    return path
 
 
 def _bucket_keys(stack: Stack) -> list[str]:
@@ -56,7 +44,7 @@ def test_small_artifact_round_trip_is_byte_equal(client: Any, experiment_id: str
 
 
 def test_artifact_over_20_mb_round_trip_is_byte_equal(client: Any, experiment_id: str, tmp_path: Path) -> None:
-    source = _random_file(tmp_path / "big.bin", BIG, experiment_id)
+    source = random_file(tmp_path / "big.bin", BIG, experiment_id)
     run_id = client.create_run(experiment_id).info.run_id
 
     client.log_artifact(run_id, str(source))
@@ -91,40 +79,8 @@ def test_artifact_listing_shows_sizes(client: Any, experiment_id: str, tmp_path:
     assert listed == {"a.txt": 10, "b.txt": 20}
 
 
-# A user's script: nothing but the three variables MLflow's docs name, no transfer switches.
-PLAIN_CLIENT = """
-import hashlib, sys, mlflow
-path = sys.argv[1]
-with mlflow.start_run() as run:
-    mlflow.log_artifact(path)
-back = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model.bin", dst_path=sys.argv[2])
-print(hashlib.sha256(open(back, "rb").read()).hexdigest())
-"""
-
-
 def test_a_plain_mlflow_client_round_trips_25_mb_with_no_extra_variable(stack: Stack, tmp_path: Path) -> None:
     """Without MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=false a 3.17 client used to hang on presigned URLs that
     name the S3 host inside the Docker network; the server now advertises proxied transfers only."""
-    import os
-    import subprocess
-    import sys
-
-    source = _random_file(tmp_path / "model.bin", 25 * 1024 * 1024, "plain-client")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(tmp_path),
-        "MLFLOW_TRACKING_URI": stack.tracking_uri,
-        "MLFLOW_TRACKING_USERNAME": stack.admin_user,
-        "MLFLOW_TRACKING_PASSWORD": stack.admin_password,
-    }
-    (tmp_path / "out").mkdir()
-    done = subprocess.run(
-        [sys.executable, "-c", PLAIN_CLIENT, str(source), str(tmp_path / "out")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,  # bounded: the old behaviour retried for minutes before giving up
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == hashlib.sha256(source.read_bytes()).hexdigest()
+    sent, received = plain_client_round_trip(stack.tracking_uri, stack.admin_user, stack.admin_password, tmp_path)
+    assert received == sent

@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from mlopskit.settings import ENV_KEYS
+from tests.drill_data import fill
 from tests.integration.test_local_up import UP_TIMEOUT, Stack, free_port, project_copy, remove_project
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -99,33 +100,14 @@ def _auth(drill: Drill, method: str, path: str, **kwargs: Any) -> requests.Respo
 
 def test_the_platform_is_filled_with_runs_an_artifact_a_model_and_a_second_user(drill: Drill, tmp_path: Path) -> None:
     client = drill.client()
-    experiments = [client.create_experiment(f"drill-{n}") for n in range(2)]
-    runs = []
-    for experiment in experiments:
-        for n in range(3):
-            run = client.create_run(experiment, tags={"drill": "yes", "n": str(n)})
-            client.log_param(run.info.run_id, "lr", str(0.1 * (n + 1)))
-            for step in range(5):
-                client.log_metric(run.info.run_id, "loss", 1.0 / (step + 1 + n), step=step)
-            client.set_terminated(run.info.run_id)
-            runs.append(run.info.run_id)
-    artifact = tmp_path / "weights.bin"
-    artifact.write_bytes(os.urandom(ARTIFACT_BYTES))
-    client.log_artifact(runs[0], str(artifact))
-    client.create_registered_model("drill-model")
-    version = client.create_model_version("drill-model", f"runs:/{runs[0]}/weights.bin", run_id=runs[0])
-    client.set_registered_model_alias("drill-model", "champion", version.version)
+    filled = fill(client, tmp_path, ARTIFACT_BYTES)
+    experiments = filled["experiments"]
     created = _auth(drill, "POST", "users/create", json={"username": "alice", "password": "alice-" + PASSPHRASE})
     assert created.status_code == 200, created.text
     grant = {"username": "alice", "resource_type": "experiment", "resource_id": experiments[0], "permission": "EDIT"}
     granted = drill.permissions("POST", "grant", json=grant)
     assert granted.status_code == 200, granted.text
-    drill.data = {
-        "experiments": experiments,
-        "runs": runs,
-        "artifact_sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
-        "model_version": version.version,
-    }
+    drill.data = filled
 
 
 def test_backup_writes_an_archive_only_its_owner_can_read(drill: Drill) -> None:
@@ -136,15 +118,48 @@ def test_backup_writes_an_archive_only_its_owner_can_read(drill: Drill) -> None:
     assert PASSPHRASE not in drill.backup.stdout + drill.backup.stderr
 
 
+ROTATED = "rotated-" + secrets.token_urlsafe(18)
+CAROL = ("carol", "carol-" + secrets.token_urlsafe(12))
+
+
 def test_restore_onto_a_fresh_stack_after_down_volumes_succeeds(drill: Drill) -> None:
+    """Between backup and restore, as a user's week goes: the admin password rotated in .env and a
+    config/access.yaml user added. The fresh stack holds only what `up` made from them, so no --yes."""
     down = drill.stack.invoke("down", "--volumes")
     assert down.returncode == 0, down.stderr
+    drill.data["old_admin"] = drill.stack.admin()
+    env = drill.stack.root / ".env"
+    old_line = f"\nMLFLOW_ADMIN_PASSWORD={drill.data['old_admin'][1]}\n"
+    assert old_line in env.read_text()
+    env.write_text(
+        env.read_text().replace(old_line, f"\nMLFLOW_ADMIN_PASSWORD={ROTATED}\n")
+        + f"CAROL_MLFLOW_PASSWORD={CAROL[1]}\n"
+    )
+    (drill.stack.root / "config/access.yaml").write_text(
+        "users:\n  - name: carol\n    password_env: CAROL_MLFLOW_PASSWORD\n"
+    )
     up = drill.stack.invoke("up")
     assert up.returncode == 0, up.stdout + up.stderr
     assert _auth(drill, "GET", "experiments/get-by-name", params={"experiment_name": "drill-0"}).status_code == 404
     drill.restore = drill.run("restore", str(drill.archive))
     assert drill.restore.returncode == 0, drill.restore.stdout + drill.restore.stderr
     assert "counts match the manifest" in drill.restore.stdout
+    assert "password set to MLFLOW_ADMIN_PASSWORD from .env" in drill.restore.stdout
+    assert "config/access.yaml applied" in drill.restore.stdout
+
+
+def _login(drill: Drill, auth: tuple[str, str]) -> int:
+    return requests.get(f"{drill.stack.url}/api/2.0/mlflow/users/current", auth=auth, timeout=30).status_code
+
+
+def test_the_admin_logs_in_with_the_rotated_password_and_not_the_archived_one(drill: Drill) -> None:
+    assert drill.stack.admin() == ("admin", ROTATED)
+    assert _login(drill, drill.stack.admin()) == 200
+    assert _login(drill, drill.data["old_admin"]) == 401
+
+
+def test_the_access_file_user_the_archive_lacks_logs_in_after_the_restore(drill: Drill) -> None:
+    assert _login(drill, CAROL) == 200
 
 
 def test_every_run_with_params_tags_and_metric_history_is_back(drill: Drill) -> None:

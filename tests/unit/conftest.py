@@ -148,3 +148,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return load_settings(root, environ or {})
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _no_ssh_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own ssh-agent stays out of tests; a test that wants one starts it (tests/ssh_agent.py)."""
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)

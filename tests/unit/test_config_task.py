@@ -25,12 +25,12 @@ hosts:
   - name: s1
     address: 10.0.0.1
     roles: [server, nfs]
-    sudo_password: host-sudo-secret-77aa
+    sudo_password_env: S1_SUDO_PASSWORD
 """
 
 
 def test_config_output_contains_no_secret_value(project: Project, sample_env: dict[str, str]) -> None:
-    project.write_env(sample_env)
+    project.write_env({**sample_env, "S1_SUDO_PASSWORD": "host-sudo-secret-77aa"})
     project.write("config/inventory.yaml", INVENTORY.format(key="~/.ssh/id_ed25519"))
     result = project.invoke("config")
     assert result.returncode == 0, result.stderr

@@ -53,3 +53,46 @@ def test_tables_are_not_folded_at_80_columns_without_a_terminal(piped: tuple[lis
     lines, _ = piped
     row = next(text for _, text in lines if "mlopskit/mlflow:xxx" in text)
     assert "x" * 60 in row and "480 MB" in row
+
+
+LONG = """
+from mlopskit import console
+console.info("next: `invoke restore " + "/root/.local/share/mlopskit/" + "b" * 150 + ".tar.age --target local`")
+console.warn("a warning " + "w" * 200 + " that ends here")
+with console.progress() as bar:
+    task = bar.add_task("verify", total=31634600)
+    bar.update(task, completed=31634600)
+    sized = bar.add_task("download", total=31634600, unit="bytes")
+    bar.update(sized, completed=1000)
+"""
+
+
+def test_plain_lines_are_not_wrapped_and_counts_are_integers_or_sizes_without_a_terminal() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS and k != "COLUMNS"}
+    done = subprocess.run([sys.executable, "-c", LONG], capture_output=True, text=True, env=env, check=True)
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("next: `invoke restore /root/") and lines[0].endswith(".tar.age --target local`")
+    assert done.stderr.strip().endswith("that ends here") and len(done.stderr.strip().splitlines()) == 1
+    assert any(line.endswith("verify [31634600/31634600] (done)") for line in lines), lines
+    assert any(line.endswith("download [1.0 kB/31.6 MB]") for line in lines), lines
+    assert "e+07" not in done.stdout
+
+
+def test_counts_name_one_thing_in_the_singular() -> None:
+    from mlopskit.console import amount, count
+
+    assert [count(1, "runs"), count(0, "runs"), count(2, "registered models")] == [
+        "1 run",
+        "0 runs",
+        "2 registered models",
+    ]
+    assert (amount(3.0), amount(2.5), amount(None)) == ("3", "2.5", "?")
+
+
+@pytest.mark.parametrize("show", ["info", "ok", "warn", "step"])
+def test_a_message_with_brackets_prints_as_written_not_as_markup(show: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from mlopskit import console
+
+    getattr(console, show)("platform.postgres.dsn (POSTGRES_DSN) [from .env:3]: [bold]not markup[/]")
+    printed = capsys.readouterr()
+    assert "(POSTGRES_DSN) [from .env:3]: [bold]not markup[/]" in printed.out + printed.err

@@ -34,8 +34,11 @@ def test_provision_order(make_settings: Callable[..., Settings]) -> None:
     ]
 
 
-def test_upgrade_goes_server_by_server_then_agent_by_agent(make_settings: Callable[..., Settings]) -> None:
+def test_upgrade_checks_and_snapshots_first_then_goes_server_by_server_then_agent_by_agent(
+    make_settings: Callable[..., Settings],
+) -> None:
     assert steps(upgrade_phases(make_settings(inventory=INVENTORY))) == [
+        ["s1:pre-upgrade"],
         ["s1:upgrade"],
         ["s2:upgrade"],
         ["s3:upgrade"],

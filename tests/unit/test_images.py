@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from docker.errors import ImageNotFound
 
 from mlopskit import image_names, images
 from mlopskit.errors import PlatformError
+from mlopskit.images import ensure_debian_base
 from mlopskit.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -297,3 +300,38 @@ def test_a_build_removes_the_untagged_images_it_left_and_nothing_else(tmp_path: 
     assert result.changed
     assert engine.removed == ["sha256:builder-stage", "sha256:previous-mlflow"]
     assert engine.dangling == {"sha256:someone-elses"}
+
+
+class _NoImages:
+    """A Docker client stand-in that has no image at all (only `images.get` is used)."""
+
+    class images:
+        @staticmethod
+        def get(ref: str) -> None:
+            raise ImageNotFound(ref)
+
+
+def _debian_script(root: Path, body: str) -> None:
+    script = root / "docker" / "offline" / "debian" / "build.sh"
+    script.parent.mkdir(parents=True)
+    script.write_text("say() { printf 'offline-debian: %s\\n' \"$*\" >&2; }\n" + body)
+
+
+def test_the_debian_base_build_reports_each_stage_as_it_starts(tmp_path: Path) -> None:
+    _debian_script(tmp_path, 'say "debootstrap bookworm from M"; sleep 0.5; say "trimming x"; say "importing x"\n')
+    seen: list[tuple[float, str, int, int, str]] = []
+    start = time.monotonic()
+    ensure_debian_base(_NoImages(), tmp_path, lambda *args: seen.append((time.monotonic() - start, *args)))  # type: ignore[arg-type]
+    ended = time.monotonic() - start
+    assert [row[1:] for row in seen] == [
+        ("debian", 2, 5, "debootstrap bookworm from M"),
+        ("debian", 3, 5, "trimming x"),
+        ("debian", 4, 5, "importing x"),
+    ]
+    assert seen[0][0] < ended - 0.4  # reported while the script still ran, not collected at its end
+
+
+def test_a_failed_debian_base_build_raises_with_the_scripts_last_lines(tmp_path: Path) -> None:
+    _debian_script(tmp_path, 'say "debootstrap bookworm from M"; echo "E: mirror unreachable" >&2; exit 3\n')
+    with pytest.raises(PlatformError, match=r"failed \(exit 3\):\n.*\nE: mirror unreachable"):
+        ensure_debian_base(_NoImages(), tmp_path)  # type: ignore[arg-type]

@@ -506,9 +506,12 @@ def scaled_objects(tmp_path: Path, mlflow_yaml: str) -> dict[tuple[str, str], di
     return {(o["kind"], o["metadata"]["name"]): o for o in objects}
 
 
+JOB_ENV = ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS")
+
+
 def job_env(deployment: dict[str, Any]) -> dict[str, str]:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("MLFLOW_SERVER_")}
+    return {e["name"]: e["value"] for e in container["env"] if e["name"] in JOB_ENV}
 
 
 def test_one_replica_renders_no_disruption_budget_and_no_job_runner(tmp_path: Path) -> None:

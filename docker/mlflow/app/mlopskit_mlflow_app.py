@@ -19,10 +19,15 @@ every tracking request).
 
 Sub-commands (`python3 -m mlopskit_mlflow_app ...`, called by docker/mlflow/entrypoint.sh):
     render-auth-config TEMPLATE [--mask]   the basic-auth ini with ${NAME} taken from the environment
-    bootstrap                              check the Flask secret, create the admin user if missing
+    bootstrap                              check the Flask secret, create the admin user if missing, and
+                                           empty the metrics directory (MLFLOW_EXPOSE_PROMETHEUS) when set
     serve MLFLOW-SERVER-ARGS...            bootstrap, then `mlflow server ARGS...` in the same process
     uvicorn UVICORN-ARGS...                uvicorn's CLI with TCP_NODELAY kept for its workers (serve runs it)
     migrate TRACKING-URI AUTH-URI          `mlflow db upgrade` and the auth database's upgrade, one process
+    serve-metrics DIR PORT                 serve the server's Prometheus metrics, summed over its worker
+                                           processes' files in DIR, on PORT without a login (a sidecar)
+    gc [mlflow gc options]                 `mlflow gc` on MLFLOW_BACKEND_STORE_URI, deleting proxied
+                                           artifacts straight from MLFLOW_ARTIFACTS_DESTINATION
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import posixpath
 import re
+import signal
 import socket
 import sys
 import threading
@@ -119,10 +126,12 @@ def advertise_proxied_transfers_only(*modules: Any) -> None:
 
     `modules` are every module that calls build_server_info_payload by its global name at request time:
     mlflow.server.handlers (the Flask route) and mlflow.server.server_info_api (the FastAPI route uvicorn
-    serves, which imported the function by name). Idempotent."""
+    serves, which imported the function by name). Idempotent. Releases before 3.17 build the payload inside
+    their route (no such function): they are left as they are (presigned transfers only above MLflow's
+    multipart size thresholds), so an older image still starts, as the restore drill of an older release needs."""
     for module in modules:
-        original = module.build_server_info_payload
-        if getattr(original, "proxied_only", False):
+        original = getattr(module, "build_server_info_payload", None)
+        if original is None or getattr(original, "proxied_only", False):
             continue
 
         def build_server_info_payload(original: Any = original) -> dict[str, Any]:
@@ -300,15 +309,148 @@ def mask_rendered(text: str) -> str:
     return "\n".join(out) + "\n"
 
 
+# ------------------------------------------------------------------------------------------ metrics
+
+# `mlflow server --expose-prometheus DIR` runs prometheus_client in multiprocess mode: every worker process
+# writes its samples to files of its own in DIR (counter_<pid>.db, histogram_<pid>.db, ...), and a scrape
+# sums them. Files left by an earlier start (a restarted container keeps its emptyDir) would be summed into
+# the new server's counters for good, so bootstrap removes them before any worker starts.
+METRICS_DIR_ENV = "MLFLOW_EXPOSE_PROMETHEUS"
+METRICS_FILE_PATTERN = "*.db"
+
+
+class MetricsDirError(Exception):
+    """The metrics directory cannot be used; the message names the variable and the fix."""
+
+
+def prepare_metrics_dir(directory: str) -> int:
+    """Create the multiprocess directory if missing and remove prometheus_client's files from it (only
+    `*.db` files, so a mistyped path never loses anything else). Returns how many files were removed;
+    raises MetricsDirError when it is not a writable directory."""
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MetricsDirError(
+            f"{METRICS_DIR_ENV}={directory} cannot be created ({exc.strerror}); mount a writable "
+            "volume there (an emptyDir in the cluster)"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MetricsDirError(
+            f"{METRICS_DIR_ENV}={directory} is not writable by uid {os.getuid()}; mount a "
+            "writable volume there (an emptyDir in the cluster)"
+        )
+    removed = 0
+    for stale in path.glob(METRICS_FILE_PATTERN):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def serve_metrics(directory: str, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104 -- a pod's port
+    """Serve the sum of every worker's metrics files in directory at http://host:port/metrics until killed.
+
+    Runs beside the server (the pod's `metrics` container): no MLflow import and no login, so Prometheus
+    scrapes it on its own port, which a NetworkPolicy opens to the monitoring namespace only."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    # PID 1 of its container: without a handler of its own, SIGTERM would be ignored and every pod deletion
+    # would wait out the grace period. The server thread is a daemon: leaving the main thread ends it.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    _, thread = start_http_server(port, addr=host, registry=registry)
+    thread.join()
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(0)
+
+
+# --------------------------------------------------------------------------------------------- gc
+
+
+def proxied_artifact_destination(destination: str, artifact_uri: str) -> str:
+    """Where the server keeps a proxied artifact: `mlflow-artifacts:/1/abc/artifacts` under destination
+    `s3://mlflow/` is `s3://mlflow/1/abc/artifacts` (the path of the URI, as MLflow 3.17.2's
+    mlflow.server.handlers._get_proxied_run_artifact_destination_path resolves it). Raises ValueError for
+    a path that climbs out of the destination."""
+    path = urlsplit(artifact_uri).path.lstrip("/")
+    if ".." in path.split("/"):
+        raise ValueError(f"artifact URI {artifact_uri!r} climbs out of the artifacts destination")
+    return posixpath.join(destination.rstrip("/") + "/", path) if path else destination
+
+
+def resolve_proxied_artifacts_locally(destination: str) -> None:
+    """Make `mlflow-artifacts:` URIs open the artifacts destination itself instead of the tracking server's
+    HTTP proxy, in this process only (MLflow's artifact repository registry, by scheme)."""
+    from mlflow.store.artifact.artifact_repository_registry import (
+        _artifact_repository_registry,
+        get_artifact_repository,
+    )
+
+    def repository(artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None) -> Any:
+        return get_artifact_repository(proxied_artifact_destination(destination, artifact_uri))
+
+    _artifact_repository_registry.register("mlflow-artifacts", repository)
+
+
+def run_gc(args: list[str], environ: Mapping[str, str]) -> None:
+    """`mlflow gc ARGS` on the tracking database: runs in the `deleted` stage (and their artifacts) go for good.
+
+    MLflow's gc deletes a run's artifacts through its artifact URI; with proxied artifacts that is an
+    `mlflow-artifacts:` URI, which MLflow would send to a tracking server over HTTP with an admin's login.
+    Here it opens the artifacts destination (S3) directly with the server's own S3 credentials, so the job
+    needs the database and the bucket, and nothing else. Exits with gc's status."""
+    backend, destination = environ["MLFLOW_BACKEND_STORE_URI"], environ["MLFLOW_ARTIFACTS_DESTINATION"]
+    resolve_proxied_artifacts_locally(destination)
+    from mlflow.cli import cli
+
+    # The store URI is passed in-process, never on a command line where `ps` would show its password.
+    # gc insists on a tracking URI; the database is one, and nothing here resolves artifacts through it.
+    cli.main(
+        args=[
+            "gc",
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            destination,
+            "--tracking-uri",
+            backend,
+            *args,
+        ],
+        prog_name="mlflow",
+    )
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
 def bootstrap() -> None:
-    """What `mlflow server --app-name basic-auth` checks before it starts workers, for our app name too."""
-    from mlflow.server.auth import bootstrap_admin_user, get_flask_server_secret_key
+    """What `mlflow server --app-name basic-auth` checks before it starts workers, for our app name too,
+    and an empty metrics directory when the server will expose Prometheus metrics.
 
-    get_flask_server_secret_key()
-    bootstrap_admin_user()
+    MLflow 3.17 has both checks as functions; 3.16 checks the Flask secret only inside create_app (each
+    worker), and releases before it also create the admin there: what a release lacks, its workers do.
+    """
+    metrics_dir = os.environ.get(METRICS_DIR_ENV)
+    if metrics_dir:
+        try:
+            removed = prepare_metrics_dir(metrics_dir)
+        except MetricsDirError as exc:
+            raise SystemExit(f"mlflow-entrypoint: error: {exc}") from None
+        print(
+            f"mlflow-entrypoint: metrics directory {metrics_dir} ready ({removed} file(s) of an earlier start removed)",
+            file=sys.stderr,
+        )
+    from mlflow.server import auth
+
+    for name in ("get_flask_server_secret_key", "bootstrap_admin_user"):
+        check = getattr(auth, name, None)
+        if check is not None:
+            check()
 
 
 def keep_tcp_nodelay(config_class: Any) -> None:
@@ -441,6 +583,12 @@ def main(argv: list[str]) -> int:
         run_uvicorn(args)
     if command == "migrate" and len(args) == 2:
         migrate(*args)
+        return 0
+    if command == "serve-metrics" and len(args) == 2 and args[1].isdigit():
+        serve_metrics(args[0], int(args[1]))
+        return 0
+    if command == "gc":
+        run_gc(args, os.environ)
         return 0
     print(__doc__, file=sys.stderr)
     return 2

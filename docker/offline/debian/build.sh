@@ -26,6 +26,7 @@ trap 'rm -rf "$root"' EXIT
 say "debootstrap $suite from $mirror"
 debootstrap --variant=minbase "$suite" "$root" "$mirror" >/dev/null
 
+say "trimming apt lists, caches, docs and locales"
 # Same trimming as the official slim images: no apt lists or caches, docs, man pages or locales.
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
   "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log
@@ -42,6 +43,7 @@ printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' >"$r
 printf 'deb %s %s main\ndeb %s %s-updates main\n' "$mirror" "$suite" "$mirror" "$suite" >"$root"/etc/apt/sources.list
 rm -f "$root"/etc/apt/sources.list.d/*
 
+say "importing into Docker as $image"
 tar -C "$root" -c . | docker import \
   --change 'CMD ["bash"]' --change 'ENV LANG=C.UTF-8' - "$image" >/dev/null
 say "built $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}'))"

@@ -68,9 +68,7 @@ def test_refused_key_names_the_key_and_the_user(
 
 
 def test_wrong_sudo_password_is_reported(host: SshHost, ssh_key: KeyPair, make_settings: MakeSettings) -> None:
-    settings = make_settings(
-        single(host, ssh_key, user="pw").replace("connect_timeout: 5}", "connect_timeout: 5, sudo_password: wrong}")
-    )
+    settings = make_settings(single(host, ssh_key, user="pw"), env_file="SSH_SUDO_PASSWORD=wrong\n")
     with pytest.raises(RunFailed, match="solo: sudo refused the password for pw"):
         provision(settings)
 
@@ -83,10 +81,8 @@ def test_missing_sudo_password_says_where_to_set_it(
 
 
 def test_correct_sudo_password_is_accepted(host: SshHost, ssh_key: KeyPair, make_settings: MakeSettings) -> None:
-    inventory = single(host, ssh_key, user="pw").replace(
-        "connect_timeout: 5}", f"connect_timeout: 5, sudo_password: {SUDO_PASSWORD}}}"
-    )
-    report = provision(make_settings(inventory))
+    inventory = single(host, ssh_key, user="pw")
+    report = provision(make_settings(inventory, env_file=f"SSH_SUDO_PASSWORD={SUDO_PASSWORD}\n"))
     assert report.cells["solo"]["k3s-server"] in {"changed", "unchanged"}
 
 
@@ -127,8 +123,6 @@ hosts:
 
 
 def test_user_without_sudo_rights_is_told_so(host: SshHost, ssh_key: KeyPair, make_settings: MakeSettings) -> None:
-    inventory = single(host, ssh_key, user="nosudo").replace(
-        "connect_timeout: 5}", f"connect_timeout: 5, sudo_password: {SUDO_PASSWORD}}}"
-    )
+    inventory = single(host, ssh_key, user="nosudo")
     with pytest.raises(RunFailed, match="solo: nosudo may not use sudo; add nosudo to the sudo group"):
-        provision(make_settings(inventory))
+        provision(make_settings(inventory, env_file=f"SSH_SUDO_PASSWORD={SUDO_PASSWORD}\n"))

@@ -47,7 +47,7 @@ hosts:
     address: {agent_pw.address}
     roles: [agent]
     user: pw
-    sudo_password: {SUDO_PASSWORD}
+    sudo_password_env: A1_SUDO_PASSWORD
     taints: ["gpu=true:NoSchedule"]
   - {{name: a2, address: {agent_kit.address}, roles: [agent]}}
 """
@@ -63,6 +63,7 @@ def cluster(
     kubeconfig = root / "out/lab.yaml"
     (root / "config/inventory.yaml").write_text(inventory(server, agent_pw, agent_kit, ssh_key, kubeconfig))
     (root / "config/platform.yaml").write_text("platform: {storage: {kind: nfs, nfs_path: /srv/nfs/k8s}}\n")
+    (root / ".env").write_text(f"A1_SUDO_PASSWORD={SUDO_PASSWORD}\n")
     merged = root / "home/.kube/config"
     merged.parent.mkdir(parents=True)
     other = {

@@ -3,8 +3,10 @@
 # the files a real install leaves behind (binary, kubeconfig, node token, uninstall scripts).
 set -e
 mkdir -p /var/lib/standin /etc/rancher/k3s
-# Lets tests check that config.yaml was written before the install ran.
+# Lets tests check that config.yaml (and registries.yaml) were written before the install ran.
 [ -f /etc/rancher/k3s/config.yaml ] && echo "install.sh saw /etc/rancher/k3s/config.yaml" >> /var/log/standin.log
+[ -f /etc/rancher/k3s/registries.yaml ] && echo "install.sh saw /etc/rancher/k3s/registries.yaml" >> /var/log/standin.log
+echo "$(date +%s.%N) $(hostname) install.sh $* ${INSTALL_K3S_VERSION:-}" >> /var/log/standin-timeline.log
 echo "install.sh $* INSTALL_K3S_VERSION=${INSTALL_K3S_VERSION:-} INSTALL_K3S_SKIP_DOWNLOAD=${INSTALL_K3S_SKIP_DOWNLOAD:-} K3S_URL=${K3S_URL:-} K3S_TOKEN=${K3S_TOKEN:-}" >> /var/log/standin.log
 if [ "${INSTALL_K3S_SKIP_DOWNLOAD:-}" != "true" ]; then
   install -m 0755 /opt/standin/k3s /usr/local/bin/k3s
@@ -14,6 +16,10 @@ mode="${1:-server}"
 if [ -n "${K3S_URL:-}" ] && [ "$mode" != "server" ]; then mode=agent; fi
 if [ "$mode" = "server" ]; then
   mkdir -p /var/lib/rancher/k3s/server
+  # K3s runs embedded etcd when it initialises a cluster or joins one; a lone server keeps SQLite.
+  if grep -q -e '^cluster-init: true' -e '^server:' /etc/rancher/k3s/config.yaml 2>/dev/null; then
+    mkdir -p /var/lib/rancher/k3s/server/db/etcd
+  fi
   [ -f /var/lib/rancher/k3s/server/node-token ] || echo "K10standin::server:$(hostname)-token" > /var/lib/rancher/k3s/server/node-token
   chmod 0600 /var/lib/rancher/k3s/server/node-token
   cat > /etc/rancher/k3s/k3s.yaml <<YAML
