@@ -11,10 +11,11 @@ import errno
 import hashlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
 from botocore.exceptions import BotoCoreError, ClientError
 from docker.errors import APIError, ImageNotFound, NotFound
 from docker.models.containers import Container
@@ -32,6 +33,7 @@ from mlopskit.services import (
     MLFLOW,
     POSTGRES,
     S3,
+    S3_PORT,
     ImageSet,
     ServiceSpec,
     container_name,
@@ -48,6 +50,10 @@ SPEC_LABEL = "io.mlopskit.spec"
 ROOT_LABEL = "io.mlopskit.root"
 # Seconds one container may take to start when no settings say otherwise (local.start_timeout).
 DEFAULT_START_TIMEOUT = 900.0
+# How often `up` looks at starting containers. Docker runs a health check only every few seconds (and
+# the first one only after that interval: Docker 20.10 has no start_interval), so where a service is
+# published `up` also asks it directly (its /health or /healthz), which ends the wait within this.
+POLL_SECONDS = 0.25
 
 # (service, state) -> None; the task turns these into progress lines.
 Report = Callable[[str, str], None]
@@ -67,10 +73,13 @@ class UpResult:
         return any(action != "unchanged" for action in self.actions.values())
 
 
+def reachable_host(settings: Settings) -> str:
+    """Where this machine reaches what is published on local.bind: a wildcard through loopback of its family."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.local.bind, settings.local.bind)  # noqa: S104
+
+
 def mlflow_url(settings: Settings) -> str:
-    # A wildcard bind is reached through loopback of the same family.
-    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.local.bind, settings.local.bind)  # noqa: S104
-    return url("http", host, settings.local.port)
+    return url("http", reachable_host(settings), settings.local.port)
 
 
 def desired_hash(spec: ServiceSpec, image_id: str) -> str:
@@ -200,6 +209,82 @@ def _newest_log_line(container: Container) -> bytes:
         return b""
 
 
+@dataclass
+class Starting:
+    """A container `up` waits for, and optionally a direct probe that it answers (True = ready)."""
+
+    container: Container
+    service: str
+    one_off: bool = False
+    probe: Callable[[], bool] | None = None
+    restarts_before: int = 0
+    ready: bool = False
+
+
+def http_probe(address: str) -> Callable[[], bool]:
+    """A probe that passes when GET address answers 200 within a second."""
+
+    def probe() -> bool:
+        try:
+            return requests.get(address, timeout=1.0).status_code == 200
+        except requests.RequestException:
+            return False
+
+    return probe
+
+
+def exec_probe(container: Container, command: Sequence[str]) -> Callable[[], bool]:
+    """A probe that passes when `command` (a container's own health check) exits 0 inside the container."""
+
+    def probe() -> bool:
+        try:
+            return container.exec_run(list(command)).exit_code == 0
+        except (APIError, NotFound):
+            return False
+
+    return probe
+
+
+def wait_all_ready(
+    waits: Sequence[Starting],
+    report: Report = _silent,
+    limit: float = DEFAULT_START_TIMEOUT,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    poll: float = POLL_SECONDS,
+) -> None:
+    """Wait for several containers at once, each while it makes progress (mlopskit/startup.py decides);
+    the first failure stops the wait with that container's last logs. A container whose probe passes
+    while it runs is ready without waiting for Docker's next health check."""
+    for wait in waits:
+        wait.container.reload()
+        wait.restarts_before = int(wait.container.attrs.get("RestartCount", 0))
+    started = clock()
+    said: dict[str, float] = {}
+    while True:
+        for wait in waits:
+            if wait.ready:
+                continue
+            container = wait.container
+            container.reload()
+            observation = startup.observe(container.attrs, _newest_log_line(container), wait.restarts_before)
+            decision = startup.decide(observation, started, clock(), limit, one_off=wait.one_off)
+            if decision.verdict == "failed":
+                raise PlatformError(
+                    f"{wait.service}: container {container.name} {decision.reason}; its last log lines:\n"
+                    f"{last_logs(container)}\n(full log: docker logs {container.name})"
+                )
+            running = observation.status == "running" and observation.restarts == 0
+            if decision.verdict == "ready" or (running and wait.probe is not None and wait.probe()):
+                wait.ready = True
+            elif clock() - said.get(wait.service, -1.0) >= 1.0:
+                said[wait.service] = clock()
+                report(wait.service, decision.reason)
+        if all(wait.ready for wait in waits):
+            return
+        sleep(poll)
+
+
 def wait_ready(
     container: Container,
     service: str,
@@ -208,24 +293,10 @@ def wait_ready(
     one_off: bool = False,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    probe: Callable[[], bool] | None = None,
 ) -> None:
     """Wait while the container makes progress (mlopskit/startup.py decides); fail with its last logs."""
-    container.reload()
-    restarts_before = int(container.attrs.get("RestartCount", 0))
-    started = clock()
-    while True:
-        container.reload()
-        observation = startup.observe(container.attrs, _newest_log_line(container), restarts_before)
-        decision = startup.decide(observation, started, clock(), limit, one_off=one_off)
-        if decision.verdict == "ready":
-            return
-        if decision.verdict == "failed":
-            raise PlatformError(
-                f"{service}: container {container.name} {decision.reason}; its last log lines:\n"
-                f"{last_logs(container)}\n(full log: docker logs {container.name})"
-            )
-        report(service, decision.reason)
-        sleep(1.0)
+    wait_all_ready([Starting(container, service, one_off, probe)], report, limit, clock, sleep)
 
 
 def wait_healthy(
@@ -293,6 +364,18 @@ def run_migrations(
         container.remove(force=True)
 
 
+def _probe(settings: Settings, spec: ServiceSpec, container: Container) -> Callable[[], bool] | None:
+    """A direct readiness probe: MLflow's /health and the S3 gateway's /healthz where they are published, else
+    the container's own health check command run now (PostgreSQL's pg_isready)."""
+    if spec.name == MLFLOW:
+        return http_probe(f"{mlflow_url(settings)}/health")
+    if spec.name == S3:
+        return http_probe(
+            f"{url('http', reachable_host(settings), published_port(container, spec.container_port))}/healthz"
+        )
+    return None
+
+
 def up(
     client: docker.DockerClient,
     settings: Settings,
@@ -301,6 +384,10 @@ def up(
     dry_run: bool = False,
 ) -> UpResult:
     """Start (or keep) the local platform; a second call with the same settings changes nothing.
+
+    Every container starts at once and `up` waits for all of them together: MLflow does not need S3 to
+    start, and it waits for PostgreSQL itself (MLflow retries its database connection). Only a new MLflow
+    container waits for PostgreSQL first, to run the migrations before it starts.
 
     Refuses (PlatformError) before creating or removing anything when the project's containers were started
     from another folder (check_owner) or a port to publish is taken (check_ports)."""
@@ -314,26 +401,32 @@ def up(
         stale.remove(force=True)
     result.actions[f"network {network_name(settings)}"] = _ensure_network(client, settings, dry_run)
     result.actions |= _ensure_volumes(client, settings, specs, dry_run)
+    starting: list[Starting] = []
     for spec in specs:
         if spec.name == MLFLOW and not dry_run:
             action_preview, _ = ensure_container(client, settings, spec, dry_run=True)
             if action_preview in {"created", "recreated"}:
+                before = [wait for wait in starting if wait.service != S3]
+                wait_all_ready(before, report, float(settings.local.start_timeout))
                 report(MLFLOW, "migrating the databases")
                 run_migrations(client, settings, spec, lambda _service, state: report(MLFLOW, f"migrations: {state}"))
         action, container = ensure_container(client, settings, spec, dry_run)
         result.actions[f"container {container_name(settings, spec.name)}"] = action
-        if dry_run or container is None:
-            continue
-        wait_ready(container, spec.name, report, float(settings.local.start_timeout))
-        if spec.name != MLFLOW:  # MLflow is healthy once its admin and access are set, below
-            report(spec.name, "healthy")
-        if spec.name == S3:
-            endpoint = f"http://127.0.0.1:{published_port(container, spec.container_port)}"
-            result.actions[f"bucket {settings.platform.object_store.bucket}"] = ensure_bucket(settings, endpoint)
-    if not dry_run:
-        report(MLFLOW, "running; setting the admin password and access")
-        result.actions |= reconcile_mlflow(settings, result.url, previous)
-        report(MLFLOW, "healthy")
+        if not dry_run and container is not None:
+            starting.append(Starting(container, spec.name, probe=_probe(settings, spec, container)))
+    if dry_run:
+        return result
+    wait_all_ready(starting, report, float(settings.local.start_timeout))
+    for wait in starting:
+        if wait.service != MLFLOW:  # MLflow is healthy once its admin and access are set, below
+            report(wait.service, "healthy")
+    s3 = next((wait for wait in starting if wait.service == S3), None)
+    if s3 is not None:
+        endpoint = url("http", reachable_host(settings), published_port(s3.container, S3_PORT))
+        result.actions[f"bucket {settings.platform.object_store.bucket}"] = ensure_bucket(settings, endpoint)
+    report(MLFLOW, "running; setting the admin password and access")
+    result.actions |= reconcile_mlflow(settings, result.url, previous)
+    report(MLFLOW, "healthy")
     return result
 
 

@@ -2,11 +2,14 @@
 # Entrypoint of the mlopskit MLflow image.
 #
 # Sub-commands:
-#   serve (default)   render the basic-auth ini, create the admin user if missing, then run
-#                     `mlflow server --app-name mlopskit-basic-auth` (MLflow's basic-auth app behind a
-#                     guard that answers unreadable Authorization headers 401: mlopskit_mlflow_app.py)
-#   migrate           upgrade the tracking and auth database schemas, then exit (the cluster's Job;
-#                     `invoke up` runs it once before serve); safe to run again
+#   serve (default)   render the basic-auth ini, then, in one Python process, create the admin user if
+#                     missing and run `mlflow server --app-name mlopskit-basic-auth` (MLflow's basic-auth
+#                     app behind a guard that answers unreadable Authorization headers 401, and its user
+#                     lookups cached: mlopskit_mlflow_app.py); uvicorn replaces that process when MLflow's
+#                     job runner is off
+#   migrate           upgrade the tracking and auth database schemas (MLflow's two upgrade commands, in one
+#                     Python process), then exit (the cluster's Job; `invoke up` runs it once before serve);
+#                     safe to run again
 #   render-auth-config  print the rendered basic-auth ini with the database URI masked
 #   metrics DIR PORT  serve the Prometheus metrics the server's workers write to DIR on PORT, without a
 #                     login (the cluster runs it as the MLflow pod's `metrics` container)
@@ -65,11 +68,8 @@ render_auth_config() {
 
 migrate() {
   need MLFLOW_BACKEND_STORE_URI MLFLOW_AUTH_DATABASE_URI
-  say "upgrading the tracking database schema"
-  mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"
-  say "upgrading the auth database schema"
-  python3 -m mlflow.server.auth db upgrade --url "$MLFLOW_AUTH_DATABASE_URI"
-  say "schemas are up to date"
+  # `mlflow db upgrade` and `python -m mlflow.server.auth db upgrade --url`, in one Python process.
+  exec python3 -m mlopskit_mlflow_app migrate "$MLFLOW_BACKEND_STORE_URI" "$MLFLOW_AUTH_DATABASE_URI"
 }
 
 serve() {
@@ -83,17 +83,16 @@ serve() {
   export MLFLOW_AUTH_CONFIG_PATH="$dir/basic_auth.ini"
   # MLflow reads these only to create the admin user in an empty auth database.
   export MLFLOW_AUTH_ADMIN_USERNAME="$MLFLOW_ADMIN_USER" MLFLOW_AUTH_ADMIN_PASSWORD="$MLFLOW_ADMIN_PASSWORD"
-  # `mlflow server` runs this check itself only for the app name basic-auth; a failure here is one
-  # clear error instead of workers that the server restarts forever.
-  say "checking the auth database and the admin user"
-  python3 -m mlopskit_mlflow_app bootstrap
-  # MLFLOW_EXPOSE_PROMETHEUS is also the option's own variable in `mlflow server`; bootstrap emptied it.
+  # `mlflow server` checks the auth database and the admin user itself only for the app name basic-auth;
+  # `serve` does it first for ours (one clear error instead of workers that the server restarts forever),
+  # empties the metrics directory, then runs `mlflow server` in the same process: MLflow is imported once.
+  # MLFLOW_EXPOSE_PROMETHEUS is also the option's own variable in `mlflow server`.
   local metrics=()
   if [ -n "${MLFLOW_EXPOSE_PROMETHEUS:-}" ]; then
     metrics=(--expose-prometheus "$MLFLOW_EXPOSE_PROMETHEUS")
   fi
-  say "starting mlflow server ($MLFLOW_APP_NAME) on port $MLFLOW_PORT with $MLFLOW_WORKERS workers"
-  exec mlflow server \
+  say "checking the auth database and the admin user, then starting mlflow server ($MLFLOW_APP_NAME) on port $MLFLOW_PORT with $MLFLOW_WORKERS workers"
+  exec python3 -m mlopskit_mlflow_app serve \
     --app-name "$MLFLOW_APP_NAME" \
     --host 0.0.0.0 \
     --port "$MLFLOW_PORT" \

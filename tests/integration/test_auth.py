@@ -114,6 +114,32 @@ def test_other_user_cannot_log_to_the_admins_experiment(
     assert response.status_code == 403
 
 
+def test_admin_rights_granted_and_withdrawn_count_from_the_next_request_on_every_worker(
+    stack: Stack, admin: requests.Session, other_user: requests.Session, admin_experiment: str
+) -> None:
+    """The image's app reads a user's row once per request (not once per check): a change still counts from
+    the next request, whichever worker answers it (new connections spread over the workers)."""
+    assert isinstance(other_user.auth, tuple)
+    username, password = other_user.auth
+    update = f"{stack.tracking_uri}/api/2.0/mlflow/users/update-admin"
+
+    def reads() -> list[int]:
+        url = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get"
+        params = {"experiment_id": admin_experiment}
+        return [
+            requests.get(url, params=params, auth=(username, password), timeout=TIMEOUT).status_code for _ in range(6)
+        ]
+
+    assert set(reads()) == {403}  # every worker has authenticated the user as a plain user
+    granted = admin.patch(update, json={"username": username, "is_admin": True}, timeout=TIMEOUT)
+    assert granted.status_code == 200, granted.text
+    assert set(reads()) == {200}
+
+    withdrawn = admin.patch(update, json={"username": username, "is_admin": False}, timeout=TIMEOUT)
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert set(reads()) == {403}
+
+
 # Protected routes of each kind MLflow serves, and Authorization headers basic-auth cannot read.
 PROTECTED_ROUTES = {
     "rest api": "/api/2.0/mlflow/experiments/search?max_results=1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib.util
+import socket
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -138,3 +139,234 @@ def test_server_info_no_longer_invites_clients_to_presigned_s3_transfers() -> No
     expected = {"store_type": "SqlStore", "multipart_downloads_enabled": False, "multipart_uploads_enabled": False}
     assert handlers.build_server_info_payload() == expected
     assert server_info_api.build_server_info_payload() == expected
+
+
+# ------------------------------------------------------------------------------------- user lookups
+
+
+class RecordingUserStore:
+    """Stands in for MLflow's auth SqlAlchemyStore (which needs Flask and a database, absent from the unit
+    tier; the integration tier runs the real one): users in a dict, every lookup counted."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, SimpleNamespace] = {"alice": SimpleNamespace(username="alice", is_admin=True)}
+        self.lookups = 0
+
+    def get_user(self, username: str) -> SimpleNamespace:
+        self.lookups += 1
+        if username not in self.users:
+            raise LookupError(f"User with username={username} not found")
+        return self.users[username]
+
+    def update_user(self, username: str, password: str | None = None, is_admin: bool | None = None) -> None:
+        old = self.users[username]
+        self.users[username] = SimpleNamespace(
+            username=username, is_admin=old.is_admin if is_admin is None else is_admin
+        )
+
+    def delete_user(self, username: str) -> None:
+        del self.users[username]
+
+
+class Requests:
+    """The memo a request carries (flask.g in the image); `new()` starts the next request."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, Any] | None = {}
+
+    def new(self) -> None:
+        self.current = {}
+
+    def memo(self) -> dict[str, Any] | None:
+        return self.current
+
+
+def shared(store: RecordingUserStore) -> Requests:
+    requests = Requests()
+    app_module.share_user_lookups_within_a_request(store, requests.memo)
+    return requests
+
+
+def test_a_request_reads_a_user_once_however_often_it_asks() -> None:
+    store = RecordingUserStore()
+    shared(store)
+
+    admin_flags = [store.get_user("alice").is_admin for _ in range(4)]
+
+    assert admin_flags == [True] * 4 and store.lookups == 1
+
+
+def test_every_request_reads_the_user_again_so_a_change_elsewhere_counts_at_once() -> None:
+    store = RecordingUserStore()
+    requests = shared(store)
+    assert store.get_user("alice").is_admin
+    store.users["alice"] = SimpleNamespace(username="alice", is_admin=False)  # changed by another worker
+
+    requests.new()
+
+    assert store.get_user("alice").is_admin is False and store.lookups == 2
+
+
+def test_a_change_within_the_request_is_seen_by_the_same_request() -> None:
+    store = RecordingUserStore()
+    shared(store)
+    assert store.get_user("alice").is_admin
+
+    store.update_user("alice", is_admin=False)
+
+    assert store.get_user("alice").is_admin is False
+
+
+def test_a_user_deleted_within_the_request_is_not_found_afterwards() -> None:
+    store = RecordingUserStore()
+    shared(store)
+    store.get_user("alice")
+
+    store.delete_user("alice")
+
+    with pytest.raises(LookupError, match="alice"):
+        store.get_user("alice")
+
+
+def test_a_missing_user_is_asked_again_not_remembered() -> None:
+    store = RecordingUserStore()
+    shared(store)
+    for _ in range(2):
+        with pytest.raises(LookupError):
+            store.get_user("bob")
+
+    assert store.lookups == 2
+
+
+def test_outside_a_request_every_lookup_reaches_the_store() -> None:
+    store = RecordingUserStore()
+    requests = shared(store)
+    requests.current = None
+    store.get_user("alice")
+    store.get_user("alice")
+
+    assert store.lookups == 2
+
+
+def test_sharing_twice_wraps_once() -> None:
+    store = RecordingUserStore()
+    shared(store)
+    wrapped = store.get_user
+    shared(store)
+
+    assert store.get_user is wrapped
+
+
+# ------------------------------------------------------------------------------------------ serving
+
+
+def test_only_the_uvicorn_server_command_replaces_the_process_through_the_nodelay_launcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    replaced: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(app_module.os, "execvpe", lambda path, argv, env: replaced.append((argv, env)))
+
+    app_module.exec_server(["/opt/venv/bin/python3", "-m", "uvicorn", "--workers", "2", "app"], extra_env={"X": "1"})
+
+    argv, env = replaced[0]
+    assert argv == ["/opt/venv/bin/python3", "-m", "mlopskit_mlflow_app", "uvicorn", "--workers", "2", "app"]
+    assert env["X"] == "1"
+
+
+def test_other_commands_are_not_rewritten() -> None:
+    assert app_module.server_command(["/opt/venv/bin/python3", "-m", "huey_consumer", "x"]) is None
+    assert app_module.server_command("python -m uvicorn app") is None
+
+
+def test_uvicorns_workers_get_connections_without_nagles_algorithm() -> None:
+    """A real uvicorn Config binds the socket its workers share; a real asyncio server accepts on it."""
+    from uvicorn.config import Config
+
+    class PatchedConfig(Config):
+        pass
+
+    app_module.keep_tcp_nodelay(PatchedConfig)
+    listener = PatchedConfig(app="none:app", host="127.0.0.1", port=0).bind_socket()
+    nodelay: list[int] = []
+
+    async def main() -> None:
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nodelay.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(accepted, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        while not nodelay:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    asyncio.run(main())
+
+    assert listener.proto == socket.IPPROTO_TCP and nodelay == [1]
+
+
+def test_uvicorn_unpatched_leaves_nagles_algorithm_on_which_is_what_the_patch_is_for() -> None:
+    from uvicorn.config import Config
+
+    listener = Config(app="none:app", host="127.0.0.1", port=0).bind_socket()
+    try:
+        assert listener.proto == 0  # uvicorn 0.54; when this fails, uvicorn fixed #3149 and the patch can go
+    finally:
+        listener.close()
+
+
+class CountingRouteMatcher:
+    """Stands in for mlflow.server.auth (the module needs Flask, absent from the unit tier): its
+    `_scope_matches_native_route`, here a path-prefix match that counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+        def match(native_routes: list[str], scope: dict[str, Any]) -> bool:
+            self.calls += 1
+            return any(scope["path"].startswith(prefix) and scope["method"] == "GET" for prefix in native_routes)
+
+        self._scope_matches_native_route = match
+
+
+def scope_of(method: str, path: str) -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": path, "root_path": "", "headers": []}
+
+
+def test_native_route_answers_are_remembered_per_method_and_path() -> None:
+    auth = CountingRouteMatcher()
+    app_module.remember_native_route_matches(auth)
+    routes = ["/gateway/"]
+
+    answers = [
+        auth._scope_matches_native_route(routes, scope_of(method, path))
+        for method, path in [
+            ("GET", "/gateway/x"),
+            ("GET", "/gateway/x"),
+            ("POST", "/gateway/x"),
+            ("GET", "/api/2.0/x"),
+        ]
+    ]
+
+    assert answers == [True, True, False, False]
+    assert auth.calls == 3  # the repeated request was answered from memory
+
+
+def test_remembered_native_route_answers_are_bounded() -> None:
+    auth = CountingRouteMatcher()
+    app_module.remember_native_route_matches(auth, max_size=2)
+    routes = ["/gateway/"]
+    for path in ("/a", "/b", "/c", "/a"):  # /a was pushed out by /c
+        auth._scope_matches_native_route(routes, scope_of("GET", path))
+
+    assert auth.calls == 4
+
+
+def test_remembering_native_route_answers_twice_wraps_once() -> None:
+    auth = CountingRouteMatcher()
+    app_module.remember_native_route_matches(auth)
+    wrapped = auth._scope_matches_native_route
+    app_module.remember_native_route_matches(auth)
+
+    assert auth._scope_matches_native_route is wrapped

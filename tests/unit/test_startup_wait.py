@@ -144,3 +144,54 @@ def test_up_stops_with_the_reason_when_the_container_exits() -> None:
 
     with pytest.raises(PlatformError, match="mlflow: container p-mlflow exited with code 1; its last log lines"):
         local.wait_ready(container, "mlflow", limit=LIMIT, clock=lambda: 0.0, sleep=lambda _: None)  # type: ignore[arg-type]
+
+
+def test_a_running_container_whose_probe_answers_is_ready_before_its_health_check() -> None:
+    starting = {"Status": "running", "Health": {"Status": "starting"}}
+    container = FakeContainer([starting] * 10)
+    answers = iter([False, False, True])
+
+    local.wait_ready(
+        container,  # type: ignore[arg-type]
+        "mlflow",
+        limit=LIMIT,
+        clock=lambda: 0.0,
+        sleep=lambda _: None,
+        probe=lambda: next(answers),
+    )
+
+    assert container.polls == 4  # the first look, then three polls: the third probe answered
+
+
+def test_waiting_for_several_stops_at_the_first_that_exits() -> None:
+    running = {"Status": "running", "Health": {"Status": "starting"}}
+    postgres = FakeContainer([running, running, {"Status": "exited", "ExitCode": 3}])
+    postgres.name = "p-postgres"
+    mlflow = FakeContainer([running] * 10)
+
+    with pytest.raises(PlatformError, match="postgres: container p-postgres exited with code 3"):
+        local.wait_all_ready(
+            [local.Starting(postgres, "postgres"), local.Starting(mlflow, "mlflow")],  # type: ignore[arg-type]
+            limit=LIMIT,
+            clock=lambda: 0.0,
+            sleep=lambda _: None,
+        )
+
+
+def test_waiting_for_several_ends_when_every_one_is_ready() -> None:
+    healthy = {"Status": "running", "Health": {"Status": "healthy"}}
+    starting = {"Status": "running", "Health": {"Status": "starting"}}
+    postgres = FakeContainer([healthy])
+    mlflow = FakeContainer([starting, starting, starting, healthy])
+    reports: list[tuple[str, str]] = []
+    now = iter(range(100))
+
+    local.wait_all_ready(
+        [local.Starting(postgres, "postgres"), local.Starting(mlflow, "mlflow")],  # type: ignore[arg-type]
+        lambda service, state: reports.append((service, state)),
+        limit=LIMIT,
+        clock=lambda: float(next(now)),
+        sleep=lambda _: None,
+    )
+
+    assert {service for service, _ in reports} == {"mlflow"} and postgres.polls == 2
