@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -112,6 +113,103 @@ def test_other_user_cannot_log_to_the_admins_experiment(
         timeout=TIMEOUT,
     )
     assert response.status_code == 403
+
+
+@pytest.fixture
+def admin_run(stack: Stack, admin: requests.Session, admin_experiment: str) -> str:
+    response = admin.post(
+        f"{stack.tracking_uri}/api/2.0/mlflow/runs/create", json={"experiment_id": admin_experiment}, timeout=TIMEOUT
+    )
+    response.raise_for_status()
+    return str(response.json()["run"]["info"]["run_id"])
+
+
+def _grant(stack: Stack, admin: requests.Session, user: requests.Session, experiment: str, permission: str) -> None:
+    """Give user `permission` on the experiment, replacing a grant it has (MLflow 3's per-user grant API)."""
+    assert isinstance(user.auth, tuple)
+    target = {"username": user.auth[0], "resource_type": "experiment", "resource_id": experiment}
+    revoked = admin.post(f"{stack.tracking_uri}/api/3.0/mlflow/users/permissions/revoke", json=target, timeout=TIMEOUT)
+    assert revoked.status_code in {200, 404}, revoked.text
+    response = admin.post(
+        f"{stack.tracking_uri}/api/3.0/mlflow/users/permissions/grant",
+        json={**target, "permission": permission},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200, response.text
+
+
+def _run_calls(stack: Stack, user: requests.Session, run_id: str) -> tuple[int, int]:
+    """(status of get_run, status of log_metric) on run_id as user."""
+    read = user.get(f"{stack.tracking_uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=TIMEOUT)
+    write = user.post(
+        f"{stack.tracking_uri}/api/2.0/mlflow/runs/log-metric",
+        json={"run_id": run_id, "key": "m", "value": 1.0, "timestamp": 0, "step": 0},
+        timeout=TIMEOUT,
+    )
+    return read.status_code, write.status_code
+
+
+def test_run_scoped_calls_of_a_user_follow_the_grant_on_the_runs_experiment(
+    stack: Stack, admin: requests.Session, other_user: requests.Session, admin_experiment: str, admin_run: str
+) -> None:
+    """The permission check of a run-scoped call reads only the run's experiment (the image's app): the same
+    decisions as MLflow's, for each permission, and a run that does not exist is denied, not reported missing."""
+    assert _run_calls(stack, other_user, admin_run) == (403, 403)
+    assert _run_calls(stack, other_user, "0" * 32) == (403, 403)
+
+    _grant(stack, admin, other_user, admin_experiment, "READ")
+    assert _run_calls(stack, other_user, admin_run) == (200, 403)
+
+    _grant(stack, admin, other_user, admin_experiment, "EDIT")
+    assert _run_calls(stack, other_user, admin_run) == (200, 200)
+
+    delete_url = f"{stack.tracking_uri}/api/2.0/mlflow/runs/delete"
+    deleted = admin.post(delete_url, json={"run_id": admin_run}, timeout=TIMEOUT)
+    assert deleted.status_code == 200, deleted.text
+    assert _run_calls(stack, other_user, admin_run)[0] == 200  # a deleted run is still found, as MLflow finds it
+
+
+LOOKUP_IN_IMAGE = """
+import json, os, sys
+from mlflow.server.handlers import _get_tracking_store
+from mlflow.exceptions import MlflowException
+import mlopskit_mlflow_app as app
+
+store = _get_tracking_store(os.environ["MLFLOW_BACKEND_STORE_URI"], "/tmp")
+full = []
+class Counting:
+    ManagedSessionMaker = store.ManagedSessionMaker
+    def get_run(self, run_id):
+        full.append(run_id)
+        return store.get_run(run_id)
+light = app.RunLookupsByExperiment(Counting())
+run_id = sys.argv[1]
+try:
+    light.get_run("0" * 32)
+    missing = None
+except MlflowException as exc:
+    missing = exc.error_code
+print(json.dumps({
+    "light": light.get_run(run_id).info.experiment_id,
+    "full": store.get_run(run_id).info.experiment_id,
+    "full_loads": len(full),
+    "missing": missing,
+}))
+"""
+
+
+def test_the_image_reads_a_runs_experiment_from_postgresql_as_get_run_does(stack: Stack, admin_run: str) -> None:
+    """In the real image, against the stack's PostgreSQL: the experiment id the permission check reads equals
+    `get_run(...).info.experiment_id`, without loading the run, and an unknown run raises get_run's error."""
+    container = stack.mlflow.get_wrapped_container()
+    code, out = container.exec_run(["python3", "-c", LOOKUP_IN_IMAGE, admin_run])
+    assert isinstance(out, bytes), out
+    text = out.decode()
+    assert code == 0, text
+    result = json.loads(text.strip().splitlines()[-1])
+
+    assert result["light"] == result["full"] and result["full_loads"] == 0
+    assert result["missing"] == "RESOURCE_DOES_NOT_EXIST"
 
 
 def test_admin_rights_granted_and_withdrawn_count_from_the_next_request_on_every_worker(

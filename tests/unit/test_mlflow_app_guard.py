@@ -370,3 +370,43 @@ def test_remembering_native_route_answers_twice_wraps_once() -> None:
     app_module.remember_native_route_matches(auth)
 
     assert auth._scope_matches_native_route is wrapped
+
+
+# ------------------------------------------------------------------ run lookups of the permission checks
+# (the lookup against MLflow's SQL store is tested in the image: tests/integration/test_auth.py)
+
+
+class FakeSqlStore:
+    """Looks like a SqlAlchemyStore to the wrapper (it has ManagedSessionMaker); counts full get_run calls."""
+
+    ManagedSessionMaker = None
+
+    def __init__(self) -> None:
+        self.full_runs = 0
+
+    def get_run(self, run_id: str) -> Any:
+        self.full_runs += 1
+        return SimpleNamespace(info=SimpleNamespace(experiment_id="7", run_name="r"), data="data")
+
+
+def test_reading_more_than_the_experiment_loads_the_whole_run_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_module, "run_experiment_id", lambda store, run_id: "7")
+    store = FakeSqlStore()
+    run = app_module.RunLookupsByExperiment(store).get_run("r1")
+
+    assert run.info.experiment_id == "7" and store.full_runs == 0
+    assert run.info.run_name == "r" and run.data == "data" and store.full_runs == 1
+
+
+def test_only_sql_stores_get_the_experiment_lookup_and_wrapping_twice_wraps_once() -> None:
+    sql_store, not_sql = FakeSqlStore(), SimpleNamespace(get_run=lambda run_id: run_id)
+    auth = SimpleNamespace(_get_tracking_store=lambda: sql_store)
+    app_module.look_up_runs_by_experiment_only(auth)
+    wrapped = auth._get_tracking_store
+    app_module.look_up_runs_by_experiment_only(auth)
+    other = SimpleNamespace(_get_tracking_store=lambda: not_sql)
+    app_module.look_up_runs_by_experiment_only(other)
+
+    assert auth._get_tracking_store is wrapped
+    assert isinstance(auth._get_tracking_store(), app_module.RunLookupsByExperiment)
+    assert other._get_tracking_store() is not_sql

@@ -15,7 +15,8 @@ And it makes basic-auth's per-request work cheaper without changing a decision (
 per-request CPU): a user's row is read once per request (`share_user_lookups_within_a_request`; MLflow caches
 a verified credential, but then read the same row two to four times per request), and whether a path is one
 of FastAPI's own routes is remembered (`remember_native_route_matches`; ~80 route patterns were matched for
-every tracking request).
+every tracking request), and the permission check of a run-scoped request reads the run's experiment id
+instead of the whole run (`look_up_runs_by_experiment_only`).
 
 Sub-commands (`python3 -m mlopskit_mlflow_app ...`, called by docker/mlflow/entrypoint.sh):
     render-auth-config TEMPLATE [--mask]   the basic-auth ini with ${NAME} taken from the environment
@@ -227,6 +228,93 @@ def remember_native_route_matches(auth: Any, max_size: int = 4096) -> None:
     auth._scope_matches_native_route = matches
 
 
+class RunExperimentOnly:
+    """What auth's permission checks read of a run, `run.info.experiment_id`, without loading the run.
+
+    Any other attribute loads the whole run (`full()`) and answers from it, so a caller that reads more
+    still gets the real run."""
+
+    def __init__(self, experiment_id: str, full: Callable[[], Any]) -> None:
+        self._experiment_id = experiment_id
+        self._full = full
+        self._run: Any = None
+
+    def _loaded(self) -> Any:
+        if self._run is None:
+            self._run = self._full()
+        return self._run
+
+    @property
+    def info(self) -> Any:
+        return RunInfoExperimentOnly(self._experiment_id, self._loaded)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loaded(), name)
+
+
+class RunInfoExperimentOnly:
+    """`run.info` with experiment_id at hand; any other attribute from the loaded run's info."""
+
+    def __init__(self, experiment_id: str, loaded: Callable[[], Any]) -> None:
+        self.experiment_id = experiment_id
+        self._loaded = loaded
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loaded().info, name)
+
+
+class RunLookupsByExperiment:
+    """The tracking store as basic-auth's permission checks see it: `get_run(run_id)` reads only the run's
+    experiment id (one indexed query on `runs`) instead of the whole run (its latest metrics, params, tags,
+    inputs and outputs: several queries), and every other attribute is the store's own.
+
+    MLflow 3.17's basic-auth loads the whole run for every run-scoped request of a user who is not an
+    admin (log_metric, get_run, log_batch...; `_run_requirement`), only to read `run.info.experiment_id`.
+    The decision is the same: a run's experiment never changes, a run that does not exist raises
+    RESOURCE_DOES_NOT_EXIST as `get_run` does (deleted runs are found, as by `get_run`), and nothing is
+    remembered between requests. A store without `ManagedSessionMaker` (not SQL) is used as it is."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def get_run(self, run_id: str) -> Any:
+        experiment_id = run_experiment_id(self._store, run_id)
+        return RunExperimentOnly(experiment_id, lambda: self._store.get_run(run_id))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def run_experiment_id(store: Any, run_id: str) -> str:
+    """The experiment id (as a string, as `run.info.experiment_id`) of run_id in a SqlAlchemyStore.
+
+    Raises MlflowException(RESOURCE_DOES_NOT_EXIST) for an unknown run, with get_run's message."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+    from mlflow.store.tracking.dbmodels.models import SqlRun
+
+    with store.ManagedSessionMaker() as session:
+        row = session.query(SqlRun.experiment_id).filter(SqlRun.run_uuid == run_id).one_or_none()
+    if row is None:
+        raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
+    return str(row[0])
+
+
+def look_up_runs_by_experiment_only(auth: Any) -> None:
+    """Give basic-auth's module RunLookupsByExperiment in place of the tracking store it asks for
+    (`auth._get_tracking_store`, which its permission checks call); SQL stores only. Idempotent."""
+    original = getattr(auth, "_get_tracking_store", None)
+    if original is None or getattr(original, "mlopskit_runs_by_experiment", False):
+        return
+
+    def tracking_store() -> Any:
+        store = original()
+        return RunLookupsByExperiment(store) if hasattr(store, "ManagedSessionMaker") else store
+
+    tracking_store.mlopskit_runs_by_experiment = True  # type: ignore[attr-defined]
+    auth._get_tracking_store = tracking_store
+
+
 def _server_info_modules() -> list[Any]:
     from mlflow.server import handlers
 
@@ -257,6 +345,7 @@ def create_app() -> RequireReadableBasicAuth:
     app = create_basic_auth_app()
     share_user_lookups_within_a_request(auth.store, flask_request_memo)
     remember_native_route_matches(auth)
+    look_up_runs_by_experiment_only(auth)
     return RequireReadableBasicAuth(app, is_public)
 
 
