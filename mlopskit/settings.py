@@ -1073,7 +1073,8 @@ class BackupSettings(_Model):
     # Outside the repository on purpose: an archive holds password hashes and keys.
     dir: Path = Path("~/.local/share/mlopskit/backups")
     passphrase: SecretStr | None = None
-    # An age public key (age1...): archives are encrypted to it; restore then needs identity_file.
+    # An age public key (age1...): archives are encrypted to it; restore then needs identity_file. Required
+    # with platform.backup.enabled: the scheduled backups are always encrypted to it (`invoke backup-keygen`).
     recipient: str | None = None
     identity_file: Path | None = None
 

@@ -13,6 +13,7 @@ finished backups under DEST_PREFIX are kept and every folder older than the olde
 """
 
 import datetime
+import functools
 import hashlib
 import importlib.metadata
 import io
@@ -214,7 +215,7 @@ def source_parts(work_dir, source, source_bucket, listed):
     """(name, size, open) of the two dumps and of every listed object, in archive order."""
     for name in ("tracking.dump", "auth.dump"):
         path = work_dir / "postgres" / name
-        yield f"postgres/{name}", path.stat().st_size, path.open
+        yield f"postgres/{name}", path.stat().st_size, functools.partial(path.open, "rb")
 
     for key, size in listed:
 

@@ -144,6 +144,24 @@ def test_the_cronjob_archive_opens_with_the_reader_invoke_restore_uses(
     assert manifest.finished >= manifest.started
 
 
+def test_the_dumps_and_objects_go_in_as_bytes_in_archive_order(script: ModuleType, tmp_path: Path) -> None:
+    """source_parts as main() uses it: the init container's dump files, then each listed object from S3."""
+    (tmp_path / "postgres").mkdir()
+    (tmp_path / "postgres" / "tracking.dump").write_bytes(b"PGDMP\xb4\x00tracking")
+    (tmp_path / "postgres" / "auth.dump").write_bytes(b"PGDMP\xff")
+    source = Destination()
+    source.objects = {"1/a/artifacts/x.bin": b"\x00\x01\x02"}
+    parts = list(script.source_parts(tmp_path, source, "mlflow", [("1/a/artifacts/x.bin", 3)]))
+    assert [(name, size) for name, size, _ in parts] == [
+        (TRACKING_DUMP, 15),
+        (AUTH_DUMP, 6),
+        ("bucket/1/a/artifacts/x.bin", 3),
+    ]
+    for _, _, open_part in parts:
+        with open_part() as handle:
+            assert isinstance(handle.read(1), bytes)
+
+
 def test_the_archive_ends_with_its_manifest_and_holds_nothing_unlisted(
     script: ModuleType, identity: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
