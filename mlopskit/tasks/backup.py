@@ -139,7 +139,7 @@ def backup(
 def restore(
     c: Context, path: str, scheduled: bool = False, target: str | None = None, yes: bool = False, dry_run: bool = False
 ) -> None:
-    """Verify an archive, restore databases, bucket, (cluster) keys; migrate, .env admin password, access.yaml."""
+    """Verify an archive (a file or a scheduled backup); restore databases, bucket, keys; migrate, admin, access."""
     target = _check_target(target or ("cluster" if scheduled else "local"))
     if scheduled:
         settings = settings_for(c, "restore-scheduled")
