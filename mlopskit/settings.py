@@ -1327,7 +1327,7 @@ class Settings(_Model):
         for path in required_for(self, command):
             if get_path(self, path) in (None, "", []):
                 missing.append(f"{path}: required by `invoke {command}` but not set; {self.unset_hint(path)}")
-        if command in {"up", "deploy", "seal", "access"}:
+        if command in {"up", "deploy", "seal", "access", "restore-scheduled"}:
             missing += missing_passwords(self)
         if command == "deploy" and (recipient := missing_backup_recipient(self)):
             missing.append(recipient)
