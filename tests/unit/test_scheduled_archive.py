@@ -224,6 +224,10 @@ class Destination:
     def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
         return {"Body": _Body(self.objects[Key])}
 
+    def delete_objects(self, Bucket: str, Delete: dict[str, Any]) -> None:
+        for item in Delete["Objects"]:
+            del self.objects[item["Key"]]
+
 
 class _Body(io.BytesIO):
     """A StreamingBody's surface: read() and a context manager."""
@@ -460,3 +464,29 @@ def test_backup_keygen_writes_a_private_identity_whose_printed_key_round_trips(
     assert back.read_bytes() == b"round trip"
     again = project.invoke("backup-keygen", "--out", str(out))
     assert again.returncode == 1 and "the file exists" in again.stderr and "never overwritten" in again.stderr
+
+
+def test_retention_keeps_the_newest_finished_backups_of_either_layout_and_drops_older_folders(
+    script: ModuleType,
+) -> None:
+    dest = Destination()
+    for key in (
+        "20261101T030000Z/backup.json",  # plain, finished (an earlier release)
+        "20261101T030000Z/postgres/tracking.dump",
+        "20261102T030000Z/archive.tar.age",  # unfinished: no summary.json
+        "20261103T030000Z/archive.tar.age",
+        "20261103T030000Z/summary.json",
+        "20261104T030000Z/archive.tar.age",
+        "20261104T030000Z/summary.json",
+    ):
+        dest.objects[PREFIX + key] = b"x"
+    assert script.folders(dest, "b", PREFIX) == {
+        "20261101T030000Z": True,
+        "20261102T030000Z": False,
+        "20261103T030000Z": True,
+        "20261104T030000Z": True,
+    }
+    removed = script.prune(dest, "b", PREFIX, 2, "20261104T030000Z")
+    assert removed == ["20261101T030000Z", "20261102T030000Z"]
+    kept = sorted({key[len(PREFIX) :].split("/")[0] for key in dest.objects})
+    assert kept == ["20261103T030000Z", "20261104T030000Z"]
