@@ -24,7 +24,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mlopskit.backup import crypto, flow
-from mlopskit.backup.archive import ArchiveReader, HashingReader, Progress, no_progress
+from mlopskit.backup.archive import CHUNK, ArchiveReader, HashingReader, Progress, no_progress
 from mlopskit.errors import PlatformError
 from mlopskit.object_store import s3_client
 from mlopskit.settings import ENV_FILE, Settings
@@ -249,7 +249,7 @@ def _download(
     key = f"{dest.prefix}{backup.name}/{ARCHIVE}"
     try:
         body = dest.s3.get_object(Bucket=dest.bucket, Key=key)["Body"]
-        reader = HashingReader(body, "download", backup.archive_size, progress)
+        reader = HashingReader(body, "download", backup.archive_size, _every_mib(progress))
         with body:
             crypto.decrypt_stream(reader, plain, identity, source, keys.identity_file)
     except (ClientError, BotoCoreError) as exc:
@@ -260,3 +260,17 @@ def _download(
             f"{source}: {reader.size} bytes with SHA-256 {digest[:16]}…, {SUMMARY} says {backup.archive_size} bytes "
             f"with {str(backup.archive_sha256)[:16]}…: the archive is not the one the backup wrote; nothing was changed"
         )
+
+
+def _every_mib(progress: Progress) -> Progress:
+    """Progress passed on once per MiB and at the end: age reads 8 KiB at a time, and a progress line per read
+    would flood a log (a 22 MB archive made 2,700 lines)."""
+    reported: dict[str, int] = {}
+
+    def report(part: str, done: int, total: int | None) -> None:
+        last = reported.get(part, -CHUNK)
+        if done != last and (done - last >= CHUNK or done == total):
+            reported[part] = done
+            progress(part, done, total)
+
+    return report

@@ -299,6 +299,28 @@ def test_latest_is_the_newest_finished_backup_and_restore_reads_it(
     assert not plain.exists() and not plain.parent.exists()  # the plaintext is removed afterwards
 
 
+def test_the_download_reports_progress_per_mib_not_per_read(
+    script: ModuleType,
+    identity: tuple[Path, str],
+    destination: Destination,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, public = identity
+    put_backup(destination, script, "20261130T030000Z", public, tmp_path, monkeypatch)
+    size = len(destination.objects[f"{PREFIX}20261130T030000Z/archive.tar.age"])
+    seen: list[int] = []
+
+    def progress(part: str, done: int, total: int | None) -> None:
+        if part == "download":
+            seen.append(done)
+
+    with scheduled.opened(settings, "latest", crypto.Keys(identity_file=path), progress):
+        pass
+    assert seen[-1] == size and len(seen) <= size // (1 << 20) + 2, seen
+
+
 def test_an_unknown_stamp_lists_what_exists(
     script: ModuleType,
     identity: tuple[Path, str],
