@@ -154,7 +154,12 @@ def restore(
         else:
             opened = flow.opened(Path(path).expanduser(), keys, progress_reporter(bars))
         with opened as reader:
-            _restore(settings, reader, target, yes, dry_run, bars, path if scheduled else None)
+            report = _restore(settings, reader, target, yes, dry_run, bars, path if scheduled else None)
+            source = reader.source
+    if report is not None:  # printed once the progress bars are gone, as the steps of a finished restore
+        for step in report.steps:
+            console.ok(step)
+        console.ok(f"restored {source} into the {target} platform")
 
 
 def _restore(
@@ -165,8 +170,9 @@ def _restore(
     dry_run: bool,
     bars: RichProgress,
     scheduled: str | None,
-) -> None:
-    """The restore of a verified archive, whichever its source; `scheduled`: the stamp given with --scheduled."""
+) -> flow.RestoreReport | None:
+    """The restore of a verified archive, whichever its source; `scheduled`: the stamp given with --scheduled.
+    None when it stopped early (a dry run, or only the sealing keys restored onto a cluster without the platform)."""
     out = bars.console
     manifest = reader.manifest
     source = reader.source
@@ -180,7 +186,7 @@ def _restore(
     if dry_run:
         out.print("\n".join(f"would restore: {line}" for line in manifest.holds), markup=False)
         out.print("dry run: nothing changed")
-        return
+        return None
     if target == "cluster":
         from mlopskit.backup.cluster_target import restore_keys_without_platform
 
@@ -192,12 +198,9 @@ def _restore(
                 f"then `{again}` again for the data",
                 markup=False,
             )
-            return
+            return None
     with open_target(settings, target) as platform:
-        report = flow.restore(settings, platform, reader, yes=yes, progress=progress_reporter(bars))
-    for step in report.steps:
-        console.ok(step)
-    console.ok(f"restored {source} into the {target} platform")
+        return flow.restore(settings, platform, reader, yes=yes, progress=progress_reporter(bars))
 
 
 @platform_task(
