@@ -1073,7 +1073,8 @@ class BackupSettings(_Model):
     # Outside the repository on purpose: an archive holds password hashes and keys.
     dir: Path = Path("~/.local/share/mlopskit/backups")
     passphrase: SecretStr | None = None
-    # An age public key (age1...): archives are encrypted to it; restore then needs identity_file.
+    # An age public key (age1...): archives are encrypted to it; restore then needs identity_file. Required
+    # with platform.backup.enabled: the scheduled backups are always encrypted to it (`invoke backup-keygen`).
     recipient: str | None = None
     identity_file: Path | None = None
 
@@ -1326,8 +1327,10 @@ class Settings(_Model):
         for path in required_for(self, command):
             if get_path(self, path) in (None, "", []):
                 missing.append(f"{path}: required by `invoke {command}` but not set; {self.unset_hint(path)}")
-        if command in {"up", "deploy", "seal", "access"}:
+        if command in {"up", "deploy", "seal", "access", "restore-scheduled"}:
             missing += missing_passwords(self)
+        if command == "deploy" and (recipient := missing_backup_recipient(self)):
+            missing.append(recipient)
         if command == "provision":
             missing += missing_registry_passwords(self)
         if command in {"provision", "upgrade", "reset"}:
@@ -1358,6 +1361,8 @@ def required_for(settings: Settings, command: str) -> list[str]:
         "up": credentials,
         "deploy": cluster_credentials,
         "backup-list": scheduled,
+        # `invoke restore --scheduled`: the cluster's credentials and the destination's keys.
+        "restore-scheduled": credentials + scheduled,
         "access": ["platform.mlflow.admin_password"],
         "seal": cluster_credentials,
         "provision": [],
@@ -2068,6 +2073,19 @@ def missing_sudo_passwords(settings: Settings) -> list[str]:
             for index, host in enumerate(settings.cluster.hosts)
             if host.sudo_password_env is not None and host.sudo_password is None
         ],
+    )
+
+
+def missing_backup_recipient(settings: Settings) -> str | None:
+    """The problem when platform.backup is on without backup.recipient: scheduled backups are always encrypted."""
+    if not settings.platform.backup.enabled or settings.backup.recipient:
+        return None
+    return (
+        f"backup.recipient (BACKUP_RECIPIENT): {settings.describe('platform.backup.enabled')} is true, and "
+        "scheduled backups are encrypted to an age public key, which is not set. Make a key pair with "
+        "`invoke backup-keygen` (or `age-keygen -o FILE`), set BACKUP_RECIPIENT=age1... in "
+        f"{ENV_FILE} and keep the identity file off the cluster: the machine that restores sets "
+        "BACKUP_IDENTITY_FILE to it"
     )
 
 

@@ -42,9 +42,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # Imported by `mlflow-entrypoint serve`/`migrate`: MLflow's CLI and its two schema upgrade commands, the app's
-# basic-auth and FastAPI parts, the stores, uvicorn's worker. (The image's own module, installed in a later
-# layer, imports only the stdlib.)
+# basic-auth and FastAPI parts, the stores, uvicorn's worker; and by the scheduled backup's upload container
+# (k8s/backup/backup_to_s3.py: tar, age encryption to a recipient, boto3), so a rule that would break it fails
+# the build. (The image's own module, installed in a later layer, imports only the stdlib.)
 ENTRY_MODULES = (
+    "pyrage",
+    "pyrage.x25519",
+    "tarfile",
+    "boto3.s3.transfer",
     "mlflow.cli",
     "mlflow.db",
     "mlflow.server.auth.db.cli",

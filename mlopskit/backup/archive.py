@@ -91,7 +91,7 @@ class Manifest:
         return sum(p.size for p in self.parts)
 
 
-class _Hashing(io.RawIOBase):
+class HashingReader(io.RawIOBase):
     """Reads through `source`, hashing and counting what passes, reporting progress."""
 
     def __init__(self, source: IO[bytes], name: str, total: int | None, progress: Progress) -> None:
@@ -121,7 +121,7 @@ class ArchiveWriter:
 
     def add_sized(self, name: str, source: IO[bytes], size: int) -> Part:
         """A part whose size is known up front (an S3 object): streamed straight into the tar."""
-        reader = _Hashing(source, name, size, self.progress)
+        reader = HashingReader(source, name, size, self.progress)
         info = tarfile.TarInfo(name)
         info.size = size
         info.mode = 0o600

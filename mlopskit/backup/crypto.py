@@ -7,9 +7,12 @@ memory once while it is written or read; recipient archives are streamed.
 
 from __future__ import annotations
 
+import io
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 import pyrage
 from pyrage import passphrase as age_passphrase
@@ -105,24 +108,58 @@ def decrypt_file(archive: Path, out: Path, keys: Keys) -> None:
         with os.fdopen(fd, "wb") as sink:
             sink.write(plain)
         return
+    identity = load_identity(keys, str(archive))
+    with archive.open("rb") as source:
+        decrypt_stream(source, out, identity, str(archive), keys.identity_file)
+
+
+def load_identity(keys: Keys, what: str) -> x25519.Identity:
+    """The age identity of BACKUP_IDENTITY_FILE; refused, naming the key, when unset, unreadable or not one."""
     if keys.identity_file is None:
         raise PlatformError(
-            f"{archive} is encrypted to an age recipient: set BACKUP_IDENTITY_FILE in {ENV_FILE} to its identity file"
+            f"{what} is encrypted to an age recipient: set BACKUP_IDENTITY_FILE in {ENV_FILE} to its identity file "
+            "(the file `invoke backup-keygen` or `age-keygen` wrote, whose public key is BACKUP_RECIPIENT)"
         )
     try:
-        identity = x25519.Identity.from_str(_identity_line(keys.identity_file))
+        return x25519.Identity.from_str(_identity_line(keys.identity_file))
     except pyrage.IdentityError as exc:
         raise PlatformError(f"BACKUP_IDENTITY_FILE {keys.identity_file}: not an age identity ({exc})") from None
+
+
+def decrypt_stream(
+    source: io.RawIOBase | IO[bytes], out: Path, identity: x25519.Identity, what: str, identity_file: Path | None = None
+) -> None:
+    """Decrypt the readable age stream `source` (a file, an S3 body) into the new file `out` (mode 0600), as it
+    arrives; wrong identity, corruption and truncation are refused and leave no `out` behind."""
     fd = create_private(out)
     try:
-        with os.fdopen(fd, "wb") as sink, archive.open("rb") as source:
-            pyrage.decrypt_io(source, sink, [identity])
-    except pyrage.DecryptError as exc:
+        with os.fdopen(fd, "wb") as sink:
+            # pyrage reads anything with read(); its stubs ask for a buffered file
+            pyrage.decrypt_io(cast(io.BufferedIOBase, source), sink, [identity])
+    except (pyrage.DecryptError, OSError) as exc:
         out.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise PlatformError(f"{out}: cannot write the decrypted archive ({exc.strerror})") from None
+        # A damaged chunk met while streaming comes out of pyrage as a plain OSError("decryption error").
         raise PlatformError(
-            f"{archive}: cannot decrypt with {keys.identity_file} ({exc}): the identity does not match, or the file "
-            "is damaged or truncated; nothing was changed"
+            f"{what}: cannot decrypt with {identity_file or 'BACKUP_IDENTITY_FILE'} ({exc}): the identity does not "
+            "match, or the file is damaged or truncated; nothing was changed"
         ) from None
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+
+
+def new_identity(out: Path) -> str:
+    """Write a new age identity to the new file `out` (mode 0600, as age-keygen writes it); returns its
+    public key (age1...), the BACKUP_RECIPIENT that archives are encrypted to."""
+    identity = x25519.Identity.generate()
+    public = str(identity.to_public())
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    fd = create_private(out)
+    with os.fdopen(fd, "w") as sink:
+        sink.write(f"# created: {created}\n# public key: {public}\n{identity}\n")
+    return public
 
 
 def _identity_line(path: Path) -> str:

@@ -249,14 +249,21 @@ def opened(archive: Path, keys: crypto.Keys, progress: Progress = no_progress) -
         progress("decrypt", 0, 1)
         crypto.decrypt_file(archive, plain, keys)
         progress("decrypt", 1, 1)
-        reader = ArchiveReader(plain, str(archive))
-        try:
-            reader.verify(progress)
+        with verified(plain, str(archive), progress) as reader:
             yield reader
-        finally:
-            reader.close()
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def verified(plain: Path, source: str, progress: Progress = no_progress) -> Iterator[ArchiveReader]:
+    """The decrypted archive `plain` (named `source` in messages), every part's size and SHA-256 checked."""
+    reader = ArchiveReader(plain, source)
+    try:
+        reader.verify(progress)
+        yield reader
+    finally:
+        reader.close()
 
 
 def check_compatible(

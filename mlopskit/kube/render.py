@@ -43,10 +43,10 @@ from mlopskit.contract import (
     SEAWEEDFS_S3_PORT,
     allowed_hosts,
 )
-from mlopskit.errors import PlatformError
+from mlopskit.errors import PlatformError, SettingsError
 from mlopskit.image_names import cluster_image
 from mlopskit.kube.applyset import check_unique
-from mlopskit.settings import Settings
+from mlopskit.settings import Settings, missing_backup_recipient
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = PACKAGE_ROOT / "k8s"
@@ -367,8 +367,14 @@ def scheduled_backup_context(settings: Settings) -> dict[str, Any]:
     destination = backup.destination
     endpoint = destination.endpoint or ""
     service = in_cluster_service(endpoint) if endpoint else None
+    missing = missing_backup_recipient(settings)
+    if missing:
+        raise SettingsError([missing])
     return {
         "enabled": backup.enabled,
+        # An age public key: the CronJob encrypts to it; the identity that decrypts never enters the cluster.
+        "recipient": settings.backup.recipient or "",
+        "project": settings.local.project,
         "name": SCHEDULED_BACKUP,
         "schedule": backup.schedule,
         "retention": backup.retention,

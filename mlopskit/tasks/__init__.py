@@ -30,6 +30,7 @@ def build_collection() -> Collection:
     ns.add_task(secrets.seal)
     ns.add_task(backup_tasks.backup)
     ns.add_task(backup_tasks.restore)
+    ns.add_task(backup_tasks.backup_keygen, name="backup-keygen")
     ns.add_collection(Collection("secrets", secrets.backup_key))
     ns.add_collection(Collection("access", access.plan, access.apply))
     return ns

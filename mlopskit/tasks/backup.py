@@ -12,12 +12,13 @@ from rich.progress import TaskID
 
 from mlopskit import console, images
 from mlopskit.backup import crypto, flow
-from mlopskit.backup.archive import BUCKET_PREFIX, Progress
+from mlopskit.backup.archive import BUCKET_PREFIX, ArchiveReader, Progress
 from mlopskit.errors import PlatformError
-from mlopskit.settings import Settings
+from mlopskit.settings import ENV_FILE, Settings
 from mlopskit.tasks.common import platform_task, settings_for
 
 TARGETS = ("local", "cluster")
+DEFAULT_IDENTITY = "~/.config/mlopskit/backup-identity.txt"
 
 
 def _check_target(target: str) -> str:
@@ -67,15 +68,17 @@ def list_scheduled(settings: Settings) -> None:
     rows = [
         (
             backup.name,
-            "finished" if backup.finished else "unfinished (no backup.json)",
+            "finished" if backup.finished else "unfinished (no summary.json)",
+            ("age" if backup.encrypted else "no (plain files)"),
             f"{backup.started or '-'} → {backup.ended or '-'}",
-            str(backup.parts),
+            "-" if backup.parts is None else str(backup.parts),
             "-" if backup.objects is None else str(backup.objects),
             f"{backup.bytes / 1e6:.1f} MB",
         )
         for backup in found
     ]
-    console.table(f"Scheduled backups in {where}", ["backup", "status", "UTC", "parts", "objects", "size"], rows)
+    columns = ["backup", "status", "encrypted", "UTC", "parts", "objects", "size"]
+    console.table(f"Scheduled backups in {where}", columns, rows)
     finished = sum(1 for backup in found if backup.finished)
     console.info(f"{finished} finished, {len(found) - finished} unfinished; newest last")
 
@@ -86,8 +89,8 @@ def list_scheduled(settings: Settings) -> None:
         "[default: BACKUP_DIR/<project or cluster>/<target>-<UTC time>.tar.age]",
         "target": "local (the `invoke up` stack) or cluster (the deployed platform) [default: local]",
         "dry-run": "print what the archive would hold and where; write nothing [default: off]",
-        "list": "list the scheduled backups (platform.backup) at their S3 destination instead: time, parts, "
-        "objects, size [default: off]",
+        "list": "list the scheduled backups (platform.backup) at their S3 destination instead: time, whether "
+        "encrypted, parts, objects, size [default: off]",
     }
 )
 def backup(
@@ -123,44 +126,102 @@ def backup(
 
 @platform_task(
     help={
-        "path": "the archive to restore (required)",
-        "target": "local (the `invoke up` stack) or cluster (the deployed platform) [default: local]",
+        "path": "the archive file to restore; with --scheduled, which scheduled backup: its UTC stamp as "
+        "`invoke backup --list` prints it, or `latest` (required)",
+        "scheduled": "restore a scheduled backup (platform.backup), downloaded from its S3 destination, instead of "
+        "a file [default: off]",
+        "target": "local (the `invoke up` stack) or cluster (the deployed platform) [default: local; cluster with "
+        "--scheduled]",
         "yes": "overwrite a platform that already holds data [default: off: refuse]",
         "dry-run": "decrypt and verify the archive and check it fits this platform; change nothing [default: off]",
     }
 )
-def restore(c: Context, path: str, target: str = "local", yes: bool = False, dry_run: bool = False) -> None:
-    """Verify an archive, restore databases, bucket, (cluster) keys; migrate, .env admin password, access.yaml."""
-    _check_target(target)
-    settings = settings_for(c, "up" if target == "local" else "deploy")
+def restore(
+    c: Context, path: str, scheduled: bool = False, target: str | None = None, yes: bool = False, dry_run: bool = False
+) -> None:
+    """Verify an archive (a file or a scheduled backup); restore databases, bucket, keys; migrate, admin, access."""
+    target = _check_target(target or ("cluster" if scheduled else "local"))
+    if scheduled:
+        settings = settings_for(c, "restore-scheduled")
+    else:
+        settings = settings_for(c, "up" if target == "local" else "deploy")
     keys = crypto.keys_from(settings)
-    archive = Path(path).expanduser()
-    with console.progress() as bars, flow.opened(archive, keys, progress_reporter(bars)) as reader:
-        manifest = reader.manifest
-        flow.check_compatible(settings, manifest, target, str(archive))
-        bars.console.print(
-            f"✓ {archive}: {len(manifest.parts)} parts verified (SHA-256), written {manifest.finished} "
-            f"by MLflow {manifest.versions.get('mlflow')} for cluster {manifest.cluster}",
-            markup=False,
-        )
-        if dry_run:
-            bars.console.print("\n".join(f"would restore: {line}" for line in manifest.holds), markup=False)
-            bars.console.print("dry run: nothing changed")
-            return
-        if target == "cluster":
-            from mlopskit.backup.cluster_target import restore_keys_without_platform
+    with console.progress() as bars:
+        if scheduled:
+            from mlopskit.backup import scheduled as scheduled_backups
 
-            done = restore_keys_without_platform(settings, reader)
-            if done is not None:
-                bars.console.print(f"✓ {done}", markup=False)
-                bars.console.print(
-                    f"the platform is not deployed yet: run `invoke deploy` (the controller starts with these keys), "
-                    f"then `invoke restore {archive} --target cluster` again for the data",
-                    markup=False,
-                )
-                return
-        with open_target(settings, target) as platform:
-            report = flow.restore(settings, platform, reader, yes=yes, progress=progress_reporter(bars))
-    for step in report.steps:
-        console.ok(step)
-    console.ok(f"restored {archive} into the {target} platform")
+            opened = scheduled_backups.opened(settings, path, keys, progress_reporter(bars))
+        else:
+            opened = flow.opened(Path(path).expanduser(), keys, progress_reporter(bars))
+        with opened as reader:
+            report = _restore(settings, reader, target, yes, dry_run, bars, path if scheduled else None)
+            source = reader.source
+    if report is not None:  # printed once the progress bars are gone, as the steps of a finished restore
+        for step in report.steps:
+            console.ok(step)
+        console.ok(f"restored {source} into the {target} platform")
+
+
+def _restore(
+    settings: Settings,
+    reader: ArchiveReader,
+    target: str,
+    yes: bool,
+    dry_run: bool,
+    bars: RichProgress,
+    scheduled: str | None,
+) -> flow.RestoreReport | None:
+    """The restore of a verified archive, whichever its source; `scheduled`: the stamp given with --scheduled.
+    None when it stopped early (a dry run, or only the sealing keys restored onto a cluster without the platform)."""
+    out = bars.console
+    manifest = reader.manifest
+    source = reader.source
+    again = f"invoke restore --scheduled {scheduled}" if scheduled else f"invoke restore {source} --target cluster"
+    flow.check_compatible(settings, manifest, target, source)
+    out.print(
+        f"✓ {source}: {len(manifest.parts)} parts verified (SHA-256), written {manifest.finished} "
+        f"by MLflow {manifest.versions.get('mlflow')} for cluster {manifest.cluster}",
+        markup=False,
+    )
+    if dry_run:
+        out.print("\n".join(f"would restore: {line}" for line in manifest.holds), markup=False)
+        out.print("dry run: nothing changed")
+        return None
+    if target == "cluster":
+        from mlopskit.backup.cluster_target import restore_keys_without_platform
+
+        done = restore_keys_without_platform(settings, reader)
+        if done is not None:
+            out.print(f"✓ {done}", markup=False)
+            out.print(
+                f"the platform is not deployed yet: run `invoke deploy` (the controller starts with these keys), "
+                f"then `{again}` again for the data",
+                markup=False,
+            )
+            return None
+    with open_target(settings, target) as platform:
+        return flow.restore(settings, platform, reader, yes=yes, progress=progress_reporter(bars))
+
+
+@platform_task(
+    help={
+        "out": "the identity file to write, mode 0600, never overwritten [default: "
+        "~/.config/mlopskit/backup-identity.txt]",
+    }
+)
+def backup_keygen(c: Context, out: str | None = None) -> None:
+    """Make an age key pair for encrypted backups: the identity to a private file, the public key printed."""
+    path = Path(out or DEFAULT_IDENTITY).expanduser()
+    if path.exists():
+        raise PlatformError(f"--out {path}: the file exists; choose a new path (an identity is never overwritten)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise PlatformError(f"--out {path}: cannot create the folder {path.parent} ({exc.strerror})") from None
+    public = crypto.new_identity(path)
+    console.ok(f"identity written: {path} (mode 0600; it decrypts every backup encrypted to its public key)")
+    console.info(
+        f"set in {ENV_FILE}: BACKUP_RECIPIENT={public}  (public: `invoke backup` and the scheduled backups encrypt "
+        f"to it)\nand, on the machine that restores: BACKUP_IDENTITY_FILE={path}\nkeep a copy of the identity file "
+        "off this machine and away from the backups: without it no backup encrypted to this key can be opened"
+    )

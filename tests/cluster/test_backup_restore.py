@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import secrets
 import stat
 import subprocess
@@ -56,6 +57,7 @@ DEPLOY_TIMEOUT = "1200"
 class Drill:
     platform: Platform
     archive: Path
+    identity: Path  # the age identity of the scheduled backups (`invoke backup-keygen`), outside the project
     data: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -80,7 +82,8 @@ def drill(
     platform = make_project(
         tmp_path_factory.mktemp("project"), api, node_images, "mlopskit-br", BACKUP_PASSPHRASE=PASSPHRASE
     )
-    made = Drill(platform, tmp_path_factory.mktemp("backups") / "cluster.tar.age")
+    keys = tmp_path_factory.mktemp("backups")
+    made = Drill(platform, keys / "cluster.tar.age", keys / "identity.txt")
     try:
         yield made
     finally:
@@ -319,6 +322,12 @@ def test_a_job_from_the_backup_cronjob_writes_to_the_second_bucket_and_backup_li
     )
     platform.set_env("BACKUP_S3_ACCESS_KEY", SECRETS["S3_ACCESS_KEY"])
     platform.set_env("BACKUP_S3_SECRET_KEY", SECRETS["S3_SECRET_KEY"])
+    # The operator's key pair, made as a user makes it; only the public half goes into the cluster.
+    made = platform.invoke("backup-keygen", "--out", str(drill.identity))
+    assert made.returncode == 0, made.stdout + made.stderr
+    recipient = next(w.removeprefix("BACKUP_RECIPIENT=") for w in made.stdout.split() if "RECIPIENT=age1" in w)
+    platform.set_env("BACKUP_RECIPIENT", recipient)
+    platform.set_env("BACKUP_IDENTITY_FILE", str(drill.identity))
     deployed = drill.timed("deploy with platform.backup", "deploy", "--timeout", DEPLOY_TIMEOUT)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert listed_backups(drill) == []
@@ -328,14 +337,81 @@ def test_a_job_from_the_backup_cronjob_writes_to_the_second_bucket_and_backup_li
     wait_for_job(platform.api, platform.namespace, "mlflow-backup-manual-1")
     drill.timings["scheduled backup job"] = time.monotonic() - start
     first = listed_backups(drill)
-    assert len(first) == 1 and first[0][1] == "finished", first
+    assert len(first) == 1 and first[0][1:3] == ["finished", "age"], first
     objects = bucket_objects(settings, platform)
-    assert first[0][4] == str(len(objects)) and first[0][3] == str(len(objects) + 3), (objects, first)
+    assert first[0][5] == str(len(objects)) and first[0][4] == str(len(objects) + 2), (objects, first)
 
     job_from_cronjob(platform.api, platform.namespace, "mlflow-backup", "mlflow-backup-manual-2")
     wait_for_job(platform.api, platform.namespace, "mlflow-backup-manual-2")
     second = listed_backups(drill)
     assert len(second) == 1 and second[0][1] == "finished" and second[0][0] > first[0][0], (first, second)
+
+
+def test_the_destination_holds_one_age_archive_per_backup_and_no_plaintext(drill: Drill) -> None:
+    """The dumps hold the auth database's password hashes: at the destination they exist only encrypted."""
+    held = destination_objects(drill)
+    assert sorted(key.rsplit("/", 1)[1] for key in held) == ["archive.tar.age", "summary.json"], sorted(held)
+    archive = next(data for key, data in held.items() if key.endswith("/archive.tar.age"))
+    assert archive.startswith(b"age-encryption.org/v1\n-> X25519 ")
+    assert b"PGDMP" not in archive and b"postgres/tracking.dump" not in archive
+    summary = json.loads(next(data for key, data in held.items() if key.endswith("/summary.json")))
+    assert summary["archive_sha256"] == hashlib.sha256(archive).hexdigest()
+    assert "parts" not in summary or isinstance(summary["parts"], int)  # counts only: no object names in plain
+
+
+def test_restore_scheduled_latest_brings_everything_back_after_a_purge(drill: Drill, tmp_path: Path) -> None:
+    """destroy --purge-data, deploy, `invoke restore --scheduled latest`. The destination is a bucket of the
+    platform's own SeaweedFS (the stand-in above), which the purge deletes with everything else; a real second
+    provider outlives the platform, so the test keeps the destination's objects aside and puts them back after
+    the redeploy, byte for byte."""
+    platform = drill.platform
+    kept = destination_objects(drill)
+    purged = drill.timed("destroy --purge-data (2)", "destroy", "--yes", "--purge-data")
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    deadline = time.monotonic() + 300
+    while platform.claims():
+        assert time.monotonic() < deadline, f"claims left after --purge-data: {platform.claims()}"
+        time.sleep(2)
+    deployed = drill.timed("deploy after purge (2)", "deploy", "--timeout", DEPLOY_TIMEOUT)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    with forward_service(platform.api, platform.namespace, "seaweedfs", 8333) as port:
+        s3 = s3_client(platform.settings(), f"http://127.0.0.1:{port}")
+        s3.create_bucket(Bucket=DESTINATION_BUCKET)
+        for key, data in kept.items():
+            s3.put_object(Bucket=DESTINATION_BUCKET, Key=key, Body=data)
+    with platform.mlflow() as admin:
+        assert not admin.accepts(*ALICE)  # the platform is empty again
+
+    restored = drill.timed("restore --scheduled latest", "restore", "--scheduled", "latest")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "migrations run" in restored.stdout and "counts match the manifest" in restored.stdout
+    assert "parts verified (SHA-256)" in restored.stdout and "archive.tar.age" in restored.stdout
+
+
+def test_after_the_scheduled_restore_runs_the_artifact_and_users_are_back(
+    drill: Drill, mlflow_client: Any, tmp_path: Path
+) -> None:
+    for n, run_id in enumerate(drill.data["runs"]):
+        run = mlflow_client.get_run(run_id)
+        assert run.data.params["lr"] == str(0.1 * (n % 3 + 1))
+        history = [m.value for m in mlflow_client.get_metric_history(run_id, "loss")]
+        assert history == [1.0 / (step + 1 + n % 3) for step in range(5)]
+    path = mlflow_client.download_artifacts(drill.data["runs"][0], "weights.bin", str(tmp_path))
+    assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == drill.data["artifact_sha256"]
+    assert mlflow_client.get_model_version_by_alias("drill-model", "champion").version == drill.data["model_version"]
+    with drill.platform.mlflow() as admin:
+        assert admin.accepts("admin", drill.platform.settings().secrets.admin_password)
+        assert admin.accepts(*ALICE)
+
+
+def destination_objects(drill: Drill) -> dict[str, bytes]:
+    """Every object of the destination bucket, through a port-forward."""
+    platform = drill.platform
+    with forward_service(platform.api, platform.namespace, "seaweedfs", 8333) as port:
+        s3 = s3_client(platform.settings(), f"http://127.0.0.1:{port}")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=DESTINATION_BUCKET)
+        keys = [str(item["Key"]) for page in pages for item in page.get("Contents", [])]
+        return {key: s3.get_object(Bucket=DESTINATION_BUCKET, Key=key)["Body"].read() for key in keys}
 
 
 def bucket_objects(settings: Any, platform: Platform) -> list[str]:

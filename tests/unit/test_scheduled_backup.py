@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from tests.unit.conftest import SAMPLE_SECRETS, Project
 
 IMAGE = "registry.example.com/mlopskit/mlflow:3.17.2-abc1234"
 DESTINATION_KEYS = {"BACKUP_S3_ACCESS_KEY": "backupaccess5e1d", "BACKUP_S3_SECRET_KEY": "backup-sample-secret-3c9a"}
+RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"  # age's documentation example
 IN_CLUSTER = "http://seaweedfs.mlops.svc:8333"
 
 
@@ -33,7 +35,7 @@ def enabled(endpoint: str | None = IN_CLUSTER, extra: str = "") -> str:
 @pytest.fixture
 def backup_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
     def make(platform: str | None = None, **environ: str) -> Settings:
-        env = dict(SAMPLE_SECRETS) | DESTINATION_KEYS | environ
+        env = dict(SAMPLE_SECRETS) | DESTINATION_KEYS | {"BACKUP_RECIPIENT": RECIPIENT} | environ
         return make_settings(platform=platform if platform is not None else enabled(), environ=env)
 
     return make
@@ -216,3 +218,41 @@ def test_backup_list_without_a_destination_bucket_names_the_key(project: Project
     assert result.returncode == 1
     assert "platform.backup.destination.bucket (BACKUP_S3_BUCKET)" in result.stderr and "not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_archive_is_encrypted_to_the_recipient_given_in_plain_and_no_identity_enters_the_cluster(
+    backup_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    identity = tmp_path / "identity.txt"
+    identity.write_text("AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ9Q7Z5K\n")
+    objects = render_manifests(backup_settings(BACKUP_IDENTITY_FILE=str(identity)), IMAGE)
+    upload = backup_pod(objects)["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in upload["env"]}
+    assert env["BACKUP_RECIPIENT"] == RECIPIENT
+    text = yaml.safe_dump_all(objects)
+    assert "AGE-SECRET-KEY" not in text and str(identity) not in text
+
+
+def test_the_init_container_records_versions_revisions_and_counts_for_the_manifest(
+    backup_settings: Callable[..., Settings],
+) -> None:
+    dump = backup_pod(render_manifests(backup_settings(), IMAGE))["spec"]["initContainers"][0]
+    script = dump["args"][0]
+    for name in ("postgres", "tracking_revision", "auth_revision", "experiments", "runs", "registered_models", "users"):
+        assert f" {name} " in script or f"{name}=$(q" in script, name
+    assert "alembic_version_auth" in script and "> /work/postgres/facts.txt" in script
+
+
+def test_deploy_with_backups_on_and_no_recipient_names_backup_recipient_and_how_to_make_one(
+    backup_settings: Callable[..., Settings],
+) -> None:
+    settings = backup_settings(BACKUP_RECIPIENT="")
+    with pytest.raises(SettingsError, match=r"BACKUP_RECIPIENT.*invoke backup-keygen.*age-keygen"):
+        settings.require("deploy")
+    with pytest.raises(SettingsError, match=r"backup\.recipient \(BACKUP_RECIPIENT\)"):
+        render_manifests(settings, IMAGE)  # invoke render and invoke diff stop the same way
+
+
+def test_a_recipient_that_is_not_an_age_public_key_names_the_key(backup_settings: Callable[..., Settings]) -> None:
+    with pytest.raises(SettingsError, match=r"backup\.recipient.*age public key"):
+        backup_settings(BACKUP_RECIPIENT="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI")
