@@ -23,3 +23,15 @@ def write_private(path: Path, data: str | bytes, *, replace: bool) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data.encode() if isinstance(data, str) else data)
     path.chmod(0o600)
+
+
+def check_new_output(path: Path, what: str, option: str = "--out") -> None:
+    """Before any work: path is a file that does not exist yet, in a folder that exists or can be created
+    (created here, mode 0700). PlatformError naming the option, the path and what to do otherwise; `what`
+    says what the file would hold ("an archive", "a key backup", "an identity")."""
+    if path.exists():
+        raise PlatformError(f"{option} {path}: the file exists; choose a new path ({what} is never overwritten)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise PlatformError(f"{option} {path}: cannot create the folder {path.parent} ({exc.strerror})") from None

@@ -38,6 +38,7 @@ from mlopskit.backup.postgres import Shell, dump_command, query_command, restore
 from mlopskit.console import count
 from mlopskit.errors import PlatformError
 from mlopskit.mlflow_admin import SMOKE_PREFIX, MlflowClient, smoke_check
+from mlopskit.private_files import check_new_output
 from mlopskit.settings import ACCESS_FILE, Settings
 
 TRACKING_VERSION_TABLE = "alembic_version"
@@ -172,12 +173,7 @@ def holds_data(found: dict[str, int]) -> bool:
 
 
 def check_output(out: Path) -> None:
-    if out.exists():
-        raise PlatformError(f"--out {out}: the file exists; choose a new path (an archive is never overwritten)")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise PlatformError(f"--out {out}: cannot create the folder {out.parent} ({exc.strerror})") from None
+    check_new_output(out, "an archive")
 
 
 def back_up(

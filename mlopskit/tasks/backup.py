@@ -14,6 +14,7 @@ from mlopskit import console, images
 from mlopskit.backup import crypto, flow
 from mlopskit.backup.archive import BUCKET_PREFIX, ArchiveReader, Progress
 from mlopskit.errors import PlatformError
+from mlopskit.private_files import check_new_output
 from mlopskit.settings import ENV_FILE, Settings
 from mlopskit.tasks.common import platform_task, settings_for
 
@@ -105,8 +106,7 @@ def backup(
     keys = crypto.keys_from(settings)
     crypto.check_can_encrypt(keys)
     path = Path(out).expanduser() if out else flow.default_archive(settings, target)
-    if path.exists():
-        raise PlatformError(f"--out {path}: the file exists; choose a new path (an archive is never overwritten)")
+    check_new_output(path, "an archive")
     with open_target(settings, target) as platform:
         if dry_run:
             found = flow.counts(settings, platform.shell, platform.bucket)
@@ -212,12 +212,7 @@ def _restore(
 def backup_keygen(c: Context, out: str | None = None) -> None:
     """Make an age key pair for encrypted backups: the identity to a private file, the public key printed."""
     path = Path(out or DEFAULT_IDENTITY).expanduser()
-    if path.exists():
-        raise PlatformError(f"--out {path}: the file exists; choose a new path (an identity is never overwritten)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise PlatformError(f"--out {path}: cannot create the folder {path.parent} ({exc.strerror})") from None
+    check_new_output(path, "an identity")
     public = crypto.new_identity(path)
     console.ok(f"identity written: {path} (mode 0600; it decrypts every backup encrypted to its public key)")
     console.info(

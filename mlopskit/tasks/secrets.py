@@ -9,6 +9,7 @@ from invoke.context import Context
 from mlopskit import console
 from mlopskit.errors import PlatformError
 from mlopskit.kube import sealing
+from mlopskit.private_files import check_new_output
 from mlopskit.tasks.common import platform_task, settings_for
 
 
@@ -52,8 +53,7 @@ def backup_key(c: Context, out: str | None = None) -> None:
         raise PlatformError("--out PATH is required: where to write the key backup (a new file)")
     settings = settings_for(c)
     target = Path(out)
-    if target.exists():
-        raise PlatformError(f"--out {target}: the file exists; choose a new path (a key backup is never overwritten)")
+    check_new_output(target, "a key backup")
     keys = sealing.fetch_sealing_keys(settings)
     sealing.write_key_backup(keys, target)
     console.ok(f"{len(keys)} sealing key(s) written to {target} (mode 0600)")

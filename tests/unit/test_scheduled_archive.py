@@ -279,18 +279,31 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings(environ=dict(SAMPLE_SECRETS))
 
 
-def test_latest_is_the_newest_finished_backup_and_restore_reads_it(
+@pytest.fixture
+def put(
+    destination: Destination,
     script: ModuleType,
     identity: tuple[Path, str],
-    destination: Destination,
-    settings: Settings,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+) -> Callable[..., None]:
+    """put(stamp, finished=True): a backup the CronJob's script wrote, encrypted to the identity's key."""
+
+    def put_one(stamp: str, *, finished: bool = True) -> None:
+        put_backup(destination, script, stamp, identity[1], tmp_path, monkeypatch, finished=finished)
+
+    return put_one
+
+
+def test_latest_is_the_newest_finished_backup_and_restore_reads_it(
+    put: Callable[..., None],
+    identity: tuple[Path, str],
+    settings: Settings,
 ) -> None:
-    path, public = identity
-    put_backup(destination, script, "20261129T030000Z", public, tmp_path, monkeypatch)
-    put_backup(destination, script, "20261130T030000Z", public, tmp_path, monkeypatch)
-    put_backup(destination, script, "20261201T030000Z", public, tmp_path, monkeypatch, finished=False)
+    path, _ = identity
+    put("20261129T030000Z")
+    put("20261130T030000Z")
+    put("20261201T030000Z", finished=False)
     with scheduled.opened(settings, "latest", crypto.Keys(identity_file=path)) as reader:
         assert reader.source == f"s3://mlflow-backups/{PREFIX}20261130T030000Z/archive.tar.age"
         assert reader.read(AUTH_DUMP) == CONTENTS[AUTH_DUMP]
@@ -300,15 +313,13 @@ def test_latest_is_the_newest_finished_backup_and_restore_reads_it(
 
 
 def test_the_download_reports_progress_per_mib_not_per_read(
-    script: ModuleType,
+    put: Callable[..., None],
     identity: tuple[Path, str],
     destination: Destination,
     settings: Settings,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path, public = identity
-    put_backup(destination, script, "20261130T030000Z", public, tmp_path, monkeypatch)
+    path, _ = identity
+    put("20261130T030000Z")
     size = len(destination.objects[f"{PREFIX}20261130T030000Z/archive.tar.age"])
     seen: list[int] = []
 
@@ -322,16 +333,13 @@ def test_the_download_reports_progress_per_mib_not_per_read(
 
 
 def test_an_unknown_stamp_lists_what_exists(
-    script: ModuleType,
+    put: Callable[..., None],
     identity: tuple[Path, str],
-    destination: Destination,
     settings: Settings,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path, public = identity
-    put_backup(destination, script, "20261129T030000Z", public, tmp_path, monkeypatch)
-    put_backup(destination, script, "20261130T030000Z", public, tmp_path, monkeypatch, finished=False)
+    path, _ = identity
+    put("20261129T030000Z")
+    put("20261130T030000Z", finished=False)
     keys = crypto.Keys(identity_file=path)
     with (
         pytest.raises(PlatformError, match=r"20261128T030000Z: no such backup; backups in .*: 20261129T030000Z, "),
@@ -371,14 +379,12 @@ def test_without_an_identity_file_it_names_backup_identity_file_before_fetching_
 
 
 def test_an_identity_of_another_key_is_refused_before_the_download(
-    script: ModuleType,
+    put: Callable[..., None],
     identity: tuple[Path, str],
-    destination: Destination,
     settings: Settings,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    put_backup(destination, script, "20261130T030000Z", identity[1], tmp_path, monkeypatch)
+    put("20261130T030000Z")
     other = tmp_path / "other.txt"
     crypto.new_identity(other)
     with (
@@ -391,16 +397,14 @@ def test_an_identity_of_another_key_is_refused_before_the_download(
 
 
 def test_an_archive_that_is_not_the_one_the_summary_names_is_refused(
-    script: ModuleType,
+    put: Callable[..., None],
     identity: tuple[Path, str],
     destination: Destination,
     settings: Settings,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path, public = identity
-    put_backup(destination, script, "20261129T030000Z", public, tmp_path, monkeypatch)
-    put_backup(destination, script, "20261130T030000Z", public, tmp_path, monkeypatch)
+    path, _ = identity
+    put("20261129T030000Z")
+    put("20261130T030000Z")
     # A valid archive of the same key, swapped in: age accepts it, the summary's SHA-256 does not.
     older = destination.objects[f"{PREFIX}20261129T030000Z/archive.tar.age"]
     destination.objects[f"{PREFIX}20261130T030000Z/archive.tar.age"] = older
@@ -412,15 +416,13 @@ def test_an_archive_that_is_not_the_one_the_summary_names_is_refused(
 
 
 def test_a_damaged_archive_is_refused_by_age(
-    script: ModuleType,
+    put: Callable[..., None],
     identity: tuple[Path, str],
     destination: Destination,
     settings: Settings,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path, public = identity
-    put_backup(destination, script, "20261130T030000Z", public, tmp_path, monkeypatch)
+    path, _ = identity
+    put("20261130T030000Z")
     key = f"{PREFIX}20261130T030000Z/archive.tar.age"
     data = bytearray(destination.objects[key])
     data[len(data) // 2] ^= 0xFF
