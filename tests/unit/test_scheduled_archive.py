@@ -396,40 +396,39 @@ def test_an_identity_of_another_key_is_refused_before_the_download(
         pass
 
 
-def test_an_archive_that_is_not_the_one_the_summary_names_is_refused(
+def _swap_in_the_older_archive(objects: dict[str, bytes]) -> None:
+    """A valid archive of the same key, swapped in: age accepts it, the summary's SHA-256 does not."""
+    objects[f"{PREFIX}20261130T030000Z/archive.tar.age"] = objects[f"{PREFIX}20261129T030000Z/archive.tar.age"]
+
+
+def _flip_a_byte(objects: dict[str, bytes]) -> None:
+    key = f"{PREFIX}20261130T030000Z/archive.tar.age"
+    data = bytearray(objects[key])
+    data[len(data) // 2] ^= 0xFF
+    objects[key] = bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "refusal"),
+    [
+        (_swap_in_the_older_archive, r"not the one the backup wrote; nothing was changed"),
+        (_flip_a_byte, r"cannot decrypt with .*identity.txt.*nothing was changed"),
+    ],
+)
+def test_a_tampered_archive_is_refused_and_nothing_is_changed(
     put: Callable[..., None],
     identity: tuple[Path, str],
     destination: Destination,
     settings: Settings,
+    tamper: Callable[[dict[str, bytes]], None],
+    refusal: str,
 ) -> None:
-    path, _ = identity
     put("20261129T030000Z")
     put("20261130T030000Z")
-    # A valid archive of the same key, swapped in: age accepts it, the summary's SHA-256 does not.
-    older = destination.objects[f"{PREFIX}20261129T030000Z/archive.tar.age"]
-    destination.objects[f"{PREFIX}20261130T030000Z/archive.tar.age"] = older
+    tamper(destination.objects)
     with (
-        pytest.raises(PlatformError, match=r"not the one the backup wrote; nothing was changed"),
-        scheduled.opened(settings, "20261130T030000Z", crypto.Keys(identity_file=path)),
-    ):
-        pass
-
-
-def test_a_damaged_archive_is_refused_by_age(
-    put: Callable[..., None],
-    identity: tuple[Path, str],
-    destination: Destination,
-    settings: Settings,
-) -> None:
-    path, _ = identity
-    put("20261130T030000Z")
-    key = f"{PREFIX}20261130T030000Z/archive.tar.age"
-    data = bytearray(destination.objects[key])
-    data[len(data) // 2] ^= 0xFF
-    destination.objects[key] = bytes(data)
-    with (
-        pytest.raises(PlatformError, match=r"cannot decrypt with .*identity.txt.*nothing was changed"),
-        scheduled.opened(settings, "latest", crypto.Keys(identity_file=path)),
+        pytest.raises(PlatformError, match=refusal),
+        scheduled.opened(settings, "20261130T030000Z", crypto.Keys(identity_file=identity[0])),
     ):
         pass
 
