@@ -627,7 +627,8 @@ def test_where_policies_are_enforced_only_the_monitoring_namespace_reaches_the_m
         for source in ("other namespace -> metrics", "platform namespace -> metrics", "monitoring -> API port"):
             assert answers[source].startswith(("TimeoutError", "timeout", "ConnectionRefusedError")), answers
     finally:
-        core.delete_namespaced_pod("insider", platform.namespace, grace_period_seconds=0)
+        with contextlib.suppress(client.ApiException):  # absent when its creation failed
+            core.delete_namespaced_pod("insider", platform.namespace, grace_period_seconds=0)
         networking.delete_namespaced_network_policy("test-insider-egress", platform.namespace)
         core.delete_namespace(elsewhere, propagation_policy="Background")
 
