@@ -45,13 +45,14 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
 from mlopskit import formats
-from mlopskit.contract import MLFLOW_METRICS_PORT, SEAWEEDFS_METRICS_PORT, SEAWEEDFS_S3_PORT
+from mlopskit.contract import MLFLOW_METRICS_PORT, MLFLOW_PORT, SEAWEEDFS_METRICS_PORT, SEAWEEDFS_S3_PORT
 from mlopskit.envfile import env_line
 from mlopskit.hosts.images import images_to_deliver
 from mlopskit.image_names import mlflow_image_ref
 from mlopskit.kube.portforward import forward_service
 from mlopskit.object_store import s3_client
 from tests.certificates import self_signed
+from tests.cluster import netpol
 from tests.cluster.conftest import service_monitor_crd_installed
 from tests.cluster.project import IMAGE_TAG, PUNCTUATION, SECRETS, Platform, make_project
 from tests.plain_client import plain_client_round_trip
@@ -500,13 +501,11 @@ def test_the_service_monitor_is_deployed_where_its_crd_exists_and_selects_the_se
 def test_the_metrics_policy_is_accepted_and_selects_exactly_the_mlflow_pods_metrics_port_and_monitoring(
     platform: Platform, first_deploy: subprocess.CompletedProcess[str], monitoring_namespace: str
 ) -> None:
-    """Enforcement is NOT tested here: this cluster's network plugin (a plain CNI bridge, see
-    /work/shared/REAL_CLUSTER.md) ignores NetworkPolicies, so a pod in any namespace reaches the metrics port,
-    and a test that tried would prove nothing. What is tested: the API server accepted the policy, and its
-    selectors, evaluated by the API server against the live objects, pick exactly the MLflow Deployment's
-    pods, on each exactly the metrics container's port (the one the Service's `metrics` port targets), and
-    exactly the monitoring namespace. A cluster whose CNI enforces policies (K3s's embedded controller,
-    Calico, Cilium) then admits only that namespace."""
+    """The policy as the API server holds it: accepted, and its selectors, evaluated by the API server against
+    the live objects, pick exactly the MLflow Deployment's pods, on each exactly the metrics container's port
+    (the one the Service's `metrics` port targets), and exactly the monitoring namespace. Whether the cluster
+    then admits only that namespace is the next two tests' question (enforcement, where the network plugin
+    implements NetworkPolicies)."""
     core: Any = client.CoreV1Api(platform.api)
     apps: Any = client.AppsV1Api(platform.api)
     policy: Any = client.NetworkingV1Api(platform.api).read_namespaced_network_policy(
@@ -546,6 +545,92 @@ def test_the_metrics_policy_is_accepted_and_selects_exactly_the_mlflow_pods_metr
     # Namespace: the policy's namespace selector against every namespace of the cluster.
     namespaces = core.list_namespace(label_selector=label_selector(peer.namespace_selector)).items
     assert [n.metadata.name for n in namespaces] == [monitoring_namespace]
+
+
+@pytest.fixture(scope="module")
+def metrics_url(platform: Platform, first_deploy: subprocess.CompletedProcess[str]) -> str:
+    """The metrics port of the (one) MLflow server pod, by pod IP: what Prometheus scrapes."""
+    core: Any = client.CoreV1Api(platform.api)
+    selector = "app.kubernetes.io/name=mlflow,app.kubernetes.io/component=server"
+    (pod,) = [
+        p
+        for p in core.list_namespaced_pod(platform.namespace, label_selector=selector).items
+        if p.metadata.deletion_timestamp is None
+    ]
+    return f"http://{pod.status.pod_ip}:{MLFLOW_METRICS_PORT}/metrics"
+
+
+@pytest.fixture(scope="module")
+def monitoring_probe(
+    platform: Platform, first_deploy: subprocess.CompletedProcess[str], monitoring_namespace: str
+) -> str:
+    """A pod in the monitoring namespace (the one the metrics policy admits); its name."""
+    netpol.start_pod(platform.api, monitoring_namespace, "scraper", mlflow_image_ref(platform.settings()))
+    return "scraper"
+
+
+@pytest.fixture(scope="module")
+def policies_enforced(platform: Platform, first_deploy: subprocess.CompletedProcess[str]) -> None:
+    """Skips, with the reason observed, on a cluster whose network plugin ignores NetworkPolicies."""
+    reason = netpol.cached_enforcement_reason(platform.api, mlflow_image_ref(platform.settings()))
+    if reason:
+        pytest.skip(reason)
+
+
+def test_a_pod_of_the_monitoring_namespace_gets_the_mlflow_pods_metrics_without_a_login(
+    platform: Platform, monitoring_namespace: str, monitoring_probe: str, metrics_url: str
+) -> None:
+    """From inside the cluster, as Prometheus scrapes: pod to pod, no credentials. Holds with or without
+    enforcement (on an enforcing cluster it is the policy's allow rule at work)."""
+    assert netpol.fetch(platform.api, monitoring_namespace, monitoring_probe, metrics_url) == "200"
+
+
+def test_where_policies_are_enforced_only_the_monitoring_namespace_reaches_the_metrics_port(
+    platform: Platform,
+    monitoring_namespace: str,
+    monitoring_probe: str,
+    metrics_url: str,
+    policies_enforced: None,
+) -> None:
+    """On a cluster that enforces NetworkPolicies (probed first, see tests/cluster/netpol.py): a pod of another
+    namespace gets no answer from the metrics port; neither does a pod of the platform's own namespace that the
+    policy does not name (given an egress rule of its own, so only MLflow's ingress side can refuse it); and
+    the monitoring pod is admitted to the metrics port only, not to MLflow's API port. The monitoring pod's
+    200 is asked again in the same breath, so a refusal is the policy's, not a broken probe's."""
+    image = mlflow_image_ref(platform.settings())
+    core: Any = client.CoreV1Api(platform.api)
+    networking: Any = client.NetworkingV1Api(platform.api)
+    elsewhere = f"mlopskit-elsewhere-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=elsewhere)))
+    insider_egress = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "test-insider-egress"},
+        "spec": {
+            "podSelector": {"matchLabels": {"mlopskit.test/role": "insider"}},
+            "policyTypes": ["Egress"],
+            "egress": [{}],
+        },
+    }
+    networking.create_namespaced_network_policy(platform.namespace, insider_egress)
+    try:
+        netpol.start_pod(platform.api, elsewhere, "outsider", image)
+        netpol.start_pod(platform.api, platform.namespace, "insider", image)
+        api_url = metrics_url.replace(f":{MLFLOW_METRICS_PORT}/metrics", f":{MLFLOW_PORT}/health")
+        answers = {
+            "monitoring -> metrics": netpol.fetch(platform.api, monitoring_namespace, monitoring_probe, metrics_url),
+            "other namespace -> metrics": netpol.fetch(platform.api, elsewhere, "outsider", metrics_url),
+            "platform namespace -> metrics": netpol.fetch(platform.api, platform.namespace, "insider", metrics_url),
+            "monitoring -> API port": netpol.fetch(platform.api, monitoring_namespace, monitoring_probe, api_url),
+        }
+        assert answers["monitoring -> metrics"] == "200", answers
+        for source in ("other namespace -> metrics", "platform namespace -> metrics", "monitoring -> API port"):
+            assert answers[source].startswith(("TimeoutError", "timeout", "ConnectionRefusedError")), answers
+    finally:
+        with contextlib.suppress(client.ApiException):  # absent when its creation failed
+            core.delete_namespaced_pod("insider", platform.namespace, grace_period_seconds=0)
+        networking.delete_namespaced_network_policy("test-insider-egress", platform.namespace)
+        core.delete_namespace(elsewhere, propagation_policy="Background")
 
 
 def gc_job_from_cronjob(api: client.ApiClient, namespace: str) -> dict[str, Any]:
@@ -698,21 +783,33 @@ def load_client_job(namespace: str, image: str, experiment_id: str, seconds: int
     }
 
 
-def client_may_reach_mlflow(namespace: str) -> dict[str, Any]:
-    """The platform denies all traffic by default: let the test client talk to MLflow (and to DNS)."""
+def client_may_reach_mlflow(namespace: str) -> list[dict[str, Any]]:
+    """The platform denies all traffic by default, both ways: MLflow's pods must admit the test client, and
+    the client's own pod must be let out to them (an ingress rule alone leaves its egress denied)."""
     client_pod = {"mlopskit.test/role": "load-client"}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "test-load-client", "namespace": namespace},
-        "spec": {
-            "podSelector": {
-                "matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["mlflow"]}]
+    mlflow_pods = {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["mlflow"]}]}
+    return [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "test-load-client", "namespace": namespace},
+            "spec": {
+                "podSelector": mlflow_pods,
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": client_pod}}]}],
             },
-            "policyTypes": ["Ingress"],
-            "ingress": [{"from": [{"podSelector": {"matchLabels": client_pod}}]}],
         },
-    }
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "test-load-client-egress", "namespace": namespace},
+            "spec": {
+                "podSelector": {"matchLabels": client_pod},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"podSelector": mlflow_pods}]}],
+            },
+        },
+    ]
 
 
 def test_three_replicas_lose_no_acknowledged_write_when_a_pod_is_deleted_under_load(
@@ -732,7 +829,8 @@ def test_three_replicas_lose_no_acknowledged_write_when_a_pod_is_deleted_under_l
     with platform.mlflow() as mlflow:
         experiment = str(mlflow.api("POST", "experiments/create", json={"name": "under-load"})["experiment_id"])
     image = mlflow_image_ref(platform.settings())
-    networking.create_namespaced_network_policy(platform.namespace, client_may_reach_mlflow(platform.namespace))
+    for policy in client_may_reach_mlflow(platform.namespace):
+        networking.create_namespaced_network_policy(platform.namespace, policy)
     batch.create_namespaced_job(platform.namespace, load_client_job(platform.namespace, image, experiment, 60))
 
     def client_log() -> str:
