@@ -207,14 +207,20 @@ def _find_by_inputs(client: docker.DockerClient, digest: str, tags: Sequence[str
 
     Images built FROM ours inherit its label (builder stages included), so the label alone proves nothing:
     the image must also be the one whose last build step set it.
+
+    An image removed while this looks (a prune, another build retagging) is passed over, not an error: the
+    listing and each inspection are separate calls to the engine.
     """
     repositories = {tag.rpartition(":")[0] for tag in tags}
-    for image in client.images.list(filters={"label": f"{INPUTS_LABEL}={digest}"}):
-        if not any(tag.rpartition(":")[0] in repositories for tag in image.tags):
+    for summary in client.api.images(filters={"label": f"{INPUTS_LABEL}={digest}"}):
+        if not any(tag.rpartition(":")[0] in repositories for tag in summary.get("RepoTags") or []):
             continue
-        history = client.api.history(image.id)
-        if history and f"LABEL {INPUTS_LABEL}={digest}" in str(history[0].get("CreatedBy", "")):
-            return image
+        try:
+            history = client.api.history(summary["Id"])
+            if history and f"LABEL {INPUTS_LABEL}={digest}" in str(history[0].get("CreatedBy", "")):
+                return client.images.get(summary["Id"])
+        except NotFound:
+            continue
     return None
 
 
@@ -261,7 +267,8 @@ def build_image(
 
 
 def _dangling_ids(client: docker.DockerClient) -> set[str]:
-    return {str(image.id) for image in client.images.list(filters={"dangling": True})}
+    # The listing alone: one image removed between listing and inspecting would fail a whole list().
+    return {str(summary["Id"]) for summary in client.api.images(filters={"dangling": True})}
 
 
 def _remove_leftovers(client: docker.DockerClient, image_ids: set[str]) -> None:

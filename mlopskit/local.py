@@ -567,7 +567,8 @@ def reconcile_mlflow(settings: Settings, url: str, previous: list[PreviousPasswo
 
 def project_objects(client: docker.DockerClient, settings: Settings) -> tuple[list[Container], list[Any], list[Any]]:
     label = f"{PROJECT_LABEL}={settings.local.project}"
-    containers = client.containers.list(all=True, filters={"label": label})
+    # ignore_removed: a container removed between the listing and its inspection is not an error.
+    containers = client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
     networks = client.networks.list(filters={"label": label})
     volumes = client.volumes.list(filters={"label": label})
     return containers, networks, volumes

@@ -7,10 +7,11 @@ import re
 import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from docker.errors import ImageNotFound
+from docker.errors import ImageNotFound, NotFound
 
 from mlopskit import image_names, images
 from mlopskit.errors import PlatformError
@@ -268,24 +269,35 @@ def test_a_stand_in_built_earlier_is_only_mentioned(monkeypatch: pytest.MonkeyPa
 
 class LeftoverEngine:
     """The Docker SDK calls build_image makes, over an engine where a build leaves untagged images behind:
-    the builder stage, and the image the tag pointed at before."""
+    the builder stage, and the image the tag pointed at before. `images` is the collection
+    (get/remove), `api` the low-level client (the listing, history, build)."""
 
     def __init__(self) -> None:
         self.dangling = {"sha256:someone-elses"}
         self.removed: list[str] = []
-        self.images = self
-        self.api = self
+        self.labelled: list[dict[str, Any]] = []  # images carrying the inputs label, as listed
+        self.gone: set[str] = set()  # listed, then removed before they could be inspected
+        self.digest = ""  # the inputs label's value of the labelled images
+        self.images = SimpleNamespace(get=self.get, remove=self.remove)
+        self.api = SimpleNamespace(images=self.list_images, history=self.history, build=self.build)
 
-    def list(self, filters: dict[str, Any]) -> list[Any]:
+    def list_images(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         if filters.get("dangling"):
-            return [type("Image", (), {"id": image_id})() for image_id in sorted(self.dangling)]
-        return []  # nothing built with these inputs yet
+            return [{"Id": image_id, "RepoTags": []} for image_id in sorted(self.dangling)]
+        return self.labelled
+
+    def history(self, image_id: str) -> list[dict[str, Any]]:
+        if image_id in self.gone:
+            raise NotFound(image_id)
+        return [{"CreatedBy": f"LABEL {images.INPUTS_LABEL}={self.digest}"}]
 
     def build(self, **_: Any) -> Any:
         self.dangling |= {"sha256:builder-stage", "sha256:previous-mlflow"}
         return iter([{"stream": "Step 1/1 : FROM scratch\n"}])
 
     def get(self, ref: str) -> Any:
+        if ref in self.gone:
+            raise ImageNotFound(ref)
         return type("Image", (), {"id": "sha256:new", "attrs": {"Size": 1}, "tag": lambda self, repo, tag: None})()
 
     def remove(self, image_id: str, noprune: bool) -> None:
@@ -300,6 +312,22 @@ def test_a_build_removes_the_untagged_images_it_left_and_nothing_else(tmp_path: 
     assert result.changed
     assert engine.removed == ["sha256:builder-stage", "sha256:previous-mlflow"]
     assert engine.dangling == {"sha256:someone-elses"}
+
+
+def test_an_image_removed_while_the_build_looks_for_one_with_its_inputs_is_passed_over(tmp_path: Path) -> None:
+    """A prune or another build can remove a listed image before it is inspected: that one is skipped, the
+    next one with the same inputs is used, and no build runs."""
+    engine = LeftoverEngine()
+    engine.digest = "d1"
+    tags = ["mlopskit/mlflow:new"]
+    engine.labelled = [{"Id": "sha256:pruned", "RepoTags": tags}, {"Id": "sha256:kept", "RepoTags": tags}]
+    engine.gone = {"sha256:pruned"}
+
+    found = images._find_by_inputs(engine, "d1", tags)  # type: ignore[arg-type]
+
+    assert found is not None and found.id == "sha256:new"
+    engine.gone = {"sha256:pruned", "sha256:kept"}
+    assert images._find_by_inputs(engine, "d1", tags) is None  # type: ignore[arg-type]
 
 
 class _NoImages:
