@@ -200,7 +200,14 @@ def mlflow_logs(platform: Platform, lines: int = 400) -> str:
         str(core.read_namespaced_pod_log(p.metadata.name, platform.namespace, container="mlflow", tail_lines=lines))
         for p in pods
     )
-    return "\n".join(line for line in text.splitlines() if '" 200 OK' not in line)[-6000:]
+    every_pod: list[Any] = core.list_namespaced_pod(platform.namespace).items
+    restarts = [
+        (p.metadata.name, s.restart_count, s.last_state.terminated.reason if s.last_state.terminated else None)
+        for p in every_pod
+        for s in p.status.container_statuses or []
+    ]
+    kept = "\n".join(line for line in text.splitlines() if '" 200 OK' not in line)
+    return f"{kept[-3000:]}\nrestarts: {restarts}"
 
 
 def rendered_env(platform: Platform) -> dict[str, str | None]:
