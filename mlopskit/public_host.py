@@ -31,6 +31,10 @@ TRAEFIK_CHART = "traefik"
 TRAEFIK_NAMESPACE = "kube-system"
 # Traefik's entry points of the chart K3s ships (HTTP and HTTPS).
 TRAEFIK_ENTRY_POINTS = ("web", "websecure")
+TRAEFIK_TLS_ENTRY_POINT = "websecure"
+# Traefik attaches an Ingress's router to every entry point unless this annotation names some: with TLS on, the
+# route would also answer plain HTTP on `web` (MLflow's login in clear text). Traefik's kubernetesIngress docs.
+TRAEFIK_ENTRY_POINTS_ANNOTATION = "traefik.ingress.kubernetes.io/router.entrypoints"
 
 NGINX_CLASS = "nginx"
 TRAEFIK_CLASS = "traefik"
@@ -96,16 +100,22 @@ def cors_allowed_origins(settings: Settings) -> list[str]:
 
 
 def ingress_annotations(ingress: IngressSettings) -> dict[str, str]:
-    """Annotations of the MLflow Ingress: cert-manager's issuer, and ingress-nginx's limits for large uploads.
+    """Annotations of the MLflow Ingress: cert-manager's issuer, ingress-nginx's limits for large uploads, and
+    with TLS on Traefik's HTTPS entry point only.
 
     ingress-nginx refuses request bodies above 1 MiB and gives up on an upstream after 60 s by default;
     Traefik has no body limit, and its timeout is an entry point setting (traefik_values), not an annotation.
+    With TLS, ingress-nginx redirects plain HTTP to HTTPS by default (ssl-redirect); Traefik instead serves the
+    route on its plain `web` entry point too, unless the router is pinned to `websecure`: plain HTTP then gets
+    Traefik's 404, and no login crosses the network unencrypted (a redirect would need Traefik's Middleware CRD).
     """
     annotations: dict[str, str] = {}
     if not ingress.enabled:
         return annotations
     if ingress.cert_manager_issuer:
         annotations[CERT_MANAGER_ANNOTATION] = ingress.cert_manager_issuer
+    if ingress.class_name == TRAEFIK_CLASS and ingress.tls:
+        annotations[TRAEFIK_ENTRY_POINTS_ANNOTATION] = TRAEFIK_TLS_ENTRY_POINT
     if ingress.class_name == NGINX_CLASS:
         timeout = str(ingress.upload_timeout_seconds)
         annotations |= {

@@ -6,7 +6,8 @@ CRD): these tests show the API server accepts what we render and what deploy dec
 issues the certificate and that Traefik honours the timeout cannot be seen on this cluster. Where a test needs
 K3s's CRD, it installs a stand-in with the helm-controller's group, names and spec fields (and removes it, with
 every HelmChartConfig, afterwards); no helm-controller acts on the objects. The whole platform
-behind its public host (allowed hosts, CORS, doctor --cluster) is tested in test_platform.py.
+behind its public host (allowed hosts, CORS, doctor --cluster) is tested in test_platform.py, and through the real
+Traefik (started with the flags K3s's chart gives for our HelmChartConfig's values) in test_traefik_ingress.py.
 """
 
 from __future__ import annotations

@@ -112,6 +112,27 @@ def test_the_ingress_serves_tls_from_the_chosen_source(
     assert annotations.get("cert-manager.io/cluster-issuer") == issuer
 
 
+@pytest.mark.parametrize(
+    "tls, class_name, entry_points",
+    [
+        ("secret", "traefik", "websecure"),
+        ("cert-manager", "traefik", "websecure"),
+        ("none", "traefik", None),  # plain HTTP: the route must stay on `web`
+        ("secret", "nginx", None),  # ingress-nginx redirects HTTP to HTTPS itself (ssl-redirect)
+        ("secret", "haproxy", None),
+    ],
+)
+def test_with_tls_traefik_serves_the_host_on_its_https_entry_point_only(
+    tls: str, class_name: str, entry_points: str | None, load: Callable[..., Settings]
+) -> None:
+    """Traefik attaches an Ingress's router to every entry point by default: with TLS, plain HTTP would reach
+    MLflow's login in clear text (seen through the real Traefik in tests/cluster/test_traefik_ingress.py)."""
+    ingress = by_kind(render_manifests(load(tls, class_name), IMAGE), "Ingress")[0]
+
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations.get("traefik.ingress.kubernetes.io/router.entrypoints") == entry_points
+
+
 @pytest.mark.parametrize("tls, scheme", [("none", "http"), ("secret", "https"), ("cert-manager", "https")])
 def test_mlflow_allows_the_host_and_its_origin_with_the_scheme_tls_gives(
     tls: str, scheme: str, load: Callable[..., Settings]
