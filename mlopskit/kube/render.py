@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -343,6 +344,29 @@ def template_context(
                 ("objectstore", p.resources.objectstore),
             )
         },
+        "seaweedfs_memory": seaweedfs_memory(p.resources.objectstore.memory_limit),
+    }
+
+
+# Go's collector lets the heap grow to twice what is live before collecting (GOGC=100), and SeaweedFS buffers
+# every upload in flight without bound by default: a 1 GiB upload through MLflow (boto3 sends 10 parts at
+# once) got SeaweedFS OOM-killed under its 1Gi limit in the cluster test through a real Traefik.
+GO_MEMORY_SHARE = Decimal("0.8")  # GOMEMLIMIT: collect harder from this share of the container's limit
+UPLOAD_SHARE = 8  # each of SeaweedFS's S3, filer and volume servers buffers at most limit/8 of uploads in flight
+MIN_UPLOAD_MB = 16
+
+
+def seaweedfs_memory(memory_limit: str) -> dict[str, int]:
+    """What keeps SeaweedFS (`weed server`, one Go process) under its container's memory limit.
+
+    gomemlimit: bytes for GOMEMLIMIT, the Go runtime's soft limit (https://pkg.go.dev/runtime, "GOMEMLIMIT"):
+    0.8 x the limit; upload_mb: MiB for each of `-s3.concurrentUploadLimitMB`, `-filer.concurrentUploadLimitMB`
+    and `-volume.concurrentUploadLimitMB` (SeaweedFS's bound on upload bytes in flight; 0, its default, is
+    unbounded): limit/8, at least 16. An upload over the bound waits, it is not refused."""
+    limit = formats.parse_quantity(memory_limit)
+    return {
+        "gomemlimit": int(limit * GO_MEMORY_SHARE),
+        "upload_mb": max(MIN_UPLOAD_MB, int(limit / UPLOAD_SHARE / 2**20)),
     }
 
 
