@@ -7,6 +7,8 @@ import base64
 import importlib.util
 import socket
 import sys
+import threading
+import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -410,3 +412,54 @@ def test_only_sql_stores_get_the_experiment_lookup_and_wrapping_twice_wraps_once
     assert auth._get_tracking_store is wrapped
     assert isinstance(auth._get_tracking_store(), app_module.RunLookupsByExperiment)
     assert other._get_tracking_store() is not_sql
+
+
+# ---------------------------------------------------------------------------- password verifications
+
+
+class SlowPasswordStore:
+    """authenticate_user takes a while and records how many run at once."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def authenticate_user(self, username: str, password: str) -> bool:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.05)
+        with self.lock:
+            self.running -= 1
+        return password == "right"
+
+
+def test_password_verifications_run_one_at_a_time_and_decide_as_before() -> None:
+    store = SlowPasswordStore()
+    app_module.bound_password_checks(store)
+    app_module.bound_password_checks(store)  # idempotent: one gate
+    results: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda p=p: results.append(store.authenticate_user("alice", p)))
+        for p in ["right", "wrong"] * 4
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert store.most == 1
+    assert sorted(results) == [False] * 4 + [True] * 4
+
+
+def test_unbounded_verifications_do_run_side_by_side() -> None:
+    """What the gate is for: without it the same threads overlap (the test above could not fail otherwise)."""
+    store = SlowPasswordStore()
+    threads = [threading.Thread(target=store.authenticate_user, args=("alice", "right")) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert store.most > 1

@@ -186,6 +186,30 @@ def share_user_lookups_within_a_request(store: Any, request_memo: Callable[[], d
         setattr(store, name, mutate)
 
 
+def bound_password_checks(store: Any, permits: int = 1) -> None:
+    """Let at most `permits` password verifications (`store.authenticate_user`) run at once in this process;
+    the others wait their turn.
+
+    MLflow hashes passwords with werkzeug's default, scrypt (N=32768, r=8): each verification takes 32 MiB
+    (128 x r x N bytes) and tens of ms of CPU. Verifications that MLflow's credential cache cannot answer (a
+    first login per worker, every wrong password) ran side by side in each worker's thread pool: measured, 8
+    clients logging in at once lifted the MLflow container from 372 to 626 MiB under the bench's load, and a
+    burst of wrong passwords, which are never cached, could take a container past its memory limit. With one
+    permit a worker holds one scrypt buffer at a time and still uses a core; the decision is unchanged.
+    Idempotent."""
+    check = store.authenticate_user
+    if getattr(check, "mlopskit_bounded", False):
+        return
+    gate = threading.BoundedSemaphore(permits)
+
+    def authenticate_user(*args: Any, **kwargs: Any) -> Any:
+        with gate:
+            return check(*args, **kwargs)
+
+    authenticate_user.mlopskit_bounded = True  # type: ignore[attr-defined]
+    store.authenticate_user = authenticate_user
+
+
 def flask_request_memo() -> dict[str, Any] | None:
     """A dict on flask.g for the current request; None outside one (e.g. FastAPI's own routes)."""
     from flask import g, has_request_context
@@ -344,6 +368,7 @@ def create_app() -> RequireReadableBasicAuth:
 
     app = create_basic_auth_app()
     share_user_lookups_within_a_request(auth.store, flask_request_memo)
+    bound_password_checks(auth.store)
     remember_native_route_matches(auth)
     look_up_runs_by_experiment_only(auth)
     return RequireReadableBasicAuth(app, is_public)
