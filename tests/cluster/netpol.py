@@ -19,18 +19,13 @@ from typing import Any
 from kubernetes import client
 from kubernetes.stream import stream
 
+from tests.cluster.pod_security import RESTRICTED
+
 # How long one connection attempt may take (seconds): a dropped SYN gives no answer, so this is the wait.
 CONNECT_TIMEOUT = 4
 # How long a new policy may take to be enforced by the plugin (seconds; K3s's controller syncs iptables).
 POLICY_SETTLE = 30
 
-RESTRICTED = {
-    "allowPrivilegeEscalation": False,
-    "runAsNonRoot": True,
-    "runAsUser": 10001,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 # Prints the HTTP status, or the name of the error when no answer came (refused, timed out).
 _FETCH = """

@@ -54,6 +54,7 @@ from mlopskit.object_store import s3_client
 from tests.certificates import self_signed
 from tests.cluster import netpol
 from tests.cluster.conftest import service_monitor_crd_installed
+from tests.cluster.pod_security import RESTRICTED
 from tests.cluster.project import IMAGE_TAG, PUNCTUATION, SECRETS, Platform, make_project
 from tests.plain_client import plain_client_round_trip
 
@@ -755,13 +756,7 @@ def load_client_job(namespace: str, image: str, experiment_id: str, seconds: int
         {"name": key, "valueFrom": {"secretKeyRef": {"name": "mlflow-credentials", "key": key}}}
         for key in ("MLFLOW_ADMIN_USER", "MLFLOW_ADMIN_PASSWORD")
     ] + [{"name": "EXPERIMENT_ID", "value": experiment_id}, {"name": "SECONDS", "value": str(seconds)}]
-    security = {
-        "allowPrivilegeEscalation": False,
-        "runAsNonRoot": True,
-        "runAsUser": 10001,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    security = RESTRICTED
     container = {
         "name": "client",
         "image": image,

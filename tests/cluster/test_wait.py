@@ -16,15 +16,9 @@ from mlopskit.images import ImageBuilder, docker_client
 from mlopskit.kube.apply import Engine
 from mlopskit.kube.wait import wait_for_rollout
 from mlopskit.settings import load_settings
+from tests.cluster.pod_security import RESTRICTED
 
 REPO = Path(__file__).resolve().parents[2]
-RESTRICTED = {
-    "allowPrivilegeEscalation": False,
-    "runAsNonRoot": True,
-    "runAsUser": 10001,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 @pytest.fixture(scope="module")
