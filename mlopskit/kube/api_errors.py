@@ -57,8 +57,21 @@ def conflict_error(exc: ApiException, ref: ObjectRef) -> PlatformError:
     )
 
 
+# The API server refuses new objects in a namespace being deleted with a 403 that names no permission.
+TERMINATING = "because it is being terminated"
+
+
+def terminating_namespace_error(namespace: str) -> PlatformError:
+    return PlatformError(
+        f"namespace {namespace!r} is being deleted (an `invoke destroy` or `kubectl delete namespace` still "
+        f"finishing): nothing was applied. Wait until `kubectl get namespace {namespace}` finds nothing, then rerun."
+    )
+
+
 def api_error(exc: ApiException, verb: str, ref: ObjectRef, plural: str | None = None) -> PlatformError:
     """Any other refusal: the object, the verb and the server's message."""
+    if exc.status == 403 and TERMINATING in server_message(exc):
+        return terminating_namespace_error(ref.namespace or "?")
     if exc.status == 403:
         return permission_error(exc, verb, ref, plural)
     if exc.status == 409 and verb == "apply":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from mlopskit.contract import CONTROLLER_NAMESPACE, MLFLOW_SERVICE
 from mlopskit.errors import PlatformError
 from mlopskit.image_names import mlflow_image_ref
 from mlopskit.kube import render, sealing, validate
+from mlopskit.kube.api_errors import terminating_namespace_error
 from mlopskit.kube.apply import ApplyResult, Engine
 from mlopskit.kube.applyset import ObjectRef
 from mlopskit.kube.client import api_client, dynamic_client
@@ -210,6 +212,34 @@ def connect(settings: Settings) -> tuple[client.ApiClient, DynamicClient]:
     return api, dynamic_client(api)
 
 
+def wait_for_namespace_deletion(
+    dyn: DynamicClient, namespace: str, timeout: float, poll: float = 2.0, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Return once `namespace` is not being deleted (absent, or live without a deletionTimestamp).
+
+    A deploy right after `invoke destroy --purge-data` finds the namespace still terminating while its finalizers
+    run, and the API server refuses every new object in it. Waits up to timeout seconds (deploy's --timeout),
+    saying so once; PlatformError (terminating_namespace_error) when it is still there after that."""
+    namespaces = dyn.resources.get(api_version="v1", kind="Namespace")
+    deadline = clock() + timeout
+    said = False
+    while True:
+        try:
+            live = namespaces.get(name=namespace).to_dict()
+        except ApiException as exc:  # the dynamic client's NotFoundError is one
+            if exc.status == 404:
+                return
+            raise
+        if not (live.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        if clock() > deadline:
+            raise terminating_namespace_error(namespace)
+        if not said:
+            console.info(f"namespace {namespace} is being deleted (a destroy finishing); waiting up to {timeout:.0f} s")
+            said = True
+        time.sleep(poll)
+
+
 def deploy(
     settings: Settings,
     *,
@@ -270,6 +300,8 @@ def deploy(
     (console.info if sealed or dry_run else console.warn)(note)
 
     platform = [obj for obj in objects if not is_controller_object(obj)] + sealed
+    if not dry_run:
+        wait_for_namespace_deletion(dyn, namespace, timeout)
     console.step(
         f"Applying {len(platform)} objects to namespace {namespace}" + (" (server-side dry run)" if dry_run else "")
     )
