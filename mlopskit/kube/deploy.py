@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,14 +22,13 @@ from mlopskit.contract import CONTROLLER_NAMESPACE, MLFLOW_SERVICE
 from mlopskit.errors import PlatformError
 from mlopskit.image_names import mlflow_image_ref
 from mlopskit.kube import render, sealing, validate
-from mlopskit.kube.api_errors import terminating_namespace_error
 from mlopskit.kube.apply import ApplyResult, Engine
 from mlopskit.kube.applyset import ObjectRef
 from mlopskit.kube.client import api_client, dynamic_client
 from mlopskit.kube.discovery import Discovery
 from mlopskit.kube.order import unknown_kinds
 from mlopskit.kube.retry import RetryPolicy
-from mlopskit.kube.wait import Readiness, wait_for_rollout
+from mlopskit.kube.wait import Readiness, wait_for_namespace_deletion, wait_for_rollout
 from mlopskit.mlflow_admin import RERUN_CLUSTER, MlflowClient, smoke_check, wait_healthy
 from mlopskit.settings import Settings
 
@@ -210,34 +208,6 @@ def progress_printer(dry_run: bool) -> Callable[[ObjectRef, str], None]:
 def connect(settings: Settings) -> tuple[client.ApiClient, DynamicClient]:
     api = api_client(settings)
     return api, dynamic_client(api)
-
-
-def wait_for_namespace_deletion(
-    dyn: DynamicClient, namespace: str, timeout: float, poll: float = 2.0, clock: Callable[[], float] = time.monotonic
-) -> None:
-    """Return once `namespace` is not being deleted (absent, or live without a deletionTimestamp).
-
-    A deploy right after `invoke destroy --purge-data` finds the namespace still terminating while its finalizers
-    run, and the API server refuses every new object in it. Waits up to timeout seconds (deploy's --timeout),
-    saying so once; PlatformError (terminating_namespace_error) when it is still there after that."""
-    namespaces = dyn.resources.get(api_version="v1", kind="Namespace")
-    deadline = clock() + timeout
-    said = False
-    while True:
-        try:
-            live = namespaces.get(name=namespace).to_dict()
-        except ApiException as exc:  # the dynamic client's NotFoundError is one
-            if exc.status == 404:
-                return
-            raise
-        if not (live.get("metadata") or {}).get("deletionTimestamp"):
-            return
-        if clock() > deadline:
-            raise terminating_namespace_error(namespace)
-        if not said:
-            console.info(f"namespace {namespace} is being deleted (a destroy finishing); waiting up to {timeout:.0f} s")
-            said = True
-        time.sleep(poll)
 
 
 def deploy(

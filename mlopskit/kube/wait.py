@@ -1,4 +1,5 @@
-"""Waiting for rollouts: Deployments and StatefulSets ready, Jobs complete; diagnostics on timeout."""
+"""Waiting for rollouts (Deployments and StatefulSets ready, Jobs complete; diagnostics on timeout) and for a
+namespace being deleted to be gone."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from mlopskit import console
 from mlopskit.errors import PlatformError
+from mlopskit.kube.api_errors import api_error, terminating_namespace_error
 from mlopskit.kube.applyset import ObjectRef
 from mlopskit.kube.retry import RetryPolicy
 
@@ -93,6 +96,42 @@ def wait_for_rollout(
                 f"not ready after {timeout:.0f}s:\n{stuck}\n"
                 "Fix the cause above and rerun `invoke deploy` (a rerun only changes what is still different)."
             )
+        time.sleep(poll)
+
+
+def wait_for_namespace_deletion(
+    dyn: DynamicClient,
+    namespace: str,
+    timeout: float,
+    *,
+    retry: RetryPolicy | None = None,
+    poll: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Return once `namespace` is not being deleted (absent, or live without a deletionTimestamp).
+
+    A deploy right after `invoke destroy --purge-data` finds the namespace still terminating while its finalizers
+    run, and the API server refuses every new object in it. Waits up to timeout seconds (deploy's --timeout),
+    saying so once. Raises PlatformError: terminating_namespace_error when it is still there after that, or
+    api_error's explanation when reading it is refused (transient failures are retried first)."""
+    retry = retry or RetryPolicy()
+    namespaces = dyn.resources.get(api_version="v1", kind="Namespace")
+    deadline = clock() + timeout
+    said = False
+    while True:
+        try:
+            live = retry.call(namespaces.get, name=namespace).to_dict()
+        except ApiException as exc:  # the dynamic client's NotFoundError is one
+            if exc.status == 404:
+                return
+            raise api_error(exc, "get", ObjectRef("", "Namespace", "", namespace)) from exc
+        if not (live.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        if clock() > deadline:
+            raise terminating_namespace_error(namespace)
+        if not said:
+            console.info(f"namespace {namespace} is being deleted (a destroy finishing); waiting up to {timeout:.0f} s")
+            said = True
         time.sleep(poll)
 
 

@@ -12,9 +12,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError
 
 from mlopskit.errors import PlatformError
-from mlopskit.kube import deploy
+from mlopskit.kube import wait
 from mlopskit.kube.api_errors import api_error
 from mlopskit.kube.applyset import ObjectRef
+from mlopskit.kube.retry import RetryPolicy
 
 
 class Namespaces:
@@ -41,7 +42,7 @@ def waiting(monkeypatch: pytest.MonkeyPatch, namespaces: Namespaces, timeout: fl
         now[0] += 1.0
         return now[0]
 
-    deploy.wait_for_namespace_deletion(namespaces, "mlops", timeout, poll=0, clock=clock)  # type: ignore[arg-type]
+    wait.wait_for_namespace_deletion(namespaces, "mlops", timeout, poll=0, clock=clock)  # type: ignore[arg-type]
 
 
 def test_deploy_waits_until_a_terminating_namespace_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,3 +65,32 @@ def test_the_api_servers_403_for_a_terminating_namespace_is_not_called_a_permiss
     exc.body = json.dumps(body)
     error = str(api_error(exc, "apply", ObjectRef("", "Secret", "mlops", "applyset-mlopskit")))
     assert "is being deleted" in error and "permission" not in error
+
+
+class Refusing(Namespaces):
+    """Namespaces whose reads fail with `statuses` in turn, then find the namespace live (not terminating)."""
+
+    def __init__(self, *statuses: int) -> None:
+        super().__init__(terminating_reads=0)
+        self.statuses = list(statuses)
+
+    def get(self, name: str) -> Any:
+        self.reads += 1
+        if self.statuses:
+            exc = ApiException(status=self.statuses.pop(0), reason="refused")
+            exc.body = json.dumps({"message": f'namespaces "{name}" is forbidden: User "ci" cannot get'})
+            raise exc
+        return SimpleNamespace(to_dict=lambda: {"metadata": {"name": name}})
+
+
+def test_reading_the_namespace_retries_transient_failures() -> None:
+    namespaces = Refusing(503, 429)
+    wait.wait_for_namespace_deletion(namespaces, "mlops", 60, poll=0, retry=RetryPolicy(sleep=lambda _: None))  # type: ignore[arg-type]
+    assert namespaces.reads == 3
+
+
+def test_a_refused_namespace_read_is_explained_not_raised_raw() -> None:
+    with pytest.raises(
+        PlatformError, match=r"(?s)permission denied: .* may not get namespaces .*Namespace mlops.*verb 'get'"
+    ):
+        wait.wait_for_namespace_deletion(Refusing(403), "mlops", 60, poll=0)  # type: ignore[arg-type]
