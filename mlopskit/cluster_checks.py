@@ -32,6 +32,8 @@ from kubernetes.client.exceptions import ApiException
 from mlopskit import public_host
 from mlopskit.contract import MLFLOW_SERVICE
 from mlopskit.doctor import Check
+from mlopskit.kube.api_errors import api_error
+from mlopskit.kube.applyset import ObjectRef, api_group
 from mlopskit.settings import Settings
 
 NEEDED_BY = "the deployed platform"
@@ -77,7 +79,7 @@ def read_object(dyn: Any, api_version: str, kind: str, name: str, namespace: str
     except ApiException as exc:
         if exc.status == 404:
             return None
-        raise
+        raise api_error(exc, "get", ObjectRef(api_group(api_version), kind, namespace, name)) from exc
     result: dict[str, Any] = found.to_dict()
     return result
 

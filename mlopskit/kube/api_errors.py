@@ -27,8 +27,22 @@ def server_message(exc: ApiException) -> str:
     return str(status_body(exc).get("message") or exc.reason or f"HTTP {exc.status}")
 
 
+def guess_plural(kind: str) -> str:
+    """The resource name Kubernetes guesses for a kind when discovery is not at hand: lower case, then "es"
+    after a final s, "ies" for a final y, else "s" (Ingress -> ingresses, NetworkPolicy -> networkpolicies).
+    Source: UnsafeGuessKindToResource, k8s.io/apimachinery/pkg/api/meta/restmapper.go."""
+    lower = kind.lower()
+    if not lower:
+        return lower
+    if lower.endswith("s"):
+        return f"{lower}es"
+    if lower.endswith("y"):
+        return f"{lower[:-1]}ies"
+    return f"{lower}s"
+
+
 def plural_of(ref: ObjectRef, plural: str | None) -> str:
-    resource = plural or f"{ref.kind.lower()}s"
+    resource = plural or guess_plural(ref.kind)
     return f"{resource}.{ref.group}" if ref.group else resource
 
 
@@ -89,3 +103,15 @@ def api_error(exc: ApiException, verb: str, ref: ObjectRef, plural: str | None =
             f"object (kubectl {where}delete {ref.kind.lower()} {ref.name}) and deploy again."
         )
     return PlatformError(f"could not {verb} {ref}: HTTP {exc.status}: {message}")
+
+
+def unexpected_api_error(exc: ApiException) -> PlatformError:
+    """A refusal that reached a task without a more specific explanation: the status, the server's message
+    and what to check. The last resort of every task (tasks.common.expected_errors), never a traceback."""
+    hint = {
+        401: "refresh the kubeconfig (invoke provision writes it)",
+        403: "the account in your kubeconfig lacks a permission: use an admin kubeconfig (KUBECONFIG_PATH)",
+    }.get(exc.status or 0, "check the cluster (kubectl get --raw /readyz) and rerun")
+    return PlatformError(
+        f"the Kubernetes API server refused a request: HTTP {exc.status}: {server_message(exc)}; {hint}"
+    )

@@ -22,6 +22,7 @@ from mlopskit.contract import CONTROLLER_NAMESPACE, MLFLOW_SERVICE
 from mlopskit.errors import PlatformError
 from mlopskit.image_names import mlflow_image_ref
 from mlopskit.kube import render, sealing, validate
+from mlopskit.kube.api_errors import api_error
 from mlopskit.kube.apply import ApplyResult, Engine
 from mlopskit.kube.applyset import ObjectRef
 from mlopskit.kube.client import api_client, dynamic_client
@@ -161,7 +162,7 @@ def shared_image_changes(dyn: DynamicClient, controller: list[dict[str, Any]]) -
         except ApiException as exc:
             if exc.status == 404:
                 continue
-            raise
+            raise api_error(exc, "get", ObjectRef.of(obj)) from exc
         running = _container_images(live)
         for name, image in _container_images(obj).items():
             if name in running and running[name] != image:

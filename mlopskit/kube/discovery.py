@@ -11,7 +11,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from mlopskit.errors import PlatformError
-from mlopskit.kube.applyset import api_group, split_group_kind
+from mlopskit.kube.applyset import ObjectRef, api_group, split_group_kind
 from mlopskit.kube.retry import RetryPolicy
 
 
@@ -70,7 +70,10 @@ class Discovery:
         except ApiException as exc:
             if exc.status == 404:
                 return None  # served by an aggregated API server, not a CRD
-            raise
+            from mlopskit.kube.api_errors import api_error
+
+            crd = ObjectRef("apiextensions.k8s.io", "CustomResourceDefinition", "", f"{resource.name}.{group}")
+            raise api_error(exc, "get", crd) from exc
         return found
 
     def resolve_group_kind(self, value: str) -> Any:

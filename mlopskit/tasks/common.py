@@ -48,7 +48,8 @@ def confirm(question: str, accepted: set[str], refusal: str) -> bool:
 
 
 def expected_errors(func: F) -> F:
-    """Turn PlatformError into a clean exit: the message, no traceback, exit code 1."""
+    """Turn PlatformError (and a Kubernetes API refusal nothing explained more closely) into a clean exit: the
+    message, no traceback, exit code 1."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -56,6 +57,13 @@ def expected_errors(func: F) -> F:
             return func(*args, **kwargs)
         except PlatformError as exc:
             raise Exit(f"error: {exc}", code=1) from None
+        except Exception as exc:
+            kube_errors = sys.modules.get("kubernetes.client.exceptions")  # loaded only by tasks that talk to a cluster
+            if kube_errors is None or not isinstance(exc, kube_errors.ApiException):
+                raise
+            from mlopskit.kube.api_errors import unexpected_api_error
+
+            raise Exit(f"error: {unexpected_api_error(exc)}", code=1) from None
         except KeyboardInterrupt:
             raise Exit("interrupted", code=130) from None
 

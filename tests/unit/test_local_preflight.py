@@ -123,11 +123,14 @@ def test_a_port_held_by_our_stopped_container_is_still_a_conflict(
         local.preflight(FakeDocker([mlflow]), settings)  # type: ignore[arg-type]
 
 
-def test_a_free_port_passes(settings: Settings) -> None:
+def test_a_free_port_passes(make_settings: Callable[..., Settings], sample_env: dict[str, str]) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         free = int(probe.getsockname()[1])
     assert local.port_free("127.0.0.1", free)
+    # A port known free now, not the default 5000, which a stack running on this machine may hold.
+    settings = make_settings(environ={**sample_env, "LOCAL_PORT": str(free)})
+    assert [spec.host_port for spec in specs(settings) if spec.host_port is not None] == [free]
     local.check_ports(FakeDocker([]), settings, specs(settings))  # type: ignore[arg-type]
 
 
