@@ -46,7 +46,17 @@ from mlopskit import console, credentials, local
 from mlopskit.contract import MLFLOW_PORT
 from mlopskit.errors import PlatformError
 from mlopskit.images import BuildSpec, ImageBuilder, build_image, ensure_images, host_build_files, image_size
-from mlopskit.services import MLFLOW, S3, S3_PORT, ImageSet, ServiceSpec, container_name, local_services, network_name
+from mlopskit.services import (
+    MLFLOW,
+    POSTGRES,
+    S3,
+    S3_PORT,
+    ImageSet,
+    ServiceSpec,
+    container_name,
+    local_services,
+    network_name,
+)
 from mlopskit.settings import Settings, load_settings
 
 RESULTS = Path("bench-results/bench.json")
@@ -211,6 +221,8 @@ class LoadResult:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    # CPU ms per successful request, per container ("mlflow", "postgres"), measured around the run.
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -310,6 +322,13 @@ def container_memory(container: Any) -> int:
     stats = memory.get("stats", {})
     inactive = stats.get("inactive_file", stats.get("total_inactive_file", 0))
     return int(memory.get("usage", 0)) - int(inactive)
+
+
+def container_cpu_seconds(container: Any) -> float:
+    """CPU seconds the container has used since it started (its cgroup's usage, all cores), as `docker stats`
+    reads it."""
+    usage = container.stats(stream=False, one_shot=True).get("cpu_stats", {}).get("cpu_usage", {})
+    return int(usage.get("total_usage", 0)) / 1e9
 
 
 def process_count(container: Any) -> int:
@@ -448,13 +467,14 @@ def default_server_command(settings: Settings) -> tuple[list[str], dict[str, str
     return command, environment
 
 
-def _load_summary(result: LoadResult) -> dict[str, float]:
+def _load_summary(result: LoadResult) -> dict[str, Any]:
     return {
         "ok": result.ok,
         "errors": result.errors,
         "seconds": round(result.seconds, 2),
         "rps": round(result.rate, 1),
         "p95_ms": round(result.p95_ms, 1),
+        "cpu_ms_per_request": result.cpu_ms_per_request,
     }
 
 
@@ -483,16 +503,29 @@ def warm_up(sides: list[Side], load: Load) -> None:
         )
 
 
-def run_rounds(sides: list[Side], load: Load, rounds: int, report: BenchReport) -> dict[str, list[LoadResult]]:
-    """`rounds` rounds of the same load on each side, the order rotated each round."""
+def run_rounds(
+    sides: list[Side], load: Load, rounds: int, report: BenchReport, database: Any
+) -> dict[str, list[LoadResult]]:
+    """`rounds` rounds of the same load on each side, the order rotated each round; each result carries the
+    CPU its MLflow container and the shared PostgreSQL container (`database`) used per request."""
     results: dict[str, list[LoadResult]] = {side.label: [] for side in sides}
     for round_no in range(rounds):
         order = sides[round_no % len(sides) :] + sides[: round_no % len(sides)]
         for side in order:
             report.note_load(f"load round {round_no + 1}: {side.label}")
             console.step(f"round {round_no + 1}/{rounds}: {side.label} ({load.clients} clients)")
+            before = (container_cpu_seconds(side.container), container_cpu_seconds(database))
             result = run_load(side.url, side.user, side.password, load, authenticated=side.authenticated)
-            console.info(f"    {result.rate:.1f} req/s, p95 {result.p95_ms:.0f} ms, {result.errors} errors")
+            after = (container_cpu_seconds(side.container), container_cpu_seconds(database))
+            if result.ok:
+                result.cpu_ms_per_request = {
+                    name: round((end - start) * 1000 / result.ok, 2)
+                    for name, start, end in zip(("mlflow", "postgres"), before, after, strict=True)
+                }
+            console.info(
+                f"    {result.rate:.1f} req/s, p95 {result.p95_ms:.0f} ms, {result.errors} errors; CPU per request: "
+                + ", ".join(f"{name} {ms:.1f} ms" for name, ms in result.cpu_ms_per_request.items())
+            )
             results[side.label].append(result)
     return results
 
@@ -537,7 +570,7 @@ def measure_load(
         processes = process_count(platform)
         starts_before = worker_starts(platform)
         with MemorySampler(platform) as sampled, MemorySampler(open_c) as sampled_open:
-            results = run_rounds(sides, load, rounds, report)
+            results = run_rounds(sides, load, rounds, report, client.containers.get(container_name(settings, POSTGRES)))
         replaced = worker_starts(platform) - starts_before
     report.raw["load"] = {
         "load": asdict(load),
@@ -576,6 +609,21 @@ def measure_load(
             f"same image, {workers} workers and stores; paired rounds: {spread(ratios, 'x', 2)}",
             ours=f"{pooled['platform'].rate:.1f} req/s",
             theirs=f"{pooled['without authentication'].rate:.1f} req/s",
+        )
+    )
+
+    def cpu(results: list[LoadResult], name: str) -> float:
+        return statistics.median(r.cpu_ms_per_request.get(name, math.nan) for r in results)
+
+    report.add(
+        Measurement(
+            "CPU per request: MLflow container + PostgreSQL",
+            round(cpu(auth, "mlflow") + cpu(auth, "postgres"), 1),
+            "ms",
+            detail="median of the rounds; where authentication's cost goes (no target)",
+            ours=f"MLflow {cpu(auth, 'mlflow'):.1f} ms + PostgreSQL {cpu(auth, 'postgres'):.1f} ms",
+            theirs=f"MLflow {cpu(open_, 'mlflow'):.1f} ms + PostgreSQL {cpu(open_, 'postgres'):.1f} ms "
+            "without authentication",
         )
     )
     speedups = [a.rate / d.rate if d.rate else math.inf for a, d in zip(auth, default, strict=True)]

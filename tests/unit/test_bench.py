@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mlopskit.bench import LoadResult, container_memory, parse_args, spread
+from mlopskit.bench import LoadResult, container_cpu_seconds, container_memory, parse_args, spread
 
 
 def test_p95_is_the_value_below_which_95_percent_of_latencies_fall() -> None:
@@ -59,3 +59,12 @@ class StatsContainer:
 def test_container_memory_leaves_out_inactive_page_cache_as_docker_stats_does(key: str) -> None:
     container = StatsContainer({"usage": 500 * 2**20, "stats": {key: 100 * 2**20}})
     assert container_memory(container) == 400 * 2**20
+
+
+def test_container_cpu_is_read_from_dockers_cumulative_usage_in_seconds() -> None:
+    class Container:
+        def stats(self, stream: bool, one_shot: bool) -> dict[str, object]:
+            assert (stream, one_shot) == (False, True)
+            return {"cpu_stats": {"cpu_usage": {"total_usage": 2_500_000_000}}}
+
+    assert container_cpu_seconds(Container()) == 2.5
