@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Sequence
+from types import TracebackType
 from typing import Any
 
 from rich.console import Console
@@ -172,3 +174,26 @@ def progress() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def quiet_on_closed_output() -> None:
+    """Make output into a pipe that closed early (`invoke --list | head`) end the program quietly (exit status
+    1, atexit handlers run) instead of with a BrokenPipeError traceback. Everything else still goes to the
+    previous sys.excepthook. Idempotent.
+
+    The way Python's documentation gives ("Note on SIGPIPE", module signal): standard output is pointed at
+    os.devnull so the interpreter's final flush does not fail again. SIGPIPE itself stays ignored, as Python
+    sets it: restoring its default would kill a task silently when an SSH or HTTP peer closes a socket."""
+    previous = sys.excepthook
+    if getattr(previous, "mlopskit_quiet_pipe", False):
+        return
+
+    def excepthook(kind: type[BaseException], value: BaseException, traceback: TracebackType | None) -> None:
+        if not issubclass(kind, BrokenPipeError):
+            previous(kind, value, traceback)
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+    excepthook.mlopskit_quiet_pipe = True  # type: ignore[attr-defined]
+    sys.excepthook = excepthook

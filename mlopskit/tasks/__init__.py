@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 
+from mlopskit import console
 from mlopskit.tasks import access, config, deploy, provision, secrets
 from mlopskit.tasks import backup as backup_tasks
 from mlopskit.tasks import images as image_tasks
@@ -12,6 +13,7 @@ from mlopskit.tasks import render as render_tasks
 
 
 def build_collection() -> Collection:
+    console.quiet_on_closed_output()
     ns = Collection()
     ns.add_task(config.show_config, name="config")
     ns.add_task(config.doctor)
