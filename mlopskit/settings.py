@@ -1679,12 +1679,16 @@ def _password_keys(layers: _Layers) -> dict[str, list[SecretTarget]]:
     return keys
 
 
+def _dotted(target: SecretTarget) -> str:
+    return ".".join(str(part) for part in target)
+
+
 def _put_password(layers: _Layers, target: SecretTarget, value: str, source: str) -> None:
     node: Any = layers.data
     for part in target[:-1]:
         node = node[part]
     node[target[-1]] = value
-    layers.sources[".".join(str(part) for part in target)] = source
+    layers.sources[_dotted(target)] = source
 
 
 def _refuse_file_secrets(layers: _Layers) -> None:
@@ -1765,8 +1769,10 @@ def _read_env_file(env_file: Path, layers: _Layers, check_unknown: bool = True) 
         first_line[key_name] = line
         if key_name in password_keys:
             for target in password_keys[key_name]:
-                if binding.value:  # empty: not set, as for every other key
+                if binding.value:
                     _put_password(layers, target, binding.value, where)
+                else:  # empty: not set, as for every other key; its line is kept for the message
+                    layers.sources[_dotted(target) + _EMPTY_SUFFIX] = where
             continue
         if key_name not in ENV_KEYS:
             if not check_unknown:
@@ -1801,15 +1807,20 @@ def _read_env(env_file: Path, environ: Mapping[str, str], layers: _Layers, check
         layers.problems.append(
             f"{ENV_FILE}: is not a file (a directory?); move it away and run `invoke init` to write one"
         )
+    # An empty variable means "not set", as an empty .env value does; where it is empty is kept for the message.
     for key, path in ENV_KEYS.items():
         raw = environ.get(key)
         if raw:
             layers.put(path, _env_value(path, raw), f"{ENVIRONMENT_SOURCE} ${key}")
+        elif raw is not None:
+            layers.sources.setdefault(path + _EMPTY_SUFFIX, f"{ENVIRONMENT_SOURCE} ${key}")
     for key, targets in _password_keys(layers).items():
         raw = environ.get(key)
-        if raw:
-            for target in targets:
+        for target in targets:
+            if raw:
                 _put_password(layers, target, raw, f"{ENVIRONMENT_SOURCE} ${key}")
+            elif raw is not None:
+                layers.sources.setdefault(_dotted(target) + _EMPTY_SUFFIX, f"{ENVIRONMENT_SOURCE} ${key}")
 
 
 def _source_for_loc(loc: tuple[int | str, ...], layers: _Layers) -> tuple[str, str]:
@@ -2035,9 +2046,17 @@ def access_problems(settings: Settings, label: Callable[[tuple[int | str, ...]],
 
 def _unset_env_keys(settings: Settings, wanted: list[tuple[str, str, str, str]], hint: str = "") -> list[str]:
     """One problem per (setting as shown, its settings path, the .env key it names, a placeholder value) whose
-    key is set neither in .env nor in the environment; `hint` ends each message."""
+    key is set neither in .env nor in the environment; a key listed there with an empty value is named with its
+    line (or variable). `hint` ends each message."""
+
+    def fix(path: str, key: str, placeholder: str) -> str:
+        empty = settings.sources.get(path.removesuffix("_env") + _EMPTY_SUFFIX)
+        if empty:
+            return f"{key} is empty in {empty}; give it a value there"
+        return f"{key} is not set; add {key}={placeholder} to {ENV_FILE}"
+
     return [
-        f"{shown} [from {settings.source_of(path)}]: {key} is not set; add {key}={placeholder} to {ENV_FILE}{hint}"
+        f"{shown} [from {settings.source_of(path)}]: {fix(path, key, placeholder)}{hint}"
         for shown, path, key, placeholder in wanted
     ]
 

@@ -174,6 +174,25 @@ def test_a_password_env_missing_from_env_fails_the_access_command(load: Load) ->
     )
 
 
+def test_a_password_env_listed_empty_in_env_names_its_line_not_add_it(load: Load) -> None:
+    # "add it to .env" would make the user write the key twice ("given twice") instead of filling in the line.
+    settings = load(GOOD, env=ADMIN + ALICE + "BOB_MLFLOW_PASSWORD=\n")
+    with pytest.raises(SettingsError) as exc_info:
+        settings.require("access")
+    text = problems(exc_info)
+    assert "BOB_MLFLOW_PASSWORD is empty in .env:3; give it a value there" in text
+    assert "add BOB_MLFLOW_PASSWORD" not in text
+
+
+def test_a_password_env_empty_in_the_environment_names_the_variable(load: Load) -> None:
+    settings = load(GOOD, env=ADMIN + ALICE, environ={"BOB_MLFLOW_PASSWORD": ""})
+    with pytest.raises(SettingsError) as exc_info:
+        settings.require("access")
+    assert "BOB_MLFLOW_PASSWORD is empty in environment $BOB_MLFLOW_PASSWORD; give it a value there" in problems(
+        exc_info
+    )
+
+
 def test_a_password_env_missing_from_env_still_loads_for_commands_without_mlflow(load: Load) -> None:
     # `invoke config` and `invoke doctor` must still show the settings; the commands that need it refuse.
     assert load(GOOD, env=ADMIN + ALICE).access.users[1].password is None

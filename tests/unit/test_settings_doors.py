@@ -195,6 +195,15 @@ def test_an_empty_required_key_names_its_env_line(make_settings: MakeSettings) -
     assert "MLFLOW_ADMIN_PASSWORD is empty in .env:2" in problems(exc_info)
 
 
+def test_an_empty_required_variable_in_the_environment_is_named(make_settings: MakeSettings) -> None:
+    settings = make_settings(env_file="S3_BUCKET=mlflow\n", environ={"MLFLOW_ADMIN_PASSWORD": ""})
+    with pytest.raises(SettingsError) as exc_info:
+        settings.require("access")
+    assert "MLFLOW_ADMIN_PASSWORD is empty in environment $MLFLOW_ADMIN_PASSWORD; give it a value there" in problems(
+        exc_info
+    )
+
+
 def test_a_line_without_equals_cannot_be_read_and_a_bare_known_key_is_not_given_twice(
     make_settings: MakeSettings,
 ) -> None:
@@ -278,6 +287,10 @@ def test_a_hosts_own_sudo_password_comes_from_the_key_it_names(make_settings: Ma
     assert "cluster.hosts[s1].sudo_password_env [from config/inventory.yaml:2]: S1_SUDO_PASSWORD is not set" in (
         problems(exc_info)
     )
+    empty = make_settings(inventory=inventory, env_file="S3_BUCKET=mlflow\nS1_SUDO_PASSWORD=\n")
+    with pytest.raises(SettingsError) as exc_info:
+        empty.require("provision")
+    assert "S1_SUDO_PASSWORD is empty in .env:2; give it a value there" in problems(exc_info)
 
 
 # --------------------------------------------------------- access.yaml does not block status and down
