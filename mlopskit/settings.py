@@ -1321,12 +1321,14 @@ class Settings(_Model):
         name = f"{path} ({env})" if env else path
         return f"{name} [from {self.source_of(path)}]"
 
-    def require(self, command: str) -> None:
-        """Fail unless every key that `command` needs is set; one message lists them all."""
+    def require(self, command: str, *, ran: str | None = None) -> None:
+        """Fail unless every key that `command` (a set of required_for) needs is set; one message lists them
+        all, naming `invoke {ran}` (what the user typed, e.g. "restore --scheduled"; default: command)."""
         missing = []
+        shown = ran or command
         for path in required_for(self, command):
             if get_path(self, path) in (None, "", []):
-                missing.append(f"{path}: required by `invoke {command}` but not set; {self.unset_hint(path)}")
+                missing.append(f"{path}: required by `invoke {shown}` but not set; {self.unset_hint(path)}")
         if command in {"up", "deploy", "seal", "access", "restore-scheduled"}:
             missing += missing_passwords(self)
         if command == "deploy" and (recipient := missing_backup_recipient(self)):
@@ -1337,7 +1339,7 @@ class Settings(_Model):
             missing += missing_sudo_passwords(self)
         if command in {"provision", "upgrade", "reset"} and not self.cluster.hosts:
             missing.append(
-                f"cluster.hosts: `invoke {command}` needs hosts; copy config/inventory.example.yaml "
+                f"cluster.hosts: `invoke {shown}` needs hosts; copy config/inventory.example.yaml "
                 f"to {INVENTORY_FILE} and list your machines"
             )
         if missing:

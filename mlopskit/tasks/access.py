@@ -37,7 +37,7 @@ def _show(plan: access.Plan, title: str) -> None:
 @platform_task(help={"cluster": TARGET_HELP, "prune": PRUNE_HELP})
 def plan(c: Context, cluster: bool = False, prune: bool = False) -> None:
     """Show what `invoke access.apply` would change in MLflow's users and permissions; exit 1 when anything differs."""
-    settings = settings_for(c, "access")
+    settings = settings_for(c, "access", ran="access.plan")
     with access.mlflow_endpoint(settings, cluster=cluster) as (url, previous):
         _healthy(url)
         rotation = access.ensure_admin_password(settings, url, previous, dry_run=True)
@@ -60,7 +60,7 @@ def plan(c: Context, cluster: bool = False, prune: bool = False) -> None:
 )
 def apply(c: Context, cluster: bool = False, prune: bool = False, dry_run: bool = False) -> None:
     """Make MLflow's users, passwords and permissions match config/access.yaml; a second run changes nothing."""
-    settings = settings_for(c, "access")
+    settings = settings_for(c, "access", ran="access.apply")
     with access.mlflow_endpoint(settings, cluster=cluster) as (url, previous):
         _healthy(url)
         rotation = access.ensure_admin_password(settings, url, previous, dry_run=dry_run)

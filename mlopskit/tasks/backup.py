@@ -100,7 +100,7 @@ def backup(
     """Write one encrypted archive of both databases, the bucket and (cluster) the sealing keys and K3s state."""
     _check_target(target)
     if list_:
-        list_scheduled(settings_for(c, "backup-list"))
+        list_scheduled(settings_for(c, "backup-list", ran="backup --list"))
         return
     settings = settings_for(c)
     keys = crypto.keys_from(settings)
@@ -142,9 +142,9 @@ def restore(
     """Verify an archive (a file or a scheduled backup); restore databases, bucket, keys; migrate, admin, access."""
     target = _check_target(target or ("cluster" if scheduled else "local"))
     if scheduled:
-        settings = settings_for(c, "restore-scheduled")
+        settings = settings_for(c, "restore-scheduled", ran="restore --scheduled")
     else:
-        settings = settings_for(c, "up" if target == "local" else "deploy")
+        settings = settings_for(c, "up" if target == "local" else "deploy", ran=f"restore --target {target}")
     keys = crypto.keys_from(settings)
     with console.progress() as bars:
         if scheduled:

@@ -25,12 +25,13 @@ def project_root(c: Context) -> Path:
     return Path(root) if root else Path.cwd()
 
 
-def settings_for(c: Context, command: str | None = None, *, access: bool = True) -> Settings:
-    """Load and validate the settings once; with a command, also check the keys it needs. access=False: for
-    commands that never touch MLflow's users (config/access.yaml is not read; see load_settings)."""
+def settings_for(c: Context, command: str | None = None, *, ran: str | None = None, access: bool = True) -> Settings:
+    """Load and validate the settings once; with a command (a set of Settings.required_for), also check the keys
+    it needs, naming `invoke {ran}` (the command line as typed, default: command) in the message. access=False:
+    for commands that never touch MLflow's users (config/access.yaml is not read; see load_settings)."""
     settings = load_settings(project_root(c), access=access)
     if command:
-        settings.require(command)
+        settings.require(command, ran=ran)
     for note in database_url.notes(settings):
         console.warn(note)
     return settings

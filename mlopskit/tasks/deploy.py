@@ -71,7 +71,7 @@ def diff(c: Context, image: str | None = None) -> None:
     """Show what `invoke deploy` would change, as unified diffs; exit 1 when anything differs."""
     if image is not None:
         check_flag("--image", image, formats.check_image, "images.* in config/platform.yaml")
-    settings = settings_for(c, "deploy")
+    settings = settings_for(c, "deploy", ran="diff")
     diffs = flow.diff(settings, mlflow_image=image)
     for _, text in diffs:
         console.console.out(text, highlight=False)

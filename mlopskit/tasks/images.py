@@ -49,7 +49,7 @@ def build_images(
     c: Context, push: bool = False, no_cache: bool = False, dry_run: bool = False, to_nodes: bool = False
 ) -> None:
     """Build the MLflow image (and offline stand-ins when the registry is out of reach); print sizes."""
-    settings = settings_for(c, "push" if push else None)
+    settings = settings_for(c, "push" if push else None, ran="build-images --push")
     ref = mlflow_image_ref(settings)
     if dry_run:
         console.info(f"would build {ref} and {mlflow_repository(settings)}:latest from docker/mlflow")

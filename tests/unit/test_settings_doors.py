@@ -328,3 +328,41 @@ def test_a_short_user_password_names_its_env_key(tmp_path: Path) -> None:
     text = problems(exc_info)
     assert "access.users[bob].password (BOB_MLFLOW_PASSWORD) [from .env:2]: must be at least 12 characters" in text
     assert "short-pw" not in text
+
+
+@pytest.mark.parametrize(
+    ("command", "ran"),
+    [
+        ("restore-scheduled", "restore --scheduled"),
+        ("backup-list", "backup --list"),
+        ("access", "access.plan"),
+        ("deploy", "diff"),
+        ("up", "restore --target local"),
+    ],
+)
+def test_a_missing_key_names_the_command_as_the_user_typed_it(
+    make_settings: MakeSettings, command: str, ran: str
+) -> None:
+    settings = make_settings(env_file="S3_BUCKET=mlflow\nMLFLOW_ADMIN_PASSWORD=\n")
+    with pytest.raises(SettingsError) as exc_info:
+        settings.require(command, ran=ran)
+    assert f"required by `invoke {ran}` but not set" in problems(exc_info)
+    assert f"`invoke {command}`" not in problems(exc_info).replace(f"`invoke {ran}`", "")
+
+
+@pytest.mark.parametrize(
+    ("args", "typed"),
+    [
+        (["restore", "--scheduled", "latest"], "restore --scheduled"),
+        (["backup", "--list"], "backup --list"),
+        (["access.plan"], "access.plan"),
+        (["diff"], "diff"),
+    ],
+)
+def test_tasks_name_themselves_in_missing_key_messages(
+    project: Project, sample_env: dict[str, str], args: list[str], typed: str
+) -> None:
+    project.write_env({**sample_env, "MLFLOW_ADMIN_PASSWORD": "", "S3_SECRET_KEY": ""})
+    result = project.invoke(*args)
+    assert result.returncode == 1
+    assert f"required by `invoke {typed}` but not set" in result.stderr, result.stderr
