@@ -1963,10 +1963,18 @@ def load_settings(root: Path | str = ".", environ: Mapping[str, str] | None = No
     _read_yaml(root / PLATFORM_FILE, PLATFORM_FILE, layers)
     _read_yaml(root / INVENTORY_FILE, INVENTORY_FILE, layers, wrap="cluster")
     # Before .env: it names the .env keys that hold the users' passwords.
+    access_readable = access
     if access:
+        before = len(layers.problems)
         _read_yaml(root / ACCESS_FILE, ACCESS_FILE, layers, wrap="access")
+        # An access file that cannot be read, or has keys it should not, may name password keys nobody can
+        # see: .env's user keys are then not called leftovers (the file's own error says what to fix).
+        top = layers.data.get("access", {})
+        access_readable = len(layers.problems) == before and (
+            isinstance(top, dict) and set(top) <= set(AccessSettings.model_fields)
+        )
     _refuse_file_secrets(layers)
-    _read_env(root / ENV_FILE, environ, layers, check_unknown=access)
+    _read_env(root / ENV_FILE, environ, layers, check_unknown=access_readable)
     problems = list(layers.problems)
     settings: Settings | None = None
     try:

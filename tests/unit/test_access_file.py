@@ -244,3 +244,19 @@ def test_config_shows_one_row_per_user_with_its_password_masked(project: Project
     assert result.returncode == 0, result.stderr
     assert re.search(r"access\.users\[alice\].*password=\*+.*config/access\.yaml:2", result.stdout)
     assert "alice-sample-password-1" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("broken", "cause"),
+    [
+        (GOOD.replace("users:", "users_:", 1), "users_"),
+        (GOOD + "\t- oops\n", "not valid YAML"),
+    ],
+)
+def test_a_broken_access_file_does_not_call_the_users_keys_leftovers(load: Load, broken: str, cause: str) -> None:
+    # The keys may well be named by the file once it is fixed: "remove the line" would lose passwords.
+    with pytest.raises(SettingsError) as exc_info:
+        load(broken)
+    text = problems(exc_info)
+    assert cause in text
+    assert "is not named by any password_env" not in text
