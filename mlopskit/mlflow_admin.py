@@ -25,6 +25,36 @@ RERUN_LOCAL = "`invoke up` makes MLflow's admin password the one in .env"
 RERUN_CLUSTER = "`invoke deploy` makes MLflow's admin password the one in .env"
 RERUN_ANY = "`invoke up` (local stack) or `invoke deploy` (cluster) makes MLflow's admin password the one in .env"
 
+# Where to look when MLflow does not answer at all, by the same key.
+UNREACHABLE_HINTS = {
+    RERUN_LOCAL: "is the local stack running? `invoke status` shows it, `invoke up` starts it",
+    RERUN_CLUSTER: "`invoke doctor --cluster` checks the deployed platform and the way to it",
+    RERUN_ANY: "for the local stack, `invoke status` shows it and `invoke up` starts it; for the cluster, "
+    "`invoke doctor --cluster` checks it",
+}
+
+
+def unreachable(url: str, exc: requests.RequestException, rerun: str = RERUN_ANY) -> PlatformError:
+    """ "cannot reach MLflow": the cause in a few words (refused, timed out, TLS, name) instead of urllib3's
+    retry text, and where to look next (UNREACHABLE_HINTS[rerun])."""
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason = f"the TLS handshake failed ({text.rsplit(':', 1)[-1].strip(' )(')[:120]})"
+    elif isinstance(exc, requests.exceptions.Timeout):
+        reason = f"no answer within {TIMEOUT} s"
+    elif "Connection refused" in text:
+        reason = "connection refused: nothing listens there"
+    elif "Name or service not known" in text or "Failed to resolve" in text or "NameResolutionError" in text:
+        reason = "its host name does not resolve"
+    elif isinstance(exc, requests.ConnectionError):
+        reason = "the connection failed or was dropped"
+    else:
+        reason = type(exc).__name__
+    return PlatformError(
+        f"cannot reach MLflow at {url}: {reason}; {UNREACHABLE_HINTS.get(rerun, UNREACHABLE_HINTS[RERUN_ANY])}"
+    )
+
+
 # The smoke check's experiment names start with this; it deletes the experiment when done.
 SMOKE_PREFIX = "mlopskit-smoke-"
 
@@ -60,10 +90,10 @@ class MlflowClient:
             except requests.ConnectionError as exc:
                 # A server worker that restarts drops its connections; the next one answers.
                 if attempt == attempts:
-                    raise PlatformError(f"cannot reach MLflow at {self.url}: {exc}") from None
+                    raise unreachable(self.url, exc, self.rerun) from None
                 time.sleep(attempt)
             except requests.RequestException as exc:
-                raise PlatformError(f"cannot reach MLflow at {self.url}: {exc}") from None
+                raise unreachable(self.url, exc, self.rerun) from None
         raise AssertionError("unreachable")
 
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -98,19 +128,22 @@ class MlflowClient:
         try:
             response = requests.get(f"{self.url}/health", timeout=TIMEOUT, verify=self.session.verify)
         except requests.RequestException as exc:
-            raise PlatformError(f"cannot reach MLflow at {self.url}/health: {exc}") from None
+            raise unreachable(f"{self.url}/health", exc, self.rerun) from None
         if response.status_code != 200:
             raise PlatformError(f"MLflow at {self.url}/health answered HTTP {response.status_code}")
         return response.text.strip()
 
     def anonymous_status(self) -> int:
         """The status an unauthenticated API call gets: 401 when basic-auth is on."""
-        response = requests.get(
-            f"{self.url}/api/2.0/mlflow/experiments/search",
-            params={"max_results": 1},
-            timeout=TIMEOUT,
-            verify=self.session.verify,
-        )
+        try:
+            response = requests.get(
+                f"{self.url}/api/2.0/mlflow/experiments/search",
+                params={"max_results": 1},
+                timeout=TIMEOUT,
+                verify=self.session.verify,
+            )
+        except requests.RequestException as exc:
+            raise unreachable(self.url, exc, self.rerun) from None
         return response.status_code
 
     def upload_artifact(self, path: str, content: bytes) -> None:

@@ -6,7 +6,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from mlopskit import access, console
-from mlopskit.mlflow_admin import MlflowClient, wait_healthy
+from mlopskit.mlflow_admin import RERUN_CLUSTER, RERUN_LOCAL, MlflowClient, wait_healthy
 from mlopskit.settings import ACCESS_FILE
 from mlopskit.tasks.common import platform_task, settings_for
 
@@ -14,8 +14,8 @@ TARGET_HELP = "reach the cluster's MLflow through a port-forward (default: the l
 PRUNE_HELP = f"also delete users and revoke grants that {ACCESS_FILE} does not declare; never the admin (default: off)"
 
 
-def _healthy(url: str) -> None:
-    wait_healthy(MlflowClient(url, "-", "-"), timeout=60)
+def _healthy(url: str, cluster: bool) -> None:
+    wait_healthy(MlflowClient(url, "-", "-", rerun=RERUN_CLUSTER if cluster else RERUN_LOCAL), timeout=60)
 
 
 def _show(plan: access.Plan, title: str) -> None:
@@ -39,7 +39,7 @@ def plan(c: Context, cluster: bool = False, prune: bool = False) -> None:
     """Show what `invoke access.apply` would change in MLflow's users and permissions; exit 1 when anything differs."""
     settings = settings_for(c, "access", ran="access.plan")
     with access.mlflow_endpoint(settings, cluster=cluster) as (url, previous):
-        _healthy(url)
+        _healthy(url, cluster)
         rotation = access.ensure_admin_password(settings, url, previous, dry_run=True)
         result = access.make_plan(settings, access.admin_client(settings, url, previous), prune=prune)
     _show(result, f"Access plan for {url}")
@@ -62,7 +62,7 @@ def apply(c: Context, cluster: bool = False, prune: bool = False, dry_run: bool 
     """Make MLflow's users, passwords and permissions match config/access.yaml; a second run changes nothing."""
     settings = settings_for(c, "access", ran="access.apply")
     with access.mlflow_endpoint(settings, cluster=cluster) as (url, previous):
-        _healthy(url)
+        _healthy(url, cluster)
         rotation = access.ensure_admin_password(settings, url, previous, dry_run=dry_run)
         admin = access.admin_client(settings, url, previous)
         result = access.make_plan(settings, admin, prune=prune)
