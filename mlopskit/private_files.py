@@ -29,6 +29,8 @@ def check_new_output(path: Path, what: str, option: str = "--out") -> None:
     """Before any work: path is a file that does not exist yet, in a folder that exists or can be created
     (created here, mode 0700). PlatformError naming the option, the path and what to do otherwise; `what`
     says what the file would hold ("an archive", "a key backup", "an identity")."""
+    if path.is_dir():
+        raise PlatformError(f"{option} {path}: is a folder; give the path of a new file in it ({what})")
     if path.exists():
         raise PlatformError(f"{option} {path}: the file exists; choose a new path ({what} is never overwritten)")
     try:

@@ -80,7 +80,7 @@ def api_client(settings: Settings) -> client.ApiClient:
     except (ConfigException, OSError) as exc:
         where = str(path) if path else "KUBECONFIG (or ~/.kube/config)"
         raise PlatformError(
-            f"cannot load a kubeconfig from {where}: {exc}. Run `invoke provision` to write "
+            f"cannot load a kubeconfig from {where}: {str(exc).rstrip('.')}. Run `invoke provision` to write "
             f"{settings.cluster.kubeconfig}, or set KUBECONFIG_PATH to an existing kubeconfig."
         ) from None
     return loaded

@@ -513,3 +513,9 @@ def test_retention_keeps_the_newest_finished_backups_of_either_layout_and_drops_
     assert removed == ["20261101T030000Z", "20261102T030000Z"]
     kept = sorted({key[len(PREFIX) :].split("/")[0] for key in dest.objects})
     assert kept == ["20261103T030000Z", "20261104T030000Z"]
+
+
+def test_backup_keygen_into_a_folder_says_it_is_a_folder(project: Project, tmp_path: Path) -> None:
+    result = project.invoke("backup-keygen", "--out", str(tmp_path))
+    assert result.returncode == 1
+    assert f"--out {tmp_path}: is a folder; give the path of a new file in it" in result.stderr
