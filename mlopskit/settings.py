@@ -1331,6 +1331,11 @@ class Settings(_Model):
                 missing.append(f"{path}: required by `invoke {shown}` but not set; {self.unset_hint(path)}")
         if command in {"up", "deploy", "seal", "access", "restore-scheduled"}:
             missing += missing_passwords(self)
+        if missing and command in {"backup-list", "restore-scheduled"} and not self.platform.backup.enabled:
+            missing.append(
+                f"{self.describe('platform.backup.enabled')} is false: scheduled backups are made only while it is "
+                "on (README, Scheduled backups in the cluster); the BACKUP_S3_* keys above say where earlier ones are"
+            )
         if command == "deploy" and (recipient := missing_backup_recipient(self)):
             missing.append(recipient)
         if command == "provision":

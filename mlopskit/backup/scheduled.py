@@ -169,6 +169,16 @@ def _json(dest: Destination, key: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def check_choice(which: str) -> None:
+    """PlatformError unless `which` is `latest` or a UTC stamp as `invoke backup --list` prints it; checked
+    before anything else (settings, keys, the destination)."""
+    if which != LATEST and not STAMP.fullmatch(which):
+        raise PlatformError(
+            f"--scheduled {which!r}: expected a UTC stamp as `invoke backup --list` prints it (such as "
+            "20261130T030000Z) or `latest`"
+        )
+
+
 def choose(found: list[ScheduledBackup], which: str, where: str) -> ScheduledBackup:
     """The backup `which` names (a UTC stamp as `invoke backup --list` prints it, or `latest`: the newest
     finished one); refused, listing what exists, when there is none such or it is unfinished."""
@@ -201,11 +211,7 @@ def opened(
     """Download the scheduled backup `which` as it decrypts (never staged encrypted), check its size and
     SHA-256 against summary.json, then verify every part as for an archive file. The identity is read before
     anything is fetched; the plaintext lives in a private temporary folder, removed afterwards."""
-    if which != LATEST and not STAMP.fullmatch(which):
-        raise PlatformError(
-            f"--scheduled {which!r}: expected a UTC stamp as `invoke backup --list` prints it (such as "
-            "20261130T030000Z) or `latest`"
-        )
+    check_choice(which)
     identity = crypto.load_identity(keys, "a scheduled backup")
     public = str(identity.to_public())
     staging = Path(tempfile.mkdtemp(prefix="mlopskit-restore-"))

@@ -142,6 +142,9 @@ def restore(
     """Verify an archive (a file or a scheduled backup); restore databases, bucket, keys; migrate, admin, access."""
     target = _check_target(target or ("cluster" if scheduled else "local"))
     if scheduled:
+        from mlopskit.backup.scheduled import check_choice
+
+        check_choice(path)
         settings = settings_for(c, "restore-scheduled", ran="restore --scheduled")
     else:
         settings = settings_for(c, "up" if target == "local" else "deploy", ran=f"restore --target {target}")

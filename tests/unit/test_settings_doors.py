@@ -366,3 +366,18 @@ def test_tasks_name_themselves_in_missing_key_messages(
     result = project.invoke(*args)
     assert result.returncode == 1
     assert f"required by `invoke {typed}` but not set" in result.stderr, result.stderr
+
+
+def test_restore_scheduled_checks_the_stamp_first_and_says_when_backups_are_off(
+    project: Project, sample_env: dict[str, str]
+) -> None:
+    project.write_env(sample_env)
+    wrong = project.invoke("restore", "--scheduled", "yesterday")
+    assert wrong.returncode == 1
+    assert "--scheduled 'yesterday': expected a UTC stamp" in wrong.stderr
+    assert "BACKUP_S3" not in wrong.stderr
+    off = project.invoke("restore", "--scheduled", "latest")
+    assert off.returncode == 1
+    assert "platform.backup.enabled [from default] is false: scheduled backups are made only while it is on" in (
+        off.stderr
+    )
