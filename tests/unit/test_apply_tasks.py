@@ -24,7 +24,7 @@ CHANGED = ObjectRef("", "ConfigMap", "mlops", "mlflow-config")
 
 @pytest.fixture(autouse=True)
 def default_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tasks, "settings_for", lambda c, command=None: Settings())
+    monkeypatch.setattr(tasks, "settings_for", lambda c, command=None, ran=None: Settings())
 
 
 def test_diff_exits_0_when_nothing_differs(monkeypatch: pytest.MonkeyPatch) -> None:
