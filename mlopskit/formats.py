@@ -234,6 +234,44 @@ def check_registry(value: str) -> str:
     return value
 
 
+# PostgreSQL identifiers the platform can use unquoted in URLs, shell variables and psql: what PostgreSQL folds
+# an unquoted name to, at most NAMEDATALEN-1 = 63 bytes.
+_POSTGRES_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def check_postgres_name(value: str) -> str:
+    """A PostgreSQL user or database name: lowercase letters, digits and '_', not starting with a digit,
+    at most 63 characters; not pg_* (reserved for roles) nor template0/template1."""
+    if not _POSTGRES_NAME.fullmatch(value):
+        raise ValueError(
+            "must be a PostgreSQL name of lowercase letters, digits and '_', not starting with a digit, at most "
+            "63 characters, such as mlflow or mlflow_auth (PostgreSQL folds unquoted names to lowercase)"
+        )
+    if value.startswith("pg_") or value in ("template0", "template1"):
+        raise ValueError("must not start with pg_ or be template0/template1: PostgreSQL reserves them; pick another")
+    return value
+
+
+def check_s3_region(value: str) -> str:
+    """An S3 region name as botocore accepts it (botocore.utils.validate_region_name: a host label of letters,
+    digits and '-', at most 63, not all digits). Empty is refused: AWS then builds https://s3..amazonaws.com,
+    and stores that ignore the region (SeaweedFS, MinIO) take us-east-1 as well."""
+    from botocore.exceptions import InvalidRegionError
+    from botocore.utils import validate_region_name
+
+    try:
+        if not value:
+            raise InvalidRegionError(region_name=value)
+        validate_region_name(value)
+    except InvalidRegionError:
+        raise ValueError(
+            "must be an S3 region name such as us-east-1 or eu-west-3 (letters, digits and '-', at most 63 "
+            "characters, not starting or ending with '-'); a store that ignores regions (SeaweedFS, MinIO) "
+            "takes us-east-1"
+        ) from None
+    return value
+
+
 def check_no_control_characters(value: str) -> str:
     """Text that ends up in files, labels and command lines holds no newline, tab or other control character."""
     if any(ord(char) < 32 or ord(char) == 127 for char in value):

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_origin
 
@@ -29,8 +30,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
-from mlopskit import database_url, formats
+from mlopskit import cron, database_url, formats
 from mlopskit.errors import SettingsError
 
 ENV_FILE = ".env"
@@ -47,6 +49,12 @@ PUBLISHED_DEFAULT_PASSWORDS = frozenset(
 )
 MIN_ADMIN_PASSWORD_LENGTH = 12
 MIN_BACKUP_PASSPHRASE_LENGTH = 16
+# Kubernetes stores replica counts and most numbers as int32: a larger value is refused by the API server
+# mid-deploy, and a Go duration of more seconds than this is near its own limit (292 years).
+KUBERNETES_INT32_MAX = 2**31 - 1
+# MLflow server worker processes in one container: each is a full Python process (~90 MiB at idle), so more
+# than this only exhausts memory; scale out with platform.mlflow.replicas or autoscaling instead.
+MAX_MLFLOW_WORKERS = 64
 # Characters an S3 access key cannot hold (see ObjectStoreSettings._access_key).
 S3_ACCESS_KEY_RESERVED = frozenset("/,=")
 
@@ -143,6 +151,20 @@ class FieldProblem(ValueError):
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode turns true into 1 and "5000.0" or 2.0 into 5000 and 2; strict mode would refuse
+        # the text "5000" that .env and the environment give. So: digits as text pass, booleans, fractions
+        # (even .0) and other text do not.
+        if info.field_name is None or not _is_int_field(cls.model_fields[info.field_name].annotation):
+            return value
+        if isinstance(value, bool | float):
+            raise ValueError(_WHOLE_NUMBER)
+        if isinstance(value, str) and not re.fullmatch(r"\s*[-+]?[0-9]+\s*", value):
+            raise ValueError(_WHOLE_NUMBER)
+        return value
+
     @field_validator("*", mode="after")
     @classmethod
     def _no_control_characters(cls, value: Any) -> Any:
@@ -152,6 +174,14 @@ class _Model(BaseModel):
             # Secrets go into HTTP Basic auth, URLs, sudo's prompt and .env: the same rule from every door.
             formats.check_printable_ascii(secret)
         return value
+
+
+_WHOLE_NUMBER = "must be a whole number in digits, such as 5 (no decimal point; true/false is not a number)"
+
+
+def _is_int_field(annotation: Any) -> bool:
+    """An `int` or `int | None` field (bool is a subclass of int, but its own annotation is not int)."""
+    return annotation is int or (int in getattr(annotation, "__args__", ()) and bool not in annotation.__args__)
 
 
 def _secret_texts(value: Any) -> Iterator[str]:
@@ -606,8 +636,8 @@ class StorageSettings(_Model):
     # Who may mount the export: addresses or CIDRs; empty means every inventory host's address.
     nfs_clients: list[str] = Field(default_factory=list)
     storage_class: str = "nfs-client"
-    postgres_size: str = "10Gi"
-    objectstore_size: str = "50Gi"
+    postgres_size: str = Field(default="10Gi", examples=["a quantity such as 10Gi or 500Mi"])
+    objectstore_size: str = Field(default="50Gi", examples=["a quantity such as 50Gi or 1Ti"])
 
     @field_validator("postgres_size", "objectstore_size")
     @classmethod
@@ -656,7 +686,8 @@ def check_s3_access_key(value: SecretStr | None) -> SecretStr | None:
 class ObjectStoreSettings(_Model):
     kind: Literal["seaweedfs", "minio", "external"] = "seaweedfs"
     endpoint: str | None = None
-    region: str = "us-east-1"
+    # An S3 region name; stores that ignore regions (SeaweedFS, MinIO) take any valid one.
+    region: str = Field(default="us-east-1", examples=["an S3 region name such as us-east-1"])
     bucket: str = "mlflow"
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None
@@ -665,6 +696,11 @@ class ObjectStoreSettings(_Model):
     @classmethod
     def _bucket(cls, value: str) -> str:
         return check_bucket_name(value)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        return formats.check_s3_region(value)
 
     @field_validator("access_key")
     @classmethod
@@ -689,6 +725,7 @@ class PostgresSettings(_Model):
     auth_dsn: SecretStr | None = None
     user: str = "mlflow"
     password: SecretStr | None = None
+    # PostgreSQL names (formats.check_postgres_name): lowercase letters, digits, '_', at most 63 characters.
     tracking_db: str = "mlflow"
     auth_db: str = "mlflow_auth"
 
@@ -699,6 +736,11 @@ class PostgresSettings(_Model):
         if value is not None:
             database_url.check_dsn(value.get_secret_value())
         return value
+
+    @field_validator("user", "tracking_db", "auth_db")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return formats.check_postgres_name(value)
 
     @model_validator(mode="after")
     def _external(self) -> PostgresSettings:
@@ -712,8 +754,8 @@ class PostgresSettings(_Model):
 class AutoscalingSettings(_Model):
     """A HorizontalPodAutoscaler for MLflow: replicas between min and max, scaled on CPU."""
 
-    min_replicas: int = Field(default=2, ge=1)
-    max_replicas: int = Field(default=4, ge=1)
+    min_replicas: int = Field(default=2, ge=1, le=KUBERNETES_INT32_MAX)
+    max_replicas: int = Field(default=4, ge=1, le=KUBERNETES_INT32_MAX)
     cpu_utilization: int = Field(default=75, ge=1, le=100)  # percent of the CPU request
 
     @model_validator(mode="after")
@@ -730,8 +772,14 @@ class MlflowSettings(_Model):
     default_permission: Literal["READ", "EDIT", "MANAGE", "NO_PERMISSIONS"] = "NO_PERMISSIONS"
     allowed_hosts: list[str] = Field(default_factory=list)
     auth_cache_ttl_seconds: int = Field(default=30, ge=1)
-    workers: int | None = Field(default=None, ge=1)
-    replicas: int = Field(default=1, ge=1)
+    # Server worker processes per MLflow container (1 to MAX_MLFLOW_WORKERS); unset: sized for the machine.
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_MLFLOW_WORKERS,
+        description="each worker is a full Python process; serve more load with platform.mlflow.replicas",
+    )
+    replicas: int = Field(default=1, ge=1, le=KUBERNETES_INT32_MAX)
     autoscaling: AutoscalingSettings | None = None  # when set, an HPA owns the replica count
     # MLflow 3's job runner (GenAI jobs and periodic tasks); the tracking server and registry do not need it.
     job_execution: bool = False
@@ -797,7 +845,7 @@ class IngressSettings(_Model):
     class_name: str = "traefik"
     # Seconds one request may take to reach MLflow through the ingress controller, body included (a large
     # artifact upload): Traefik's entry point readTimeout (60 s by default), ingress-nginx's proxy timeouts.
-    upload_timeout_seconds: int = Field(default=3600, ge=1)
+    upload_timeout_seconds: int = Field(default=3600, ge=1, le=KUBERNETES_INT32_MAX)
 
     @field_validator("host")
     @classmethod
@@ -879,19 +927,9 @@ class ResourceSettings(_Model):
     objectstore: ResourceSpec = ResourceSpec(cpu_request="100m", memory_request="256Mi", memory_limit="1Gi")
 
 
-# A CronJob schedule: five fields (minute hour day-of-month month day-of-week) or a macro; the API server
-# checks the values, this checks the shape so a typo is named before a deploy starts.
-CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-CRON_FIELD = r"[0-9A-Za-z*?/,-]+"
-
-
 def check_cron_schedule(value: str) -> str:
-    if value in CRON_MACROS or re.fullmatch(rf"{CRON_FIELD}( {CRON_FIELD}){{4}}", value):
-        return value
-    raise ValueError(
-        "must be a cron schedule of five fields (minute hour day-of-month month day-of-week), such as "
-        f"'0 3 * * *' (03:00 UTC daily), or one of {', '.join(CRON_MACROS)}"
-    )
+    """A CronJob schedule the API server accepts (see mlopskit/cron.py for the grammar and its sources)."""
+    return cron.check_schedule(value)
 
 
 class BackupDestinationSettings(_Model):
@@ -899,7 +937,7 @@ class BackupDestinationSettings(_Model):
     platform's own, so losing one does not lose both."""
 
     endpoint: str | None = None  # S3 URL; None is AWS S3. A Service in the cluster works: http://svc.ns.svc:8333
-    region: str = "us-east-1"
+    region: str = Field(default="us-east-1", examples=["an S3 region name such as us-east-1"])  # an S3 region name
     bucket: str | None = None
     prefix: str = ""  # key prefix; backups go under <prefix><cluster>/<namespace>/<UTC time>/
     access_key: SecretStr | None = None
@@ -909,6 +947,11 @@ class BackupDestinationSettings(_Model):
     @classmethod
     def _bucket(cls, value: str | None) -> str | None:
         return None if value is None else check_bucket_name(value)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        return formats.check_s3_region(value)
 
     @field_validator("endpoint")
     @classmethod
@@ -933,7 +976,9 @@ class ScheduledBackupSettings(_Model):
     bucket to `destination` on `schedule`, keeping the newest `retention` backups there."""
 
     enabled: bool = False
-    schedule: str = "0 3 * * *"  # cron, in UTC
+    schedule: str = Field(
+        default="0 3 * * *", examples=["a cron schedule such as '0 3 * * *'"]
+    )  # cron (mlopskit/cron.py), in UTC
     retention: int = Field(default=7, ge=1)  # backups kept at the destination; older ones are deleted
     destination: BackupDestinationSettings = BackupDestinationSettings()
 
@@ -998,7 +1043,9 @@ class GcSettings(_Model):
     """A CronJob that runs `mlflow gc`: runs deleted longer ago than older_than go, with their artifacts."""
 
     enabled: bool = False
-    schedule: str = "0 3 * * *"  # cron, in UTC
+    schedule: str = Field(
+        default="0 3 * * *", examples=["a cron schedule such as '0 3 * * *'"]
+    )  # cron (mlopskit/cron.py), in UTC
     older_than: str = "30d"  # mlflow gc --older-than: 30d, 12h, 1d2h30m, 90s
 
     @field_validator("schedule")
@@ -1016,7 +1063,7 @@ class GcSettings(_Model):
 
 
 class PlatformSettings(_Model):
-    namespace: str = "mlops"
+    namespace: str = Field(default="mlops", examples=["a name such as mlops"])
     storage: StorageSettings = StorageSettings()
     object_store: ObjectStoreSettings = ObjectStoreSettings()
     postgres: PostgresSettings = PostgresSettings()
@@ -1887,9 +1934,66 @@ def _format_error(error: Any, layers: _Layers) -> str:
     elif kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
         message = f"must be one of {expected}"
-    elif "input" in error and not isinstance(error["input"], dict | list) and not _is_secret(loc):
-        message = f"{message} (got {error['input']!r})"
+    elif kind in _PYDANTIC_WORDING:
+        message = _own_wording(kind, error, loc, source)
+    if "input" in error and not isinstance(error["input"], dict | list) and not _is_secret(loc):
+        message = f"{message} (got {_shown(error['input'])})"
     return f"{label} [from {source}]: {message}"
+
+
+# pydantic error types whose own text ("Input should be a valid string") is replaced by what is expected.
+_PYDANTIC_WORDING = frozenset(
+    {
+        "string_type",
+        "int_type",
+        "int_parsing",
+        "int_from_float",
+        "bool_type",
+        "bool_parsing",
+        "greater_than_equal",
+        "greater_than",
+        "less_than_equal",
+        "less_than",
+    }
+)
+# What YAML makes of an unquoted value that looks like something else than text.
+_YAML_TYPES = ((bool, "true/false (a boolean)"), (int, "a number"), (float, "a number"), (date, "a date"))
+
+
+def _own_wording(kind: str, error: Any, loc: tuple[int | str, ...], source: str) -> str:
+    """The message for a pydantic error type: what is expected and, where it helps, how to write it."""
+    ctx = error.get("ctx", {})
+    info = _field_info_at(loc)
+    # A field's `examples` hold one phrase of what it takes ("a quantity such as 10Gi"); plain text otherwise.
+    expected = str(info.examples[0]) if info is not None and info.examples else "text"
+    hint = f"; {info.description}" if info is not None and info.description else ""
+    if kind == "string_type":
+        got = error.get("input")
+        read_as = next((name for kind_, name in _YAML_TYPES if isinstance(got, kind_)), None)
+        if read_as and ".yaml" in source and not _is_secret(loc):
+            text = str(got).lower() if isinstance(got, bool) else str(got)
+            return f'must be {expected}; YAML reads this value as {read_as}: put it in quotes, e.g. "{text}"'
+        return f"must be {expected}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return _WHOLE_NUMBER
+    if kind in ("bool_type", "bool_parsing"):
+        return "must be true or false"
+    bound = {
+        "greater_than_equal": ("at least", "ge"),
+        "greater_than": ("above", "gt"),
+        "less_than_equal": ("at most", "le"),
+        "less_than": ("below", "lt"),
+    }[kind]
+    return f"must be {bound[0]} {ctx.get(bound[1])}{hint}"
+
+
+def _shown(value: Any) -> str:
+    """A value as the user wrote it: 2024-01-01 and true, not datetime.date(2024, 1, 1) and True."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, date):
+        return value.isoformat()
+    return repr(value)
 
 
 def _password_env_at(loc: tuple[int | str, ...], layers: _Layers) -> str | None:
@@ -1914,8 +2018,14 @@ def _is_secret(loc: tuple[int | str, ...]) -> bool:
 
 def _annotation_at(loc: tuple[int | str, ...]) -> Any:
     """The type annotation of the settings field at a pydantic error location; None when not found."""
+    info = _field_info_at(loc)
+    return None if info is None else info.annotation
+
+
+def _field_info_at(loc: tuple[int | str, ...]) -> FieldInfo | None:
+    """The settings field (annotation, examples, description) at a pydantic error location; None when not found."""
     model: Any = Settings
-    annotation: Any = None
+    found: FieldInfo | None = None
     key_next = False  # the part after a mapping field is one of the user's keys (a registry name)
     for part in loc:
         if isinstance(part, int) or key_next or part == "[key]":
@@ -1923,14 +2033,14 @@ def _annotation_at(loc: tuple[int | str, ...]) -> Any:
             continue
         if model is None:
             return None
-        info = model.model_fields.get(str(part))
-        if info is None:
+        found = model.model_fields.get(str(part))
+        if found is None:
             return None
-        annotation = info.annotation
+        annotation = found.annotation
         key_next = get_origin(annotation) is dict
         inner = getattr(annotation, "__args__", (annotation,))
         model = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
-    return annotation
+    return found
 
 
 def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
