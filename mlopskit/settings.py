@@ -181,7 +181,7 @@ _WHOLE_NUMBER = "must be a whole number in digits, such as 5 (no decimal point; 
 
 def _is_int_field(annotation: Any) -> bool:
     """An `int` or `int | None` field (bool is a subclass of int, but its own annotation is not int)."""
-    return annotation is int or (int in getattr(annotation, "__args__", ()) and bool not in annotation.__args__)
+    return annotation is int or annotation == int | None
 
 
 def _secret_texts(value: Any) -> Iterator[str]:
