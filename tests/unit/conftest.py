@@ -11,12 +11,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from mlopskit.errors import SettingsError
 from mlopskit.settings import ENV_KEYS, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,3 +156,15 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 def _no_ssh_agent(monkeypatch: pytest.MonkeyPatch) -> None:
     """The developer's own ssh-agent stays out of tests; a test that wants one starts it (tests/ssh_agent.py)."""
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+def problems(exc_info: pytest.ExceptionInfo[SettingsError]) -> str:
+    """Every problem a SettingsError lists, one per line."""
+    return "\n".join(exc_info.value.problems)
+
+
+def refused(make_settings: Callable[..., Settings], **kwargs: Any) -> str:
+    """The problems loading settings from these files (make_settings' arguments) is refused with."""
+    with pytest.raises(SettingsError) as exc_info:
+        make_settings(**kwargs)
+    return problems(exc_info)

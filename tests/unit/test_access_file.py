@@ -11,7 +11,7 @@ import pytest
 from mlopskit.errors import SettingsError
 from mlopskit.settings import Settings, load_settings
 
-from .conftest import SAMPLE_SECRETS, Project
+from .conftest import SAMPLE_SECRETS, Project, problems
 
 ADMIN = f"MLFLOW_ADMIN_PASSWORD={SAMPLE_SECRETS['MLFLOW_ADMIN_PASSWORD']}\n"
 ALICE = "ALICE_MLFLOW_PASSWORD=alice-sample-password-1\n"
@@ -50,10 +50,6 @@ def load(tmp_path: Path) -> Load:
         return load_settings(tmp_path, environ or {})
 
     return make
-
-
-def problems(exc_info: pytest.ExceptionInfo[SettingsError]) -> str:
-    return "\n".join(exc_info.value.problems)
 
 
 def test_a_good_file_loads_users_groups_and_grants(load: Load) -> None:

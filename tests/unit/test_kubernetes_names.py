@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
-from mlopskit.errors import SettingsError
 from mlopskit.settings import Settings
 
-from .conftest import Project
+from .conftest import Project, refused
 
 MakeSettings = Callable[..., Settings]
-
-
-def problems(exc_info: pytest.ExceptionInfo[SettingsError]) -> str:
-    return "\n".join(exc_info.value.problems)
-
-
-def refused(make_settings: MakeSettings, **files: Any) -> str:
-    with pytest.raises(SettingsError) as exc_info:
-        make_settings(**files)
-    return problems(exc_info)
 
 
 # ------------------------------------------------------------------------------------- ingress host

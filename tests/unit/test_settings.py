@@ -11,7 +11,7 @@ import pytest
 from mlopskit.errors import SettingsError
 from mlopskit.settings import ENV_KEYS, GENERATED_KEYS, Settings, check_bucket_name, load_settings
 
-from .conftest import REPO, SAMPLE_SECRETS, Project
+from .conftest import REPO, SAMPLE_SECRETS, Project, problems
 
 MakeSettings = Callable[..., Settings]
 
@@ -21,10 +21,6 @@ hosts:
   - {name: a1, address: 10.0.0.2, roles: [agent]}
   - {name: a2, address: a2.example.com, roles: [agent, nfs]}
 """
-
-
-def problems(exc_info: pytest.ExceptionInfo[SettingsError]) -> str:
-    return "\n".join(exc_info.value.problems)
 
 
 # ------------------------------------------------------------------ loading, sources and precedence

@@ -11,15 +11,11 @@ from pydantic import SecretStr
 from mlopskit.errors import SettingsError
 from mlopskit.settings import ENV_KEYS, Settings, load_settings
 
-from .conftest import SAMPLE_SECRETS, Project
+from .conftest import SAMPLE_SECRETS, Project, problems
 
 MakeSettings = Callable[..., Settings]
 ADMIN = f"MLFLOW_ADMIN_PASSWORD={SAMPLE_SECRETS['MLFLOW_ADMIN_PASSWORD']}\n"
 HOST = "  - {name: s1, address: 10.0.0.1, roles: [server]}\n"
-
-
-def problems(exc_info: pytest.ExceptionInfo[SettingsError]) -> str:
-    return "\n".join(exc_info.value.problems)
 
 
 def load(root: Path, files: dict[str, str], environ: dict[str, str] | None = None, **kwargs: bool) -> Settings:

@@ -10,13 +10,9 @@ import pytest
 from mlopskit.errors import SettingsError
 from mlopskit.settings import Settings
 
-from .conftest import Project
+from .conftest import Project, problems
 
 MakeSettings = Callable[..., Settings]
-
-
-def problems(exc_info: pytest.ExceptionInfo[SettingsError]) -> str:
-    return "\n".join(exc_info.value.problems)
 
 
 # ---------------------------------------------------------------------------------- .env is data

@@ -11,20 +11,11 @@ from botocore.exceptions import InvalidRegionError
 from botocore.utils import validate_region_name
 
 from mlopskit import cron, formats
-from mlopskit.errors import SettingsError
 from mlopskit.settings import MAX_MLFLOW_WORKERS, Settings
 
+from .conftest import refused
+
 MakeSettings = Callable[..., Settings]
-
-
-def problems(exc_info: pytest.ExceptionInfo[SettingsError]) -> str:
-    return "\n".join(exc_info.value.problems)
-
-
-def refused(make_settings: MakeSettings, **kwargs: object) -> str:
-    with pytest.raises(SettingsError) as exc_info:
-        make_settings(**kwargs)
-    return problems(exc_info)
 
 
 # ---------------------------------------------------------------------------------------------- regions
