@@ -373,7 +373,10 @@ def run_migrations(
         except PlatformError as exc:
             logs = last_logs(container, 200)
             if PASSWORD_REFUSED in logs:
-                raise PlatformError(f"database migrations failed: {password_refused(client, settings)}") from None
+                # The postgres container may just have been recreated with the new settings: only the volume's
+                # labels still tell what it was initialised with.
+                explained = password_refused(client, settings, container_env=False)
+                raise PlatformError(f"database migrations failed: {explained}") from None
             raise PlatformError(f"database migrations failed: {last_error_line(logs)}\n{exc}") from None
     finally:
         container.remove(force=True)
@@ -567,16 +570,17 @@ def _environment(container: Container) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items if "=" in item)
 
 
-def postgres_init(client: docker.DockerClient, settings: Settings) -> PostgresInit | None:
+def postgres_init(client: docker.DockerClient, settings: Settings, container_env: bool = True) -> PostgresInit | None:
     """The user and databases of the kept PostgreSQL data volume: from the existing postgres container's
-    environment (POSTGRES_USER, POSTGRES_DB, MLFLOW_AUTH_DB), else from the labels `up` puts on the volume when
-    it creates it; None when there is no volume or neither source tells."""
+    environment (POSTGRES_USER, POSTGRES_DB, MLFLOW_AUTH_DB; skipped when not container_env, e.g. once `up` has
+    recreated it with the new settings), else from the labels `up` puts on the volume when it creates it; None
+    when there is no volume or neither source tells."""
     volume_label = volume_name(settings, "postgres-data")
     try:
         volume = client.volumes.get(volume_label)
     except NotFound:
         return None
-    container = _container(client, container_name(settings, POSTGRES))
+    container = _container(client, container_name(settings, POSTGRES)) if container_env else None
     if container is not None:
         env = _environment(container)
         if env.get("POSTGRES_USER"):
@@ -629,10 +633,10 @@ def databases_missing(settings: Settings, held: Sequence[str], source: str) -> s
     )
 
 
-def password_refused(client: docker.DockerClient | None, settings: Settings) -> str:
+def password_refused(client: docker.DockerClient, settings: Settings, container_env: bool = True) -> str:
     """The plain explanation of PASSWORD_REFUSED for this stack. PostgreSQL does not tell a client whether the
-    user exists, so the cause comes from what `up` knows of the kept volume (postgres_init): another user,
-    another password, or, for a volume without that record, either."""
+    user exists, so the cause comes from what `up` knows of the kept volume (postgres_init, container_env as
+    there): another user, another password, or, for a volume without that record, either."""
     pg = settings.platform.postgres
     if pg.mode != "internal":
         return (
@@ -640,7 +644,7 @@ def password_refused(client: docker.DockerClient | None, settings: Settings) -> 
             "set the password the server expects"
         )
     volume = volume_name(settings, "postgres-data")
-    init = postgres_init(client, settings) if client is not None else None
+    init = postgres_init(client, settings, container_env)
     if init is not None and init.user != pg.user:
         return user_changed(settings, init)
     put_back = (

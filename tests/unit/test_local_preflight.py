@@ -398,3 +398,17 @@ def test_a_failed_migration_leads_with_its_last_error_line() -> None:
     assert local.last_error_line(logs) == 'FATAL:  database "my db" does not exist'
     assert local.last_error_line("x\nValueError: bad\n  done") == "ValueError: bad"
     assert local.last_error_line("") == "(no log)"
+
+
+def test_after_postgres_was_recreated_the_migrations_read_the_user_from_the_volume_labels(
+    make_settings: Callable[..., Settings], sample_env: dict[str, str]
+) -> None:
+    """The new container's environment has the new user; only the volume still knows the old one."""
+    settings = make_settings("platform:\n  postgres:\n    user: mlflow2\n", environ=sample_env)
+    recreated = ours(settings, "postgres", env=initialised_as(user="mlflow2"))
+    labels = {local.PG_USER_LABEL: "mlflow", local.PG_DATABASES_LABEL: "mlflow,mlflow_auth"}
+    docker = FakeDocker([recreated], [volume(settings, labels)])
+
+    message = local.password_refused(docker, settings, container_env=False)  # type: ignore[arg-type]
+
+    assert "initialised with PostgreSQL user 'mlflow'" in message and "POSTGRES_PASSWORD" not in message
