@@ -271,8 +271,8 @@ def platform_edited(stack: Stack, old: str, new: str) -> Iterator[None]:
             "initialised with PostgreSQL user 'mlflow'",
         ),
         (
-            "\n    mode: internal",
-            "\n    tracking_db: renamed\n    mode: internal",
+            "\n    tracking_db: mlflow\n",
+            "\n    tracking_db: renamed\n",
             "holds database(s) 'mlflow', 'mlflow_auth'",
         ),
     ],
