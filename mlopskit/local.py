@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import re
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -41,13 +43,17 @@ from mlopskit.services import (
     network_name,
     volume_name,
 )
-from mlopskit.settings import ACCESS_FILE, Settings
+from mlopskit.settings import ACCESS_FILE, ENV_FILE, PLATFORM_FILE, Settings
 
 PROJECT_LABEL = "io.mlopskit.project"
 SERVICE_LABEL = "io.mlopskit.service"
 SPEC_LABEL = "io.mlopskit.spec"
 # The project root (the folder with tasks.py) `up` ran from: a second checkout must not take the stack over.
 ROOT_LABEL = "io.mlopskit.root"
+# On the PostgreSQL data volume, set when `up` creates it: the user and databases (tracking,auth) its server
+# was initialised with. Never the password. Volumes made before these labels existed have none.
+PG_USER_LABEL = "io.mlopskit.postgres.user"
+PG_DATABASES_LABEL = "io.mlopskit.postgres.databases"
 # Seconds one container may take to start when no settings say otherwise (local.start_timeout).
 DEFAULT_START_TIMEOUT = 900.0
 # How often `up` looks at starting containers. Docker runs a health check only every few seconds (and
@@ -118,9 +124,17 @@ def _ensure_volumes(
                 actions[f"volume {volume}"] = "unchanged"
             except NotFound:
                 if not dry_run:
-                    client.volumes.create(volume, labels=_labels(settings))
+                    client.volumes.create(volume, labels=_labels(settings) | _volume_labels(settings, volume))
                 actions[f"volume {volume}"] = "created"
     return actions
+
+
+def _volume_labels(settings: Settings, volume: str) -> dict[str, str]:
+    """What the PostgreSQL data volume is initialised with (read back by postgres_init); nothing for others."""
+    if volume != volume_name(settings, "postgres-data"):
+        return {}
+    pg = settings.platform.postgres
+    return {PG_USER_LABEL: pg.user, PG_DATABASES_LABEL: f"{pg.tracking_db},{pg.auth_db}"}
 
 
 def _run_kwargs(settings: Settings, spec: ServiceSpec, digest: str) -> dict[str, Any]:
@@ -357,11 +371,28 @@ def run_migrations(
         try:
             wait_ready(container, "migrate", report, float(settings.local.start_timeout), one_off=True)
         except PlatformError as exc:
-            if PASSWORD_REFUSED in last_logs(container, 200):
-                raise PlatformError(f"database migrations failed: {password_refused(settings)}") from None
-            raise PlatformError(f"database migrations failed: {exc}") from None
+            logs = last_logs(container, 200)
+            if PASSWORD_REFUSED in logs:
+                # The postgres container may just have been recreated with the new settings: only the volume's
+                # labels still tell what it was initialised with.
+                explained = password_refused(client, settings, container_env=False)
+                raise PlatformError(f"database migrations failed: {explained}") from None
+            raise PlatformError(f"database migrations failed: {last_error_line(logs)}\n{exc}") from None
     finally:
         container.remove(force=True)
+
+
+def last_error_line(logs: str) -> str:
+    """The line of a log that says what went wrong: PostgreSQL's FATAL message, else the last `...Error: ...` or
+    `...Exception: ...` line (a Python traceback's last word), else the last line."""
+    lines = [line.strip() for line in logs.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "FATAL:" in line:
+            return line[line.index("FATAL:") :]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]*(Error|Exception)\b[^:]*:", line):
+            return line
+    return lines[-1] if lines else "(no log)"
 
 
 def _probe(settings: Settings, spec: ServiceSpec, container: Container) -> Callable[[], bool] | None:
@@ -389,11 +420,13 @@ def up(
     start, and it waits for PostgreSQL itself (MLflow retries its database connection). Only a new MLflow
     container waits for PostgreSQL first, to run the migrations before it starts.
 
-    Refuses (PlatformError) before creating or removing anything when the project's containers were started
-    from another folder (check_owner) or a port to publish is taken (check_ports)."""
+    Refuses (PlatformError) before creating, removing or starting anything when one of preflight's checks
+    fails, or (unless dry_run) an image is missing (check_images)."""
     specs = local_services(settings, images)
     result = UpResult(url=mlflow_url(settings))
     preflight(client, settings, specs)
+    if not dry_run:
+        check_images(client, specs)
     # Read before the container is recreated: the password MLflow may still have for the admin.
     previous = previous_admin_password(client, settings)
     stale = _container(client, container_name(settings, "migrate"))
@@ -431,20 +464,179 @@ def up(
 
 
 def preflight(client: docker.DockerClient, settings: Settings, specs: list[ServiceSpec] | None = None) -> None:
-    """Every check `up` makes before it creates, recreates or removes anything: check_owner, check_ports and
-    check_postgres_password; PlatformError from the first that fails. Needs the secrets (.env)."""
+    """Every check `up` (and `up --dry-run`) makes before it creates, recreates, removes or starts anything:
+    whatever Docker or the kept data would refuse only after a container was replaced. check_owner,
+    check_names, check_bind, check_ports, check_bind_mounts and check_postgres; PlatformError from the first
+    that fails. Needs the secrets (.env). The images are checked by `up` itself, after they are built."""
     specs = specs if specs is not None else local_services(settings, ImageSet("", "", ""))
     check_owner(client, settings)
+    check_names(client, settings, specs)
+    check_bind(settings)
     check_ports(client, settings, specs)
-    check_postgres_password(client, settings)
+    check_bind_mounts(settings, specs)
+    check_postgres(client, settings)
+
+
+def check_names(client: docker.DockerClient, settings: Settings, specs: list[ServiceSpec]) -> None:
+    """PlatformError when a container with a name `up` uses exists but is not this project's (no
+    io.mlopskit.project label with local.project): `up` would remove it to make room."""
+    for name in [container_name(settings, spec.name) for spec in specs] + [container_name(settings, "migrate")]:
+        found = _container(client, name)
+        if found is not None and found.labels.get(PROJECT_LABEL) != settings.local.project:
+            raise PlatformError(
+                f"a container named {name} exists that this project did not create (it has no label "
+                f"{PROJECT_LABEL}={settings.local.project}); nothing was changed. Rename or remove it yourself "
+                f"(`docker rm -f {name}` if it is no longer needed), or set local.project in {PLATFORM_FILE} "
+                "to another name"
+            )
+
+
+# local.bind values that mean every address of a family: always bindable.
+WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104
+
+
+def bind_problem(bind: str) -> str | None:
+    """Why a socket cannot be bound to (bind, any port) on this machine, e.g. 'Cannot assign requested address'
+    for an address it does not have; None when it can (as Docker's port proxy will)."""
+    if bind in WILDCARD_BINDS:
+        return None
+    try:
+        infos = socket.getaddrinfo(bind, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST)
+    except socket.gaierror as exc:
+        return str(exc.strerror or exc)
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
+
+
+def check_bind(settings: Settings) -> None:
+    """PlatformError naming local.bind (with its source) when it is not an address of this machine: Docker
+    would fail to publish the ports only after `up` replaced the container."""
+    bind = settings.local.bind
+    problem = bind_problem(bind)
+    if problem is not None:
+        raise PlatformError(
+            f"{settings.describe('local.bind')}: {bind} is not an address of this machine ({problem}); nothing was "
+            "created or started. Set it to an address this machine has (`ip -brief address` lists them), e.g. "
+            "127.0.0.1 for this machine only or 0.0.0.0 for every address"
+        )
+
+
+def check_bind_mounts(settings: Settings, specs: list[ServiceSpec]) -> None:
+    """PlatformError when a folder of the project a container mounts (docker/postgres-init) is missing: Docker
+    would mount an empty folder in its place, and a new PostgreSQL would lack the auth database."""
+    for spec in specs:
+        for host in spec.bind_mounts:
+            if not Path(host).is_dir():
+                raise PlatformError(
+                    f"{spec.name}: the folder {host} it mounts is missing from the project; nothing was changed. "
+                    "Restore it (`git checkout -- docker/`)"
+                )
+
+
+def check_images(client: docker.DockerClient, specs: list[ServiceSpec]) -> None:
+    """PlatformError naming every image a container needs that Docker does not have."""
+    missing = []
+    for spec in specs:
+        try:
+            client.images.get(spec.image)
+        except ImageNotFound:
+            missing.append(f"{spec.image} ({spec.name})")
+    if missing:
+        raise PlatformError(
+            f"image(s) {', '.join(missing)} do not exist; nothing was changed. Run `invoke build-images`"
+        )
 
 
 # What PostgreSQL answers a wrong password with (libpq and psql print it alike).
 PASSWORD_REFUSED = "password authentication failed"
 
 
-def password_refused(settings: Settings) -> str:
-    """The plain explanation of PASSWORD_REFUSED for this stack: which password, where it lives, the fix."""
+@dataclass(frozen=True)
+class PostgresInit:
+    """What the kept PostgreSQL data was initialised with, and where `up` read it."""
+
+    user: str
+    databases: tuple[str, ...]  # tracking, auth (empty when unknown)
+    source: str
+
+
+def _environment(container: Container) -> dict[str, str]:
+    items = container.attrs.get("Config", {}).get("Env") or []
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
+def postgres_init(client: docker.DockerClient, settings: Settings, container_env: bool = True) -> PostgresInit | None:
+    """The user and databases of the kept PostgreSQL data volume: from the existing postgres container's
+    environment (POSTGRES_USER, POSTGRES_DB, MLFLOW_AUTH_DB; skipped when not container_env, e.g. once `up` has
+    recreated it with the new settings), else from the labels `up` puts on the volume when it creates it; None
+    when there is no volume or neither source tells."""
+    volume_label = volume_name(settings, "postgres-data")
+    try:
+        volume = client.volumes.get(volume_label)
+    except NotFound:
+        return None
+    container = _container(client, container_name(settings, POSTGRES)) if container_env else None
+    if container is not None:
+        env = _environment(container)
+        if env.get("POSTGRES_USER"):
+            databases = (env.get("POSTGRES_DB") or env["POSTGRES_USER"], env.get("MLFLOW_AUTH_DB", ""))
+            return PostgresInit(
+                env["POSTGRES_USER"], tuple(d for d in databases if d), f"the environment of container {container.name}"
+            )
+    labels = (volume.attrs or {}).get("Labels") or {}
+    if labels.get(PG_USER_LABEL):
+        databases = tuple(d for d in labels.get(PG_DATABASES_LABEL, "").split(",") if d)
+        return PostgresInit(labels[PG_USER_LABEL], databases, f"the labels of volume {volume_label}")
+    return None
+
+
+def _ways_out(what: str) -> str:
+    return (
+        f"Put {what} back in {PLATFORM_FILE}, or start with empty data: `invoke down --volumes` then `invoke up` "
+        "(this deletes every run and artifact; `invoke backup` first to keep them)"
+    )
+
+
+def user_changed(settings: Settings, init: PostgresInit) -> str:
+    """The kept volume was initialised with another user than platform.postgres.user: what it holds, the fix."""
+    pg = settings.platform.postgres
+    return (
+        f"the kept volume {volume_name(settings, 'postgres-data')} was initialised with PostgreSQL user "
+        f"{init.user!r} (read from {init.source}), but {settings.describe('platform.postgres.user')} is now "
+        f"{pg.user!r}; nothing was changed. "
+        + _ways_out(f"user: {init.user}")
+        + f", or create the role {pg.user!r} yourself while the old stack runs"
+    )
+
+
+def databases_missing(settings: Settings, held: Sequence[str], source: str) -> str | None:
+    """The settings name a tracking or auth database the kept volume does not hold: what it holds, the fixes;
+    None when it holds both."""
+    pg = settings.platform.postgres
+    wanted = {"platform.postgres.tracking_db": pg.tracking_db, "platform.postgres.auth_db": pg.auth_db}
+    missing = {path: name for path, name in wanted.items() if name not in held}
+    if not missing:
+        return None
+    said = " and ".join(f"{settings.describe(path)} names {name!r}" for path, name in missing.items())
+    container = container_name(settings, POSTGRES)
+    creates = "; ".join(f"createdb -U {pg.user} -O {pg.user} {name}" for name in missing.values())
+    return (
+        f"the kept volume {volume_name(settings, 'postgres-data')} holds database(s) "
+        f"{', '.join(repr(d) for d in held) or 'none'} (read from {source}), but {said}; nothing was changed. "
+        + _ways_out("the old name(s)")
+        + f", or create the database yourself while the old stack runs (`docker exec {container} {creates}`)"
+    )
+
+
+def password_refused(client: docker.DockerClient, settings: Settings, container_env: bool = True) -> str:
+    """The plain explanation of PASSWORD_REFUSED for this stack. PostgreSQL does not tell a client whether the
+    user exists, so the cause comes from what `up` knows of the kept volume (postgres_init, container_env as
+    there): another user, another password, or, for a volume without that record, either."""
     pg = settings.platform.postgres
     if pg.mode != "internal":
         return (
@@ -452,29 +644,62 @@ def password_refused(settings: Settings) -> str:
             "set the password the server expects"
         )
     volume = volume_name(settings, "postgres-data")
+    init = postgres_init(client, settings, container_env)
+    if init is not None and init.user != pg.user:
+        return user_changed(settings, init)
+    put_back = (
+        f"put back the POSTGRES_PASSWORD the data was created with (e.g. from the {ENV_FILE} of the checkout that "
+        "first ran `invoke up`), or delete the data with `invoke down --volumes` (or `invoke restore ARCHIVE` "
+        "afterwards) and run `invoke up` again"
+    )
+    if init is not None:
+        return (
+            f"the kept volume {volume} was initialised with another POSTGRES_PASSWORD than the one in "
+            f"{settings.root / ENV_FILE} (PostgreSQL refused user {pg.user!r}, the user it was initialised with); "
+            + put_back
+        )
     return (
-        f"the kept volume {volume} was initialised with another POSTGRES_PASSWORD than the one in "
-        f"{settings.root / '.env'} (PostgreSQL refused user {pg.user!r}); put back the POSTGRES_PASSWORD the data "
-        f"was created with (e.g. from the .env of the checkout that first ran `invoke up`), or delete the data with "
-        f"`invoke down --volumes` (or `invoke restore ARCHIVE` afterwards) and run `invoke up` again"
+        f"PostgreSQL on the kept volume {volume} refused user {pg.user!r} with the POSTGRES_PASSWORD in "
+        f"{settings.root / ENV_FILE}: the volume was initialised either with another POSTGRES_PASSWORD or with "
+        f"another user than {settings.describe('platform.postgres.user')} (it predates the labels that record "
+        f"the user). Put back the user and password the data was created with, or {put_back.partition(', or ')[2]}"
     )
 
 
-def check_postgres_password(client: docker.DockerClient, settings: Settings) -> None:
-    """PlatformError (password_refused) when the running PostgreSQL container refuses .env's POSTGRES_PASSWORD,
-    checked with psql inside it over TCP (scram-sha-256, as MLflow connects)."""
+def check_postgres(client: docker.DockerClient, settings: Settings) -> None:
+    """PlatformError when the kept PostgreSQL data does not fit the settings, before anything is recreated:
+    a running postgres container is asked with psql over TCP (scram-sha-256, as MLflow connects) whether
+    .env's POSTGRES_PASSWORD is accepted and which databases exist; otherwise postgres_init tells the user and
+    databases the volume was initialised with."""
     pg = settings.platform.postgres
-    container = _container(client, container_name(settings, POSTGRES))
-    if pg.mode != "internal" or container is None or container.status != "running":
+    if pg.mode != "internal":
         return
-    command = ["psql", "-h", "127.0.0.1", "-U", pg.user, "-d", pg.tracking_db, "-w", "-tAc", "select 1"]
-    try:
-        code, output = container.exec_run(command, environment={"PGPASSWORD": settings.secrets.postgres_password})
-    except APIError:
-        return  # a container that cannot run psql now: the migrations report what goes wrong
-    text = output.decode(errors="replace") if isinstance(output, bytes) else ""
-    if code != 0 and PASSWORD_REFUSED in text:
-        raise PlatformError(f"{password_refused(settings)}; nothing was changed")
+    container = _container(client, container_name(settings, POSTGRES))
+    if container is not None and container.status == "running":
+        query = "select datname from pg_database where not datistemplate"
+        command = ["psql", "-h", "127.0.0.1", "-U", pg.user, "-d", "postgres", "-w", "-tAc", query]
+        try:
+            code, output = container.exec_run(command, environment={"PGPASSWORD": settings.secrets.postgres_password})
+        except APIError:
+            return  # a container that cannot run psql now: the migrations report what goes wrong
+        text = output.decode(errors="replace") if isinstance(output, bytes) else ""
+        if code != 0 and PASSWORD_REFUSED in text:
+            raise PlatformError(f"{password_refused(client, settings)}; nothing was changed")
+        if code == 0:
+            held = [line.strip() for line in text.splitlines() if line.strip() and line.strip() != "postgres"]
+            problem = databases_missing(settings, held, f"the running container {container.name}")
+            if problem is not None:
+                raise PlatformError(problem)
+        return
+    init = postgres_init(client, settings)
+    if init is None:
+        return
+    if init.user != pg.user:
+        raise PlatformError(user_changed(settings, init))
+    if init.databases:
+        problem = databases_missing(settings, init.databases, init.source)
+        if problem is not None:
+            raise PlatformError(problem)
 
 
 def check_owner(client: docker.DockerClient, settings: Settings) -> None:

@@ -19,8 +19,10 @@ def up(c: Context, dry_run: bool = False) -> None:
     """Run MLflow, PostgreSQL and S3 on this machine's Docker; a second run changes nothing."""
     root = project_root(c)
     if not (root / ENV_FILE).exists():
-        # Another checkout's stack or a taken port is refused before this folder gets secrets of its own.
-        local.check_owner(images.docker_client(), settings_for(c))
+        # Another checkout's stack or an address this machine lacks is refused before this folder gets secrets.
+        first = settings_for(c)
+        local.check_owner(images.docker_client(), first)
+        local.check_bind(first)
         if dry_run:
             console.info(f"would write {root / ENV_FILE} with fresh secrets (as `invoke init` does)")
             return
@@ -28,7 +30,7 @@ def up(c: Context, dry_run: bool = False) -> None:
         console.ok(f"{ENV_FILE} was missing: wrote {root / ENV_FILE} (mode 0600) with generated {', '.join(generated)}")
     settings = settings_for(c, "up")
     client = images.docker_client()
-    local.preflight(client, settings)  # before building images: a taken port or another checkout's stack
+    local.preflight(client, settings)  # before building images: all that Docker or the kept data would refuse
     with console.progress() as progress:
         if dry_run:
             image_set = images.planned_image_set(settings, client)

@@ -6,6 +6,7 @@ Tests run in file order against one stack: up, use it, up again, down and up, do
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -245,6 +246,54 @@ def test_up_refuses_a_postgres_password_the_kept_data_does_not_accept(stack: Sta
     assert f"volume {stack.project}-postgres-data was initialised with another POSTGRES_PASSWORD" in out, out
     assert "Traceback" not in out and "another-password-7c1d99e0" not in out
     assert containers_of(stack.project) == before
+
+
+@contextlib.contextmanager
+def platform_edited(stack: Stack, old: str, new: str) -> Iterator[None]:
+    """config/platform.yaml of the copy with `old` replaced by `new` while the block runs."""
+    path = stack.root / "config" / "platform.yaml"
+    original = path.read_text()
+    assert old in original
+    path.write_text(original.replace(old, new, 1))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("\nlocal:\n", "\nlocal:\n  bind: 192.0.2.77\n", "local.bind [from config/platform.yaml"),
+        (
+            "\n    mode: internal",
+            "\n    user: mlflow2\n    mode: internal",
+            "initialised with PostgreSQL user 'mlflow'",
+        ),
+        (
+            "\n    tracking_db: mlflow\n",
+            "\n    tracking_db: renamed\n",
+            "holds database(s) 'mlflow', 'mlflow_auth'",
+        ),
+    ],
+    ids=["bind-address-not-here", "postgres-user", "tracking-db"],
+)
+def test_up_refuses_a_change_docker_or_the_kept_data_would_refuse_before_touching_anything(
+    stack: Stack, old: str, new: str, expected: str
+) -> None:
+    """192.0.2.77 (TEST-NET-1) is on no machine; the running MLflow holds the port, so only the address check
+    can see it. A new user or database name over the kept volume: PostgreSQL would refuse MLflow after `up`
+    replaced it."""
+    before = containers_of(stack.project)
+    with platform_edited(stack, old, new):
+        for args in (("up", "--dry-run"), ("up",)):
+            result = stack.invoke(*args)
+            out = result.stdout + result.stderr
+            assert result.returncode != 0, (args, out)
+            assert expected in out and "nothing was" in out, (args, out)
+            assert "Traceback" not in out and "another POSTGRES_PASSWORD" not in out, out
+    after = containers_of(stack.project)
+    assert after == before and after[f"{stack.project}-mlflow"][1] == "running"
 
 
 def test_data_survives_down_and_up(stack: Stack) -> None:
