@@ -178,7 +178,7 @@ def _start(container: Container, spec: ServiceSpec, settings: Settings) -> None:
         if "port is already allocated" in message or "address already in use" in message:
             raise PlatformError(
                 f"{spec.name}: port {spec.host_port or spec.container_port} on {settings.local.bind} is already "
-                "in use; stop what uses it, or set LOCAL_PORT in .env to another port"
+                f"in use; stop what uses it, or change {settings.describe('local.port')} to another port"
             ) from None
         raise PlatformError(f"{spec.name}: starting container {container.name} failed: {message}") from None
 
@@ -760,7 +760,8 @@ def check_ports(client: docker.DockerClient, settings: Settings, specs: list[Ser
             continue
         raise PlatformError(
             f"{spec.name}: port {port} on {bind} is already in use; nothing was created or started. Stop what "
-            f"uses it (`ss -ltnp 'sport = :{port}'` shows it), or set LOCAL_PORT in .env to a free port"
+            f"uses it (`ss -ltnp 'sport = :{port}'` shows it), or change "
+            f"{settings.describe('local.port')} to a free port"
         )
 
 
