@@ -17,6 +17,9 @@ Targets (issue 13, item 5; the throughput against MLflow's defaults is issue 3's
   basic-auth` with MLflow's default settings;
 - the MLflow container's memory at idle and at its peak under the load at most 0.6 GiB (2 workers);
 - `invoke up` from stopped containers, images present, to healthy in at most 25 s (median of the runs).
+
+Without a target, to show where the time goes: the CPU each side's MLflow container and the shared PostgreSQL
+use per request (ms, from their cgroups), and backup/restore MB/s against pg_dump/pg_restore and boto3 by hand.
 """
 
 from __future__ import annotations
