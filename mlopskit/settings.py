@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import io
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -1695,6 +1696,33 @@ def _suggest(name: str, choices: list[str], cutoff: float = 0.6) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
+def _model_paths(model: Any, prefix: str = "") -> Iterator[str]:
+    """The dotted path of every field of a settings model, nested models included."""
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        yield path
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _model_paths(annotation, f"{path}.")
+
+
+def _env_key_hint(key_name: str) -> str:
+    """What an unknown .env key most likely meant: the upper-case key, a setting that has no .env key (and which
+    file sets it), or the closest .env key; "" when nothing is close."""
+    upper = key_name.upper()
+    if upper != key_name and upper in ENV_KEYS:
+        return f"; .env keys are upper case: {upper}"
+    words = key_name.lower().split("_")
+    paths = set(_model_paths(Settings)) - {"root", "sources"}
+    for joins in itertools.product((".", "_"), repeat=len(words) - 1):
+        dotted = words[0] + "".join(join + word for join, word in zip(joins, words[1:], strict=True))
+        for path in (dotted, f"platform.{dotted}"):
+            if path in paths and path not in ENV_BY_PATH:
+                where = INVENTORY_FILE if path.startswith("cluster.") else PLATFORM_FILE
+                return f"; {path} has no .env key: set it in {where}"
+    return _suggest(upper, list(ENV_KEYS))
+
+
 SecretTarget = tuple[str | int, ...]
 
 
@@ -1842,7 +1870,7 @@ def _read_env_file(env_file: Path, layers: _Layers, check_unknown: bool = True) 
                 )
             else:
                 layers.problems.append(
-                    f"{key_name} [from {where}]: unknown key{_suggest(key_name, list(ENV_KEYS))} "
+                    f"{key_name} [from {where}]: unknown key{_env_key_hint(key_name)} "
                     "(every key is listed in .env.example)"
                 )
             continue

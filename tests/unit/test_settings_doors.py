@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from mlopskit.errors import SettingsError
 from mlopskit.settings import ENV_KEYS, Settings, load_settings
 
-from .conftest import SAMPLE_SECRETS, Project, problems
+from .conftest import SAMPLE_SECRETS, Project, problems, refused
 
 MakeSettings = Callable[..., Settings]
 ADMIN = f"MLFLOW_ADMIN_PASSWORD={SAMPLE_SECRETS['MLFLOW_ADMIN_PASSWORD']}\n"
@@ -377,3 +377,17 @@ def test_restore_scheduled_checks_the_stamp_first_and_says_when_backups_are_off(
     assert "platform.backup.enabled [from default] is false: scheduled backups are made only while it is on" in (
         off.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "hint"),
+    [
+        ("LOCAL_PROJECT=second", "local.project has no .env key: set it in config/platform.yaml"),
+        ("local_port=5001", ".env keys are upper case: LOCAL_PORT"),
+        ("GC_SCHEDULE=@daily", "platform.gc.schedule has no .env key: set it in config/platform.yaml"),
+        ("S3_BUKET=mlflow", "did you mean S3_BUCKET?"),
+    ],
+)
+def test_an_unknown_env_key_gets_the_hint_that_fits(make_settings: MakeSettings, line: str, hint: str) -> None:
+    text = refused(make_settings, env_file=f"S3_BUCKET=mlflow\n{line}\n")
+    assert f"{line.split('=')[0]} [from .env:2]: unknown key; {hint}" in text, text
