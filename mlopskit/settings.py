@@ -142,11 +142,13 @@ def check_bucket_name(value: str) -> str:
 
 class FieldProblem(ValueError):
     """A check over a whole section that is about one of its keys: the error then names that key (and its
-    .env name and source) instead of the section. field: the key's path below the section, e.g. "enabled"."""
+    .env name and source) instead of the section. field: the key's path below the section, e.g. "enabled";
+    several when any of them may be the one the user set: the error names the first one set in .env or the
+    environment, else the first one set in a file, else the first."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str | tuple[str, ...], message: str) -> None:
         super().__init__(message)
-        self.field = field
+        self.fields = (field,) if isinstance(field, str) else field
 
 
 class _Model(BaseModel):
@@ -1083,9 +1085,10 @@ class PlatformSettings(_Model):
     @model_validator(mode="after")
     def _scheduled_backup(self) -> PlatformSettings:
         if self.backup.enabled and self.postgres.mode == "external":
-            raise ValueError(
+            raise FieldProblem(
+                ("postgres.mode", "backup.enabled"),
                 "backup.enabled dumps the platform's own PostgreSQL; with postgres.mode 'external' (POSTGRES_MODE) "
-                "use the provider's scheduled backups and set backup.enabled to false"
+                "use the provider's scheduled backups and set backup.enabled to false",
             )
         return self
 
@@ -1936,11 +1939,24 @@ def _host_label(loc: tuple[int | str, ...], layers: _Layers) -> str:
     return ".".join(parts)
 
 
+def _blamed_field(section: tuple[int | str, ...], fields: tuple[str, ...], layers: _Layers) -> tuple[int | str, ...]:
+    """The location of the field a FieldProblem names (see FieldProblem for the order)."""
+    locs = [(*section, *field.split(".")) for field in fields]
+    sources = [_source_for_loc(loc, layers)[1] for loc in locs]
+    for loc, source in zip(locs, sources, strict=True):
+        if source.startswith((ENV_FILE, ENVIRONMENT_SOURCE)):
+            return loc
+    for loc, source in zip(locs, sources, strict=True):
+        if source != DEFAULT_SOURCE:
+            return loc
+    return locs[0]
+
+
 def _format_error(error: Any, layers: _Layers) -> str:
     loc = tuple(p for p in error["loc"])
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, FieldProblem):
-        loc = (*loc, *cause.field.split("."))
+        loc = _blamed_field(loc, cause.fields, layers)
     key, source = _source_for_loc(loc, layers)
     env = ENV_BY_PATH.get(key) or _password_env_at(loc, layers)
     label = f"{key} ({env})" if ENV_BY_PATH.get(key) else _host_label(loc, layers) + (f" ({env})" if env else "")

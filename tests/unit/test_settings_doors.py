@@ -391,3 +391,14 @@ def test_restore_scheduled_checks_the_stamp_first_and_says_when_backups_are_off(
 def test_an_unknown_env_key_gets_the_hint_that_fits(make_settings: MakeSettings, line: str, hint: str) -> None:
     text = refused(make_settings, env_file=f"S3_BUCKET=mlflow\n{line}\n")
     assert f"{line.split('=')[0]} [from .env:2]: unknown key; {hint}" in text, text
+
+
+def test_a_check_over_two_keys_names_the_one_set_in_env(make_settings: MakeSettings) -> None:
+    platform = "platform:\n  backup:\n    enabled: true\n    destination: {bucket: backups}\n"
+    dsn = "postgresql://u:p@db.example.test:5432/mlflow"
+    from_env = refused(make_settings, platform=platform, environ={"POSTGRES_MODE": "external", "POSTGRES_DSN": dsn})
+    assert "platform.postgres.mode (POSTGRES_MODE) [from environment $POSTGRES_MODE]: backup.enabled dumps" in (
+        from_env
+    )
+    in_files = refused(make_settings, platform=platform + "  postgres:\n    mode: external\n    dsn: " + dsn + "\n")
+    assert "platform.postgres.mode (POSTGRES_MODE) [from config/platform.yaml:6]: backup.enabled dumps" in in_files
