@@ -543,14 +543,16 @@ class ClusterSettings(_Model):
         vip = self.vip.address
         owner = next((h.name for h in self.hosts if h.address == vip), None)
         if owner is not None:
-            raise ValueError(
+            raise FieldProblem(
+                "vip.address",
                 f"vip.address {vip} is the address of host {owner}; the virtual IP must be a free address "
-                "in the servers' subnet that no machine uses"
+                "in the servers' subnet that no machine uses",
             )
         if self.api_endpoint is not None and formats.is_ip(self.api_endpoint) and self.api_endpoint != vip:
-            raise ValueError(
+            raise FieldProblem(
+                ("api_endpoint", "vip.address"),
                 f"api_endpoint {self.api_endpoint} and vip.address {vip} differ: with a virtual IP the endpoint is "
-                "the VIP itself or a DNS name that resolves to it; remove api_endpoint or make them agree"
+                "the VIP itself or a DNS name that resolves to it; remove api_endpoint or make them agree",
             )
         return self
 

@@ -146,10 +146,16 @@ def check_airgap_files(settings: Settings) -> list[Path]:
     resolved = []
     for key, path in files.items():
         if path is None:
-            raise PlatformError(f"cluster.airgap.{key}: required when airgap is enabled; set it in the inventory")
+            raise PlatformError(
+                f"cluster.airgap.{key} [from {settings.source_of('cluster.airgap')}]: required when airgap is "
+                "enabled; set it in the inventory"
+            )
         full = path.expanduser() if path.expanduser().is_absolute() else settings.root / path.expanduser()
         if not full.is_file():
-            raise PlatformError(f"cluster.airgap.{key}: {full} does not exist; download it from the K3s release page")
+            raise PlatformError(
+                f"cluster.airgap.{key} [from {settings.source_of(f'cluster.airgap.{key}')}]: {full} does not exist; "
+                "download it from the K3s release page"
+            )
         resolved.append(full)
     return resolved
 

@@ -59,12 +59,14 @@ def test_vip_needs_an_interface(make_settings: MakeSettings) -> None:
 
 def test_vip_may_not_be_a_hosts_address(make_settings: MakeSettings) -> None:
     message = problems(make_settings, "vip: {address: 10.0.0.1, interface: eth0}\n" + SERVER)
-    assert "vip.address 10.0.0.1 is the address of host s1" in message
+    assert "cluster.vip.address [from config/inventory.yaml:1]: vip.address 10.0.0.1 is the address of host s1" in (
+        message
+    )
 
 
 def test_an_api_endpoint_address_other_than_the_vip_is_refused(make_settings: MakeSettings) -> None:
     message = problems(make_settings, "api_endpoint: 10.0.0.60\nvip: {address: 10.0.0.50, interface: eth0}\n" + SERVER)
-    assert "api_endpoint 10.0.0.60 and vip.address 10.0.0.50 differ" in message
+    assert "cluster.api_endpoint [from config/inventory.yaml:1]: api_endpoint 10.0.0.60 and vip" in (message)
 
 
 def test_vip_image_must_be_an_image_reference(make_settings: MakeSettings) -> None:

@@ -89,10 +89,16 @@ def test_airgap_files_must_exist_locally(make_settings: MakeSettings, tmp_path: 
     binary = tmp_path / "k3s"
     binary.write_text("binary")
     inventory = THREE_SERVERS + f"airgap: {{enabled: true, k3s_binary: {binary}, images_tarball: /nope/images.tar}}\n"
-    with pytest.raises(PlatformError, match=r"cluster.airgap.images_tarball: /nope/images.tar does not exist"):
+    with pytest.raises(
+        PlatformError,
+        match=r"cluster\.airgap\.images_tarball \[from config/inventory\.yaml:\d+\]: /nope/images.tar does not exist",
+    ):
         check_airgap_files(make_settings(inventory=inventory))
 
 
 def test_airgap_files_must_be_set(make_settings: MakeSettings) -> None:
-    with pytest.raises(PlatformError, match=r"cluster\.airgap\.k3s_binary: required when airgap is enabled"):
+    with pytest.raises(
+        PlatformError,
+        match=r"cluster\.airgap\.k3s_binary \[from config/inventory\.yaml:\d+\]: required when airgap is enabled",
+    ):
         check_airgap_files(make_settings(inventory=THREE_SERVERS + "airgap: {enabled: true}\n"))
