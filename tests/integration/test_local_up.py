@@ -250,11 +250,12 @@ def test_up_refuses_a_postgres_password_the_kept_data_does_not_accept(stack: Sta
 
 @contextlib.contextmanager
 def platform_edited(stack: Stack, old: str, new: str) -> Iterator[None]:
-    """config/platform.yaml of the copy with `old` replaced by `new` while the block runs."""
+    """config/platform.yaml of the copy with the first match of the regular expression `old` replaced by `new`
+    while the block runs (a pattern, so a comment after a value does not break the edit)."""
     path = stack.root / "config" / "platform.yaml"
     original = path.read_text()
-    assert old in original
-    path.write_text(original.replace(old, new, 1))
+    assert re.search(old, original), old
+    path.write_text(re.sub(old, new, original, count=1))
     try:
         yield
     finally:
@@ -271,7 +272,7 @@ def platform_edited(stack: Stack, old: str, new: str) -> Iterator[None]:
             "initialised with PostgreSQL user 'mlflow'",
         ),
         (
-            "\n    tracking_db: mlflow\n",
+            r"\n    tracking_db: mlflow\b[^\n]*\n",
             "\n    tracking_db: renamed\n",
             "holds database(s) 'mlflow', 'mlflow_auth'",
         ),
