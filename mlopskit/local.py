@@ -501,15 +501,24 @@ def bind_problem(bind: str) -> str | None:
     if bind in WILDCARD_BINDS:
         return None
     try:
-        infos = socket.getaddrinfo(bind, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST)
+        refused = _listen_error(bind, 0, numeric=True)
     except socket.gaierror as exc:
         return str(exc.strerror or exc)
-    family, kind, proto, _, address = infos[0]
-    try:
-        with socket.socket(family, kind, proto) as probe:
+    return None if refused is None else str(refused.strerror or refused)
+
+
+def _listen_error(bind: str | None, port: int, *, numeric: bool = False) -> OSError | None:
+    """The error opening a listening socket on (bind, port) now, as Docker's port proxy opens it, gives; None
+    when it opens. socket.gaierror when bind is no address (numeric: only an IP address is taken)."""
+    flags = socket.AI_PASSIVE | (socket.AI_NUMERICHOST if numeric else 0)
+    family, kind, proto, _, address = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM, flags=flags)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
             probe.bind(address)
-    except OSError as exc:
-        return str(exc.strerror or exc)
+            probe.listen(1)
+        except OSError as exc:
+            return exc
     return None
 
 
@@ -733,20 +742,14 @@ def _held_ports(client: docker.DockerClient, settings: Settings) -> set[int]:
 def port_free(bind: str, port: int) -> bool:
     """Whether a listening socket on (bind, port) could be opened now, as Docker's port proxy opens it."""
     try:
-        infos = socket.getaddrinfo(bind or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        refused = _listen_error(bind or None, port)
     except socket.gaierror:
         return True  # Docker reports an address it cannot bind when it starts the container
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-            probe.listen(1)
-        except OSError as exc:
-            if exc.errno in {errno.EADDRINUSE, errno.EACCES}:
-                return False
-            raise
-    return True
+    if refused is None:
+        return True
+    if refused.errno in {errno.EADDRINUSE, errno.EACCES}:
+        return False
+    raise refused
 
 
 def check_ports(client: docker.DockerClient, settings: Settings, specs: list[ServiceSpec]) -> None:
