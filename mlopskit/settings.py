@@ -932,17 +932,12 @@ class ResourceSettings(_Model):
     objectstore: ResourceSpec = ResourceSpec(cpu_request="100m", memory_request="256Mi", memory_limit="1Gi")
 
 
-def check_cron_schedule(value: str) -> str:
-    """A CronJob schedule the API server accepts (see mlopskit/cron.py for the grammar and its sources)."""
-    return cron.check_schedule(value)
-
-
 class BackupDestinationSettings(_Model):
     """The second S3 location scheduled backups go to: another provider, account or bucket than the
     platform's own, so losing one does not lose both."""
 
     endpoint: str | None = None  # S3 URL; None is AWS S3. A Service in the cluster works: http://svc.ns.svc:8333
-    region: str = Field(default="us-east-1", examples=["an S3 region name such as us-east-1"])  # an S3 region name
+    region: str = Field(default="us-east-1", examples=["an S3 region name such as us-east-1"])
     bucket: str | None = None
     prefix: str = ""  # key prefix; backups go under <prefix><cluster>/<namespace>/<UTC time>/
     access_key: SecretStr | None = None
@@ -981,16 +976,15 @@ class ScheduledBackupSettings(_Model):
     bucket to `destination` on `schedule`, keeping the newest `retention` backups there."""
 
     enabled: bool = False
-    schedule: str = Field(
-        default="0 3 * * *", examples=["a cron schedule such as '0 3 * * *'"]
-    )  # cron (mlopskit/cron.py), in UTC
+    # A CronJob schedule in UTC, checked as the API server checks it (mlopskit/cron.py).
+    schedule: str = Field(default="0 3 * * *", examples=["a cron schedule such as '0 3 * * *'"])
     retention: int = Field(default=7, ge=1)  # backups kept at the destination; older ones are deleted
     destination: BackupDestinationSettings = BackupDestinationSettings()
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        return check_cron_schedule(value)
+        return cron.check_schedule(value)
 
     @model_validator(mode="after")
     def _destination(self) -> ScheduledBackupSettings:
@@ -1048,15 +1042,14 @@ class GcSettings(_Model):
     """A CronJob that runs `mlflow gc`: runs deleted longer ago than older_than go, with their artifacts."""
 
     enabled: bool = False
-    schedule: str = Field(
-        default="0 3 * * *", examples=["a cron schedule such as '0 3 * * *'"]
-    )  # cron (mlopskit/cron.py), in UTC
+    # A CronJob schedule in UTC, checked as the API server checks it (mlopskit/cron.py).
+    schedule: str = Field(default="0 3 * * *", examples=["a cron schedule such as '0 3 * * *'"])
     older_than: str = "30d"  # mlflow gc --older-than: 30d, 12h, 1d2h30m, 90s
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        return check_cron_schedule(value)
+        return cron.check_schedule(value)
 
     @field_validator("older_than")
     @classmethod
@@ -1358,12 +1351,17 @@ class Settings(_Model):
         """Where the value at a dotted path came from: a file, an environment variable or 'default'."""
         return self.sources.get(path, DEFAULT_SOURCE)
 
+    def empty_source(self, path: str) -> str | None:
+        """Where the key of a setting (path) is listed with an empty value, meaning "not set": a .env line or
+        an environment variable; None when it is not."""
+        return self.sources.get(path + _EMPTY_SUFFIX)
+
     def unset_hint(self, path: str) -> str:
         """How to set a missing key: its .env line when .env lists it with an empty value, else where it goes."""
         env = ENV_BY_PATH.get(path)
-        empty = self.sources.get(path + _EMPTY_SUFFIX)
+        empty = self.empty_source(path)
         if env and empty:
-            return f"{env} is empty in {empty}; give it a value there (see .env.example)"
+            return f"{empty_value_hint(env, empty)} (see .env.example)"
         if env:
             return f"set {env} in {ENV_FILE} (see .env.example)"
         return f"set it in {PLATFORM_FILE}"
@@ -2215,15 +2213,20 @@ def access_problems(settings: Settings, label: Callable[[tuple[int | str, ...]],
     return problems
 
 
+def empty_value_hint(key: str, where: str) -> str:
+    """The fix for a key listed with an empty value at `where` (a .env line or an environment variable)."""
+    return f"{key} is empty in {where}; give it a value there"
+
+
 def _unset_env_keys(settings: Settings, wanted: list[tuple[str, str, str, str]], hint: str = "") -> list[str]:
     """One problem per (setting as shown, its settings path, the .env key it names, a placeholder value) whose
     key is set neither in .env nor in the environment; a key listed there with an empty value is named with its
     line (or variable). `hint` ends each message."""
 
     def fix(path: str, key: str, placeholder: str) -> str:
-        empty = settings.sources.get(path.removesuffix("_env") + _EMPTY_SUFFIX)
+        empty = settings.empty_source(path.removesuffix("_env"))
         if empty:
-            return f"{key} is empty in {empty}; give it a value there"
+            return empty_value_hint(key, empty)
         return f"{key} is not set; add {key}={placeholder} to {ENV_FILE}"
 
     return [
