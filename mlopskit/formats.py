@@ -260,15 +260,16 @@ def check_s3_region(value: str) -> str:
     from botocore.utils import validate_region_name
 
     try:
-        if not value:
-            raise InvalidRegionError(region_name=value)
         validate_region_name(value)
+        valid = bool(value)
     except InvalidRegionError:
+        valid = False
+    if not valid:
         raise ValueError(
             "must be an S3 region name such as us-east-1 or eu-west-3 (letters, digits and '-', at most 63 "
             "characters, not starting or ending with '-'); a store that ignores regions (SeaweedFS, MinIO) "
             "takes us-east-1"
-        ) from None
+        )
     return value
 
 
