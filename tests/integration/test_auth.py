@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from mlopskit.backup.postgres import query_command
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.docker
@@ -212,30 +213,43 @@ def test_the_image_reads_a_runs_experiment_from_postgresql_as_get_run_does(stack
     assert result["missing"] == "RESOURCE_DOES_NOT_EXIST"
 
 
+def _auth_sql(stack: Stack, sql: str) -> str:
+    """Run sql with psql in the auth database (as the platform's PostgreSQL user); its bare output."""
+    container = stack.postgres.get_wrapped_container()
+    code, out = container.exec_run(query_command(stack.settings.platform.postgres.auth_db, sql))
+    assert isinstance(out, bytes), out
+    assert code == 0, out.decode()
+    return out.decode().strip()
+
+
+def _reads(stack: Stack, user: requests.Session, experiment: str, times: int = 6) -> set[int]:
+    """The statuses of `times` reads of the experiment as user, each on a new connection (so the server's
+    workers answer them in turn)."""
+    assert isinstance(user.auth, tuple)
+    url = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get"
+    return {
+        requests.get(url, params={"experiment_id": experiment}, auth=user.auth, timeout=TIMEOUT).status_code
+        for _ in range(times)
+    }
+
+
 def test_admin_rights_granted_and_withdrawn_count_from_the_next_request_on_every_worker(
     stack: Stack, admin: requests.Session, other_user: requests.Session, admin_experiment: str
 ) -> None:
     """The image's app reads a user's row once per request (not once per check): a change still counts from
     the next request, whichever worker answers it (new connections spread over the workers)."""
     assert isinstance(other_user.auth, tuple)
-    username, password = other_user.auth
+    username = other_user.auth[0]
     update = f"{stack.tracking_uri}/api/2.0/mlflow/users/update-admin"
 
-    def reads() -> list[int]:
-        url = f"{stack.tracking_uri}/api/2.0/mlflow/experiments/get"
-        params = {"experiment_id": admin_experiment}
-        return [
-            requests.get(url, params=params, auth=(username, password), timeout=TIMEOUT).status_code for _ in range(6)
-        ]
-
-    assert set(reads()) == {403}  # every worker has authenticated the user as a plain user
+    assert _reads(stack, other_user, admin_experiment) == {403}  # every worker has seen the user as a plain user
     granted = admin.patch(update, json={"username": username, "is_admin": True}, timeout=TIMEOUT)
     assert granted.status_code == 200, granted.text
-    assert set(reads()) == {200}
+    assert _reads(stack, other_user, admin_experiment) == {200}
 
     withdrawn = admin.patch(update, json={"username": username, "is_admin": False}, timeout=TIMEOUT)
     assert withdrawn.status_code == 200, withdrawn.text
-    assert set(reads()) == {403}
+    assert _reads(stack, other_user, admin_experiment) == {403}
 
 
 # Protected routes of each kind MLflow serves, and Authorization headers basic-auth cannot read.
@@ -265,3 +279,90 @@ def test_unreadable_authorization_gets_401_with_a_basic_challenge(stack: Stack, 
 def test_health_stays_public_with_a_bearer_header(stack: Stack) -> None:
     headers = {"Authorization": MALFORMED_AUTHORIZATION["bearer"]}
     assert requests.get(f"{stack.tracking_uri}/health", headers=headers, timeout=TIMEOUT).status_code == 200
+
+
+# ------------------------------------------------------------- decisions from rows kept by generation
+
+
+def test_every_auth_table_carries_the_generation_trigger_and_the_workers_read_the_generation(
+    stack: Stack, other_user: requests.Session, admin_experiment: str
+) -> None:
+    """`migrate` installed the trigger on every table of the auth database, so the server's workers decide
+    from kept rows: their lean pool's last statement is the generation read."""
+    without = _auth_sql(
+        stack,
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname <> 'mlopskit_auth_generation' "
+        "AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'mlopskit_auth_changed')",
+    )
+    tables = _auth_sql(stack, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
+    assert without == "" and int(tables) > 5  # users, roles, role_permissions, user_role_assignments, ...
+
+    assert _reads(stack, other_user, admin_experiment) == {403}
+    statements = _auth_sql(
+        stack, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT generation FROM mlopskit_auth_generation'"
+    )
+    assert int(statements) >= 1
+
+
+def test_changes_made_in_the_database_itself_count_from_the_next_request_on_every_worker(
+    stack: Stack, admin: requests.Session, other_user: requests.Session, admin_experiment: str
+) -> None:
+    """No MLflow call tells the workers anything here: the admin flag and the grants are changed with SQL, and
+    the next requests, on every worker, decide from the new rows (the triggers moved the generation)."""
+    assert isinstance(other_user.auth, tuple)
+    user = f"(SELECT id FROM users WHERE username = '{other_user.auth[0]}')"  # noqa: S608 - a generated name
+    grant = (
+        "UPDATE role_permissions SET permission = '{}' WHERE resource_type = 'experiment' "  # noqa: S608
+        f"AND resource_pattern = '{admin_experiment}' "
+        f"AND role_id IN (SELECT role_id FROM user_role_assignments WHERE user_id = {user})"
+    )
+    _grant(stack, admin, other_user, admin_experiment, "READ")
+    assert _auth_sql(stack, grant.format("READ")) == "UPDATE 1"  # the grant is the one row it changes
+
+    for _ in range(3):
+        assert _reads(stack, other_user, admin_experiment) == {200}
+        _auth_sql(stack, grant.format("NO_PERMISSIONS"))
+        assert _reads(stack, other_user, admin_experiment) == {403}
+
+        _auth_sql(stack, f"UPDATE users SET is_admin = true WHERE id = {user}")  # noqa: S608 - test constants
+        assert _reads(stack, other_user, admin_experiment) == {200}
+        _auth_sql(stack, f"UPDATE users SET is_admin = false WHERE id = {user}")  # noqa: S608 - test constants
+        assert _reads(stack, other_user, admin_experiment) == {403}
+
+        _auth_sql(stack, grant.format("READ"))
+
+
+INSTALL_IN_IMAGE = """
+import os, sys
+import mlopskit_mlflow_app as app
+print(app.install_generation_triggers(os.environ["MLFLOW_AUTH_DATABASE_URI"]))
+print(app.install_generation_triggers("sqlite:////tmp/auth.db"))
+"""
+
+
+def test_installing_the_triggers_again_covers_a_new_table_and_changes_nothing_else(stack: Stack) -> None:
+    """What `migrate` runs after every upgrade: a table MLflow adds gets the trigger, the others keep theirs
+    (one each), and an auth database that is not PostgreSQL is left as it is."""
+    _auth_sql(stack, "CREATE TABLE mlopskit_test_added (id integer)")
+    try:
+        container = stack.mlflow.get_wrapped_container()
+        code, out = container.exec_run(["python3", "-c", INSTALL_IN_IMAGE])
+        assert isinstance(out, bytes), out
+        assert code == 0, out.decode()
+        assert out.decode().strip().splitlines()[-2:] == [
+            "auth database generation triggers in place",
+            "authorization rows are read for every request (sqlite auth database)",
+        ]
+        triggers = _auth_sql(
+            stack,
+            "SELECT count(*), count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname = 'mlopskit_auth_changed'",
+        )
+        tables = _auth_sql(stack, "SELECT count(*) - 1 FROM pg_tables WHERE schemaname = current_schema()")
+        assert triggers == f"{tables}|{tables}"  # every table but the generation's, once each
+
+        before = _auth_sql(stack, "SELECT generation FROM mlopskit_auth_generation")
+        _auth_sql(stack, "INSERT INTO mlopskit_test_added VALUES (1)")
+        assert _auth_sql(stack, "SELECT generation FROM mlopskit_auth_generation") != before
+    finally:
+        _auth_sql(stack, "DROP TABLE mlopskit_test_added")

@@ -12,11 +12,19 @@ otherwise tells clients to fetch large artifacts from presigned S3 URLs, which n
 the server sees it (a host inside the Docker network or the cluster), so a client outside hangs.
 
 And it makes basic-auth's per-request work cheaper without changing a decision (measured with py-spy and
-per-request CPU): a user's row is read once per request (`share_user_lookups_within_a_request`; MLflow caches
-a verified credential, but then read the same row two to four times per request), and whether a path is one
-of FastAPI's own routes is remembered (`remember_native_route_matches`; ~80 route patterns were matched for
-every tracking request), and the permission check of a run-scoped request reads the run's experiment id
-instead of the whole run (`look_up_runs_by_experiment_only`).
+per-request CPU):
+- the rows a decision reads (the user, the user's grants) are kept by auth database generation: triggers that
+  `migrate` installs on every auth table give the database a new generation in the same transaction as any
+  change, and every request reads the current generation first, so a change committed before a request is
+  always seen (`keep_decision_rows_by_generation`; one single-row read instead of two ORM sessions);
+- a user's row is read once per request (`share_user_lookups_within_a_request`; MLflow caches a verified
+  credential, but then read the same row two to four times per request);
+- the permission check of a run-scoped request reads the run's experiment id instead of the whole run, once
+  per run and worker, since a run never changes experiment (`look_up_runs_by_experiment_only`);
+- tracking and registry calls, which Flask authorizes, no longer pass through basic-auth's FastAPI permission
+  middleware, which only hands them on (`keep_permission_layer_to_fastapi_routes`), and whether a path is one
+  of FastAPI's own routes is remembered (`remember_native_route_matches`; ~80 route patterns were matched for
+  every tracking request).
 
 Sub-commands (`python3 -m mlopskit_mlflow_app ...`, called by docker/mlflow/entrypoint.sh):
     render-auth-config TEMPLATE [--mask]   the basic-auth ini with ${NAME} taken from the environment
@@ -24,7 +32,8 @@ Sub-commands (`python3 -m mlopskit_mlflow_app ...`, called by docker/mlflow/entr
                                            empty the metrics directory (MLFLOW_EXPOSE_PROMETHEUS) when set
     serve MLFLOW-SERVER-ARGS...            bootstrap, then `mlflow server ARGS...` in the same process
     uvicorn UVICORN-ARGS...                uvicorn's CLI with TCP_NODELAY kept for its workers (serve runs it)
-    migrate TRACKING-URI AUTH-URI          `mlflow db upgrade` and the auth database's upgrade, one process
+    migrate TRACKING-URI AUTH-URI          `mlflow db upgrade` and the auth database's upgrade, one process,
+                                           then the auth database's generation triggers
     serve-metrics DIR PORT                 serve the server's Prometheus metrics, summed over its worker
                                            processes' files in DIR, on PORT without a login (a sidecar)
     gc [mlflow gc options]                 `mlflow gc` on MLFLOW_BACKEND_STORE_URI, deleting proxied
@@ -210,6 +219,268 @@ def bound_password_checks(store: Any, permits: int = 1) -> None:
     store.authenticate_user = authenticate_user
 
 
+# ------------------------------------------------------------ authorization rows, by auth database generation
+#
+# Every table of the auth database carries a statement trigger that gives the one row of AUTH_GENERATION_TABLE
+# a new random generation in the same transaction as the change (installed by `migrate`, after MLflow's own
+# upgrade: install_generation_triggers). A worker then keeps the rows basic-auth's decision reads (a user, a
+# user's grants) under the generation they were read at, and every request reads the current generation
+# first: a change committed before the request started is always seen, as if nothing were kept.
+AUTH_GENERATION_TABLE = "mlopskit_auth_generation"
+AUTH_GENERATION_TRIGGER = "mlopskit_auth_changed"
+
+INSTALL_GENERATION_SQL = f"""
+CREATE TABLE IF NOT EXISTS {AUTH_GENERATION_TABLE} (
+    single boolean PRIMARY KEY DEFAULT true CHECK (single),
+    generation uuid NOT NULL DEFAULT gen_random_uuid()
+);
+INSERT INTO {AUTH_GENERATION_TABLE} DEFAULT VALUES ON CONFLICT DO NOTHING;
+CREATE OR REPLACE FUNCTION {AUTH_GENERATION_TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+    UPDATE {AUTH_GENERATION_TABLE} SET generation = gen_random_uuid();
+    RETURN NULL;
+END
+$body$;
+DO $body$
+DECLARE
+    target regclass;
+BEGIN
+    FOR target IN
+        SELECT c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname <> '{AUTH_GENERATION_TABLE}'
+          AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = '{AUTH_GENERATION_TRIGGER}')
+    LOOP
+        -- regclass prints the table name quoted where it needs to be; no format() placeholders, which the
+        -- driver would take for its own parameters
+        EXECUTE 'CREATE TRIGGER {AUTH_GENERATION_TRIGGER} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON '
+            || target::text || ' FOR EACH STATEMENT EXECUTE FUNCTION {AUTH_GENERATION_TRIGGER}()';
+    END LOOP;
+END
+$body$;
+"""  # noqa: S608 - module constants only
+
+# True when the generation row exists and every other table of the schema has the trigger.
+GENERATION_READY_SQL = f"""
+SELECT EXISTS (SELECT 1 FROM {AUTH_GENERATION_TABLE}) AND NOT EXISTS (
+    SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname <> '{AUTH_GENERATION_TABLE}'
+      AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = '{AUTH_GENERATION_TRIGGER}')
+)
+"""  # noqa: S608 - module constants only
+READ_GENERATION_SQL = f"SELECT generation FROM {AUTH_GENERATION_TABLE}"  # noqa: S608 - a constant
+
+
+class GenerationTriggersError(Exception):
+    """The generation triggers could not be installed; the message is the database's first line."""
+
+
+def install_generation_triggers(auth_uri: str) -> str:
+    """Create the generation table and the trigger on every table of the auth database that lacks it (one
+    transaction; safe to run again, and after every MLflow upgrade, which may add tables). Returns what was
+    done, as one line. PostgreSQL 13 or later (gen_random_uuid), as the owner of the auth tables; raises
+    GenerationTriggersError otherwise. Any other database is left as it is, and its servers read the rows
+    afresh for every decision, as MLflow does."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(auth_uri)
+    try:
+        if engine.dialect.name != "postgresql":
+            return f"authorization rows are read for every request ({engine.dialect.name} auth database)"
+        with engine.begin() as connection:
+            connection.exec_driver_sql(INSTALL_GENERATION_SQL)
+            ready = connection.exec_driver_sql(GENERATION_READY_SQL).scalar()
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip()
+        raise GenerationTriggersError((cause.splitlines() or [type(exc).__name__])[0]) from None
+    finally:
+        engine.dispose()
+    if not ready:
+        raise GenerationTriggersError(f"{AUTH_GENERATION_TRIGGER} triggers are missing after their installation")
+    return "auth database generation triggers in place"
+
+
+class GenerationReader:
+    """Reads the auth database's current generation on a connection pool of its own.
+
+    The pool is lean on purpose (autocommit, no pre-ping, no reset on return): the read is one statement,
+    and any failure (a dropped connection, a restarted server) answers None, so the caller reads the rows
+    through MLflow's store as it would without a generation; the failed connection is discarded."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    @classmethod
+    def for_store(cls, store: Any, pool_size: int = 4, max_overflow: int = 16) -> GenerationReader | None:
+        """A reader on the auth store's database, or None where generations cannot be used: not PostgreSQL,
+        a read replica configured (its rows could lag the primary's generation), or the generation
+        triggers not (all) installed (`migrate` not run by this image, or it could not install them)."""
+        import sqlalchemy
+
+        engine = getattr(store, "engine", None)
+        if engine is None or engine.dialect.name != "postgresql" or getattr(store, "read_engine", None) is not None:
+            return None
+        try:
+            with engine.connect() as connection:
+                ready = connection.exec_driver_sql(GENERATION_READY_SQL).scalar()
+        except sqlalchemy.exc.SQLAlchemyError:
+            return None
+        if not ready:
+            return None
+        lean = sqlalchemy.create_engine(
+            engine.url,
+            isolation_level="AUTOCOMMIT",
+            pool_pre_ping=False,
+            pool_reset_on_return=None,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+        )
+        return cls(lean)
+
+    def read(self) -> str | None:
+        """The current generation, or None when it cannot be read."""
+        try:
+            connection = self.engine.raw_connection()
+        except Exception:  # any failure: no generation, and the caller reads afresh
+            return None
+        try:
+            cursor = connection.cursor()
+            cursor.execute(READ_GENERATION_SQL)
+            row = cursor.fetchone()
+            cursor.close()
+        except Exception:  # any failure: no generation, and the caller reads afresh
+            connection.invalidate()
+            return None
+        finally:
+            connection.close()
+        return None if row is None else str(row[0])
+
+
+class RowsByGeneration:
+    """What a worker keeps of the auth database: rows under the generation they were read at.
+
+    `get(key, generation, read)` answers from what was kept when the generation is the current one and
+    the key was read at it; otherwise it calls read() and keeps the answer only if the generation is still
+    `generation` afterwards (`current()`), so rows read while a change committed are never kept. A new
+    generation drops everything kept; at most max_size keys are kept (least recently used out first).
+    Exceptions from read() (a user that does not exist) pass through and are not kept."""
+
+    def __init__(self, current: Callable[[], str | None], max_size: int = 10_000) -> None:
+        self.current = current
+        self.kept = (None, Recent(max_size))  # (generation, its rows), replaced as one
+        self.max_size = max_size
+
+    @property
+    def generation(self) -> str | None:
+        return self.kept[0]
+
+    @property
+    def rows(self) -> OrderedDict[Any, Any]:
+        return self.kept[1].entries
+
+    def get(self, key: Any, generation: str, read: Callable[[], Any]) -> Any:
+        kept_generation, rows = self.kept
+        if kept_generation == generation:
+            value = rows.get(key)
+            if value is not MISSING:
+                return value
+        value = read()
+        if self.current() == generation:
+            kept_generation, rows = self.kept
+            if kept_generation != generation:
+                rows = Recent(self.max_size)
+                self.kept = (generation, rows)
+            rows.put(key, value)
+        return value
+
+
+def keep_decision_rows_by_generation(
+    store: Any, reader: GenerationReader, deciding_memo: Callable[[], dict[str, Any] | None]
+) -> RowsByGeneration:
+    """Answer the auth store's `get_user(username)` and `list_grants(user_id, workspace, resource_types)`
+    from rows kept by generation (RowsByGeneration) while basic-auth decides a request, and read them
+    afresh everywhere else.
+
+    deciding_memo() is a dict for the request being decided (basic-auth's before-request hook running)
+    and None otherwise: views and after-request hooks, which may change users and grants within the
+    request, always read afresh. The generation is read once per decided request (one indexed single-row
+    read on a lean pool) instead of MLflow's two ORM sessions (user row, grants), each with its pool
+    pre-ping and commit. Idempotent."""
+    if getattr(store.get_user, "mlopskit_by_generation", False):
+        return store.get_user.mlopskit_rows  # type: ignore[no-any-return]
+    rows = RowsByGeneration(reader.read)
+    get_user, list_grants = store.get_user, getattr(store, "list_grants", None)
+
+    def generation() -> str | None:
+        memo = deciding_memo()
+        if memo is None:
+            return None
+        if "generation" not in memo:
+            memo["generation"] = reader.read()
+        return memo["generation"]  # type: ignore[no-any-return]
+
+    def kept_get_user(username: str) -> Any:
+        current = generation()
+        if current is None:
+            return get_user(username)
+        return rows.get(("user", username), current, lambda: get_user(username))
+
+    def kept_list_grants(user_id: int, workspace: str, resource_types: Iterable[str]) -> list[Any]:
+        assert list_grants is not None
+        types = frozenset(resource_types)
+        current = generation()
+        if current is None:
+            return list(list_grants(user_id, workspace, types))
+        key = ("grants", user_id, workspace, types)
+        return list(rows.get(key, current, lambda: tuple(list_grants(user_id, workspace, types))))
+
+    kept_get_user.mlopskit_by_generation = True  # type: ignore[attr-defined]
+    kept_get_user.mlopskit_rows = rows  # type: ignore[attr-defined]
+    store.get_user = kept_get_user
+    if list_grants is not None:  # MLflow 3.17's single grants query; earlier releases read grants otherwise
+        store.list_grants = kept_list_grants
+    return rows
+
+
+def mark_decisions(flask_app: Any, decide: Callable[[], Any], memo: Callable[[], dict[str, Any] | None]) -> bool:
+    """Replace the before-request hook `decide` (basic-auth's `_before_request`) in flask_app with one that
+    runs it with memo()["deciding"] set, so `deciding_request_memo` answers while it runs. False, changing
+    nothing, when flask_app does not run that hook."""
+    hooks = flask_app.before_request_funcs.get(None, [])
+    for index, hook in enumerate(hooks):
+        if hook is decide:
+
+            def deciding() -> Any:
+                current = memo()
+                if current is None:
+                    return decide()
+                current["deciding"] = True
+                try:
+                    return decide()
+                finally:
+                    current["deciding"] = False
+
+            hooks[index] = deciding
+            return True
+    return False
+
+
+def decision_state() -> dict[str, Any] | None:
+    """A dict on flask.g for the current request's decision (apart from the user rows of
+    flask_request_memo, which are keyed by user name); None outside a request."""
+    from flask import g, has_request_context
+
+    if not has_request_context():
+        return None
+    state: dict[str, Any] = g.setdefault("mlopskit_decision", {})
+    return state
+
+
+def deciding_request_memo() -> dict[str, Any] | None:
+    """decision_state() while basic-auth's before-request hook decides the request; None otherwise."""
+    state = decision_state()
+    return state if state is not None and state.get("deciding") else None
+
+
 def flask_request_memo() -> dict[str, Any] | None:
     """A dict on flask.g for the current request; None outside one (e.g. FastAPI's own routes)."""
     from flask import g, has_request_context
@@ -218,6 +489,37 @@ def flask_request_memo() -> dict[str, Any] | None:
         return None
     memo: dict[str, Any] = g.setdefault("mlopskit_users", {})
     return memo
+
+
+MISSING = object()
+
+
+class Recent:
+    """A thread-safe map of at most max_size keys; the least recently used key goes first."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.entries: OrderedDict[Any, Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        """The value kept under key (now the most recently used), or MISSING."""
+        with self.lock:
+            if key not in self.entries:
+                return MISSING
+            self.entries.move_to_end(key)
+            return self.entries[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self.lock:
+            self.entries[key] = value
+            self.entries.move_to_end(key)
+            if len(self.entries) > self.max_size:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
 
 
 def remember_native_route_matches(auth: Any, max_size: int = 4096) -> None:
@@ -232,21 +534,15 @@ def remember_native_route_matches(auth: Any, max_size: int = 4096) -> None:
     original = getattr(auth, "_scope_matches_native_route", None)
     if original is None or getattr(original, "mlopskit_cached", False):
         return
-    answers: OrderedDict[tuple[Any, ...], bool] = OrderedDict()
-    lock = threading.Lock()
+    answers = Recent(max_size)
 
     def matches(native_routes: Any, scope: Mapping[str, Any]) -> bool:
         key = (id(native_routes), scope.get("type"), scope.get("method"), scope.get("root_path", ""), scope.get("path"))
-        with lock:
-            if key in answers:
-                answers.move_to_end(key)
-                return answers[key]
-        answer = bool(original(native_routes, scope))
-        with lock:
-            answers[key] = answer
-            if len(answers) > max_size:
-                answers.popitem(last=False)
-        return answer
+        answer = answers.get(key)
+        if answer is MISSING:
+            answer = bool(original(native_routes, scope))
+            answers.put(key, answer)
+        return bool(answer)
 
     matches.mlopskit_cached = True  # type: ignore[attr-defined]
     auth._scope_matches_native_route = matches
@@ -294,16 +590,24 @@ class RunLookupsByExperiment:
 
     MLflow 3.17's basic-auth loads the whole run for every run-scoped request of a user who is not an
     admin (log_metric, get_run, log_batch...; `_run_requirement`), only to read `run.info.experiment_id`.
-    The decision is the same: a run's experiment never changes, a run that does not exist raises
-    RESOURCE_DOES_NOT_EXIST as `get_run` does (deleted runs are found, as by `get_run`), and nothing is
-    remembered between requests. A store without `ManagedSessionMaker` (not SQL) is used as it is."""
+    The decision is the same: a run's experiment never changes (MLflow has no call that moves a run), so
+    the experiment ids of runs found are kept in `known` (a Recent map shared by the worker), as MLflow
+    keeps a resource's workspace; a run that does not exist raises RESOURCE_DOES_NOT_EXIST as `get_run`
+    does and is asked again every time (deleted runs are found, as by `get_run`). The one difference: a run
+    removed for good (`mlflow gc`) after its experiment was kept is decided by its experiment's grants, and
+    a user allowed there then gets get_run's 404 instead of 403. A store without `ManagedSessionMaker` (not
+    SQL) is used as it is."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, known: Recent | None = None) -> None:
         self._store = store
+        self._known = known if known is not None else Recent(1)
 
     def get_run(self, run_id: str) -> Any:
-        experiment_id = run_experiment_id(self._store, run_id)
-        return RunExperimentOnly(experiment_id, lambda: self._store.get_run(run_id))
+        experiment_id = self._known.get(run_id)
+        if experiment_id is MISSING:
+            experiment_id = run_experiment_id(self._store, run_id)
+            self._known.put(run_id, experiment_id)
+        return RunExperimentOnly(str(experiment_id), lambda: self._store.get_run(run_id))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -324,19 +628,110 @@ def run_experiment_id(store: Any, run_id: str) -> str:
     return str(row[0])
 
 
-def look_up_runs_by_experiment_only(auth: Any) -> None:
+def look_up_runs_by_experiment_only(auth: Any, max_runs: int = 10_000) -> None:
     """Give basic-auth's module RunLookupsByExperiment in place of the tracking store it asks for
-    (`auth._get_tracking_store`, which its permission checks call); SQL stores only. Idempotent."""
+    (`auth._get_tracking_store`, which its permission checks call); SQL stores only. The worker keeps the
+    experiment ids of up to max_runs runs (about 250 bytes each). Idempotent."""
     original = getattr(auth, "_get_tracking_store", None)
     if original is None or getattr(original, "mlopskit_runs_by_experiment", False):
         return
+    known = Recent(max_runs)
 
     def tracking_store() -> Any:
         store = original()
-        return RunLookupsByExperiment(store) if hasattr(store, "ManagedSessionMaker") else store
+        return RunLookupsByExperiment(store, known) if hasattr(store, "ManagedSessionMaker") else store
 
     tracking_store.mlopskit_runs_by_experiment = True  # type: ignore[attr-defined]
     auth._get_tracking_store = tracking_store
+
+
+# The name of basic-auth's FastAPI middleware function (mlflow.server.auth.add_fastapi_permission_middleware).
+PERMISSION_MIDDLEWARE = "fastapi_permission_middleware"
+
+
+class PermissionLayerForFastAPIRoutesOnly:
+    """ASGI middleware in place of basic-auth's permission middleware: a request that MLflow's middleware
+    would only hand on (`await call_next(request)` and nothing else) goes straight to the app; every other
+    request goes through MLflow's own middleware, unchanged.
+
+    MLflow's middleware is a Starlette `BaseHTTPMiddleware` (`@app.middleware("http")`): for every request
+    it starts a task and streams the response through memory channels, including every tracking and
+    registry call, which Flask serves and authorizes in its own before-request hook (where basic-auth's
+    decisions for those routes are made). `hands_on(scope)` says which requests those are; when it cannot
+    tell (it raises), MLflow's middleware decides."""
+
+    def __init__(self, app: ASGIApp, layer: ASGIApp, hands_on: Callable[[Scope], bool]) -> None:
+        self.app = app
+        self.layer = layer
+        self.hands_on = hands_on
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                direct = self.hands_on(scope)
+            except Exception:  # MLflow's own middleware then decides, as it always did
+                direct = False
+            if direct:
+                await self.app(scope, receive, send)
+                return
+        await self.layer(scope, receive, send)
+
+
+def flask_route_predicate(auth: Any, native_routes: Any) -> Callable[[Scope], bool] | None:
+    """`hands_on(scope)` for PermissionLayerForFastAPIRoutesOnly, from basic-auth's own functions, or None
+    when this MLflow release lacks one of them.
+
+    MLflow 3.17.2's middleware hands a request on untouched when its path is unprotected (login-free), or
+    when no FastAPI validator covers it and it is not one of FastAPI's own routes (a native route without
+    a validator is denied when fail-closed is on). Only those two kinds are answered True here; the path is
+    the scope's, as `get_routed_asgi_path` reads it."""
+    needed = ("is_unprotected_route", "_find_fastapi_validator", "_scope_matches_native_route")
+    if not all(callable(getattr(auth, name, None)) for name in needed):
+        return None
+
+    def hands_on(scope: Scope) -> bool:
+        path = scope.get("path")
+        if not isinstance(path, str) or not path:
+            return False
+        if auth.is_unprotected_route(path):
+            return True
+        if auth._find_fastapi_validator(path, scope["method"]) is not None:
+            return False
+        return not auth._scope_matches_native_route(native_routes, scope)
+
+    return hands_on
+
+
+def keep_permission_layer_to_fastapi_routes(app: Any, auth: Any) -> bool:
+    """Put PermissionLayerForFastAPIRoutesOnly in place of basic-auth's permission middleware in app (a
+    FastAPI app whose middleware stack is not built yet). Returns False, changing nothing, when the app has
+    no such middleware or this release lacks the functions the predicate needs. Idempotent."""
+    from starlette.middleware import Middleware
+
+    native = getattr(auth, "_native_fastapi_routes", None)
+    if native is None:
+        return False
+    for index, entry in enumerate(app.user_middleware):
+        dispatch = entry.kwargs.get("dispatch")
+        if getattr(dispatch, "__name__", "") != PERMISSION_MIDDLEWARE:
+            continue
+        hands_on = flask_route_predicate(auth, native(app))
+        if hands_on is None:
+            return False
+
+        def layer_over(
+            inner: ASGIApp,
+            _cls: Any = entry.cls,
+            _args: Any = entry.args,
+            _kwargs: Any = entry.kwargs,
+            _hands_on: Callable[[Scope], bool] = hands_on,
+        ) -> PermissionLayerForFastAPIRoutesOnly:
+            return PermissionLayerForFastAPIRoutesOnly(inner, _cls(inner, *_args, **_kwargs), _hands_on)
+
+        layer_over.__name__ = PERMISSION_MIDDLEWARE + "_for_fastapi_routes"
+        app.user_middleware[index] = Middleware(layer_over)
+        return True
+    return False
 
 
 def _server_info_modules() -> list[Any]:
@@ -367,10 +762,14 @@ def create_app() -> RequireReadableBasicAuth:
         return bool(is_unprotected_route(path)) or routed.startswith(GATEWAY_PREFIX)
 
     app = create_basic_auth_app()
+    reader = GenerationReader.for_store(auth.store)
+    if reader is not None and mark_decisions(auth.app, auth._before_request, decision_state):
+        keep_decision_rows_by_generation(auth.store, reader, deciding_request_memo)
     share_user_lookups_within_a_request(auth.store, flask_request_memo)
     bound_password_checks(auth.store)
     remember_native_route_matches(auth)
     look_up_runs_by_experiment_only(auth)
+    keep_permission_layer_to_fastapi_routes(app, auth)
     return RequireReadableBasicAuth(app, is_public)
 
 
@@ -671,6 +1070,14 @@ def migrate(tracking_uri: str, auth_uri: str) -> None:
     _say("upgrading the auth database schema")
     auth_db.main(args=["upgrade", "--url", auth_uri], prog_name="mlflow.server.auth db", standalone_mode=False)
     _say("schemas are up to date")
+    try:
+        _say(install_generation_triggers(auth_uri))
+    except GenerationTriggersError as exc:
+        _say(
+            f"note: the auth database generation triggers could not be installed ({exc}); the servers "
+            "read users and grants afresh for every request (slower, same decisions). They need PostgreSQL 13 "
+            "or later and the database user owning the auth tables."
+        )
 
 
 def _say(text: str) -> None:
