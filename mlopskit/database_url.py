@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from mlopskit.settings import Settings
@@ -88,6 +88,20 @@ def check_dsn(dsn: str) -> CheckedUrl:
 def with_database(url: str, database: str) -> str:
     """The same server and credentials, another database (MLflow's auth data lives in its own)."""
     return urlunsplit(urlsplit(url)._replace(path="/" + quote(database, safe="")))
+
+
+def database_identity(url: str) -> tuple[str, int, str]:
+    """(host, port, database) of a PostgreSQL URL, as libpq resolves them: the host lower-cased (or the
+    `host=` query parameter), port 5432 unless given, the database name unescaped."""
+    parts = urlsplit(url)
+    query_host = next((value for key, value in parse_qsl(parts.query) if key == "host"), "")
+    host = (parts.hostname or query_host).lower()
+    return host, parts.port or 5432, unquote(parts.path.removeprefix("/"))
+
+
+def same_database(first: str, second: str) -> bool:
+    """True when two PostgreSQL URLs name the same database on the same server (credentials aside)."""
+    return database_identity(first) == database_identity(second)
 
 
 def notes(settings: Settings) -> list[str]:

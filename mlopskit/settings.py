@@ -753,7 +753,27 @@ class PostgresSettings(_Model):
             raise FieldProblem("mode", "mode 'external' needs a DSN (POSTGRES_DSN)")
         if self.tracking_db == self.auth_db:
             raise ValueError("tracking_db and auth_db must differ: auth data lives in its own database")
+        if self.mode == "external" and self.dsn is not None:
+            self._auth_database_of_its_own(self.dsn.get_secret_value())
         return self
+
+    def _auth_database_of_its_own(self, dsn: str) -> None:
+        # The image's migrate puts a trigger on every table of the auth database (docker/mlflow/README.md):
+        # sharing the tracking database would put it on every tracking write too.
+        tracking = database_url.check_dsn(dsn).url
+        if self.auth_dsn is not None:
+            auth = database_url.check_dsn(self.auth_dsn.get_secret_value()).url
+            field, how = "auth_dsn", "point POSTGRES_AUTH_DSN at another database (e.g. .../mlflow_auth)"
+        else:
+            auth = database_url.with_database(tracking, self.auth_db)
+            field, how = "auth_db", "set platform.postgres.auth_db to another database, or POSTGRES_AUTH_DSN"
+        if database_url.same_database(tracking, auth):
+            host, port, database = database_url.database_identity(tracking)
+            raise FieldProblem(
+                field,
+                f"names the tracking database of POSTGRES_DSN (database {database!r} on {host}:{port}); MLflow's "
+                f"auth data lives in a database of its own: {how}",
+            )
 
 
 class AutoscalingSettings(_Model):

@@ -336,6 +336,10 @@ def test_changes_made_in_the_database_itself_count_from_the_next_request_on_ever
 INSTALL_IN_IMAGE = """
 import os, sys
 import mlopskit_mlflow_app as app
+try:
+    app.install_generation_triggers(os.environ["MLFLOW_BACKEND_STORE_URI"])
+except app.GenerationTriggersError as exc:
+    print("tracking:", exc)
 print(app.install_generation_triggers(os.environ["MLFLOW_AUTH_DATABASE_URI"]))
 print(app.install_generation_triggers("sqlite:////tmp/auth.db"))
 """
@@ -343,14 +347,16 @@ print(app.install_generation_triggers("sqlite:////tmp/auth.db"))
 
 def test_installing_the_triggers_again_covers_a_new_table_and_changes_nothing_else(stack: Stack) -> None:
     """What `migrate` runs after every upgrade: a table MLflow adds gets the trigger, the others keep theirs
-    (one each), and an auth database that is not PostgreSQL is left as it is."""
+    (one each); a database holding the tracking tables is refused, and an auth database that is not
+    PostgreSQL is left as it is."""
     _auth_sql(stack, "CREATE TABLE mlopskit_test_added (id integer)")
     try:
         container = stack.mlflow.get_wrapped_container()
         code, out = container.exec_run(["python3", "-c", INSTALL_IN_IMAGE])
         assert isinstance(out, bytes), out
         assert code == 0, out.decode()
-        assert out.decode().strip().splitlines()[-2:] == [
+        assert out.decode().strip().splitlines()[-3:] == [
+            "tracking: the auth database also holds MLflow's tracking tables; give the auth data a database of its own",
             "auth database generation triggers in place",
             "authorization rows are read for every request (sqlite auth database)",
         ]

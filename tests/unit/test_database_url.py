@@ -100,3 +100,43 @@ def test_a_refused_dsn_in_env_file_names_the_file(tmp_path: Path) -> None:
     expected = r"platform.postgres.dsn \(POSTGRES_DSN\) \[from .env:2\]: is a 'mysql' URL"
     with pytest.raises(SettingsError, match=expected):
         load_settings(tmp_path, {})
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        # the same database through another spelling of the same server
+        ({"POSTGRES_AUTH_DSN": "postgresql://other:pw@DB.example.com/mlflow"}, "POSTGRES_AUTH_DSN"),
+        ({"POSTGRES_AUTH_DSN": "postgresql+psycopg://u:pw@db.example.com:5432/mlflow"}, "POSTGRES_AUTH_DSN"),
+        # the derived auth database (auth_db on POSTGRES_DSN's server) is the tracking database
+        ({"POSTGRES_DSN": "postgresql+psycopg://u:pw@db.example.com/mlflow_auth"}, "auth_db"),
+    ],
+)
+def test_an_auth_database_that_is_the_tracking_database_is_refused(
+    tmp_path: Path, env: dict[str, str], key: str
+) -> None:
+    """The image's migrate puts a trigger on every table of the auth database; the tracking tables must not
+    be among them."""
+    base = external(tmp_path, POSTGRES_DSN="postgresql+psycopg://u:pw@db.example.com/mlflow")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(tmp_path, base | env)
+
+    [problem] = caught.value.problems
+    field = "auth_dsn (POSTGRES_AUTH_DSN) [from environment $POSTGRES_AUTH_DSN]" if key != "auth_db" else "auth_db"
+    assert problem.startswith(f"platform.postgres.{field}"), problem
+    assert "names the tracking database of POSTGRES_DSN (database" in problem
+    assert "in a database of its own" in problem and "pw" not in problem
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        "postgresql+psycopg://u:pw@db.example.com/mlflow_auth",
+        "postgresql+psycopg://u:pw@db.example.com:6432/mlflow",  # another server (a pooler's port)
+        "postgresql+psycopg://u:pw@auth-db.example.com/mlflow",
+    ],
+)
+def test_an_auth_database_of_its_own_is_accepted(tmp_path: Path, auth: str) -> None:
+    env = external(tmp_path, POSTGRES_DSN="postgresql+psycopg://u:pw@db.example.com/mlflow", POSTGRES_AUTH_DSN=auth)
+
+    assert credentials.database_uris(load_settings(tmp_path, env), "unused")[1] == auth

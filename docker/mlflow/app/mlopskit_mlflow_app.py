@@ -268,6 +268,9 @@ SELECT EXISTS (SELECT 1 FROM {AUTH_GENERATION_TABLE}) AND NOT EXISTS (
 )
 """  # noqa: S608 - module constants only
 READ_GENERATION_SQL = f"SELECT generation FROM {AUTH_GENERATION_TABLE}"  # noqa: S608 - a constant
+# MLflow's tracking tables: an auth database that holds them is shared with tracking, and a trigger on every
+# table would then fire on every logged metric.
+SHARED_WITH_TRACKING_SQL = "SELECT to_regclass('alembic_version') IS NOT NULL OR to_regclass('experiments') IS NOT NULL"
 
 
 class GenerationTriggersError(Exception):
@@ -277,9 +280,10 @@ class GenerationTriggersError(Exception):
 def install_generation_triggers(auth_uri: str) -> str:
     """Create the generation table and the trigger on every table of the auth database that lacks it (one
     transaction; safe to run again, and after every MLflow upgrade, which may add tables). Returns what was
-    done, as one line. PostgreSQL 13 or later (gen_random_uuid), as the owner of the auth tables; raises
-    GenerationTriggersError otherwise. Any other database is left as it is, and its servers read the rows
-    afresh for every decision, as MLflow does."""
+    done, as one line. PostgreSQL 13 or later (gen_random_uuid), as the owner of the auth tables, in a
+    database that does not also hold the tracking tables; raises GenerationTriggersError otherwise. A
+    database that is not PostgreSQL is left as it is, and its servers read the rows afresh for every
+    decision, as MLflow does."""
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(auth_uri)
@@ -287,6 +291,10 @@ def install_generation_triggers(auth_uri: str) -> str:
         if engine.dialect.name != "postgresql":
             return f"authorization rows are read for every request ({engine.dialect.name} auth database)"
         with engine.begin() as connection:
+            if connection.exec_driver_sql(SHARED_WITH_TRACKING_SQL).scalar():
+                raise GenerationTriggersError(
+                    "the auth database also holds MLflow's tracking tables; give the auth data a database of its own"
+                )
             connection.exec_driver_sql(INSTALL_GENERATION_SQL)
             ready = connection.exec_driver_sql(GENERATION_READY_SQL).scalar()
     except sqlalchemy.exc.SQLAlchemyError as exc:
