@@ -284,6 +284,9 @@ def test_health_stays_public_with_a_bearer_header(stack: Stack) -> None:
 # ------------------------------------------------------------- decisions from rows kept by generation
 
 
+TRIGGERS = "t.tgname IN ('mlopskit_auth_changed', 'mlopskit_auth_truncated')"
+
+
 def test_every_auth_table_carries_the_generation_trigger_and_the_workers_read_the_generation(
     stack: Stack, other_user: requests.Session, admin_experiment: str
 ) -> None:
@@ -291,16 +294,17 @@ def test_every_auth_table_carries_the_generation_trigger_and_the_workers_read_th
     from kept rows: their lean pool's last statement is the generation read."""
     without = _auth_sql(
         stack,
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "  # noqa: S608 - constants
         "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname <> 'mlopskit_auth_generation' "
-        "AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'mlopskit_auth_changed')",
+        f"AND (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgenabled = 'O' AND {TRIGGERS}) <> 2",
     )
     tables = _auth_sql(stack, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
     assert without == "" and int(tables) > 5  # users, roles, role_permissions, user_role_assignments, ...
 
     assert _reads(stack, other_user, admin_experiment) == {403}
     statements = _auth_sql(
-        stack, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT generation FROM mlopskit_auth_generation'"
+        stack,
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT generation FROM mlopskit_auth_generation%'",
     )
     assert int(statements) >= 1
 
@@ -360,15 +364,63 @@ def test_installing_the_triggers_again_covers_a_new_table_and_changes_nothing_el
             "auth database generation triggers in place",
             "authorization rows are read for every request (sqlite auth database)",
         ]
-        triggers = _auth_sql(
-            stack,
-            "SELECT count(*), count(DISTINCT tgrelid) FROM pg_trigger WHERE tgname = 'mlopskit_auth_changed'",
-        )
-        tables = _auth_sql(stack, "SELECT count(*) - 1 FROM pg_tables WHERE schemaname = current_schema()")
-        assert triggers == f"{tables}|{tables}"  # every table but the generation's, once each
+        triggers = _auth_sql(stack, f"SELECT count(*), count(DISTINCT tgrelid) FROM pg_trigger t WHERE {TRIGGERS}")  # noqa: S608
+        tables = int(_auth_sql(stack, "SELECT count(*) - 1 FROM pg_tables WHERE schemaname = current_schema()"))
+        assert triggers == f"{2 * tables}|{tables}"  # every table but the generation's, both triggers once
 
         before = _auth_sql(stack, "SELECT generation FROM mlopskit_auth_generation")
         _auth_sql(stack, "INSERT INTO mlopskit_test_added VALUES (1)")
         assert _auth_sql(stack, "SELECT generation FROM mlopskit_auth_generation") != before
     finally:
         _auth_sql(stack, "DROP TABLE mlopskit_test_added")
+
+
+def test_with_a_trigger_disabled_the_workers_read_afresh_and_migrate_turns_it_back_on(
+    stack: Stack, other_user: requests.Session, admin_experiment: str
+) -> None:
+    """A change made while a trigger is disabled (`ALTER TABLE ... DISABLE TRIGGER`, a data-only restore with
+    --disable-triggers) does not move the generation; the workers then read no generation and decide from
+    fresh rows, so the change still counts from the next request. Installing again re-enables the trigger."""
+    assert isinstance(other_user.auth, tuple)
+    user = f"(SELECT id FROM users WHERE username = '{other_user.auth[0]}')"  # noqa: S608 - a generated name
+    assert _reads(stack, other_user, admin_experiment) == {403}
+    _auth_sql(stack, "ALTER TABLE users DISABLE TRIGGER mlopskit_auth_changed")
+    try:
+        before = _auth_sql(stack, "SELECT generation FROM mlopskit_auth_generation")
+        _auth_sql(stack, f"UPDATE users SET is_admin = true WHERE id = {user}")  # noqa: S608 - test constants
+        assert _auth_sql(stack, "SELECT generation FROM mlopskit_auth_generation") == before
+        assert _reads(stack, other_user, admin_experiment) == {200}
+        _auth_sql(stack, f"UPDATE users SET is_admin = false WHERE id = {user}")  # noqa: S608 - test constants
+        assert _reads(stack, other_user, admin_experiment) == {403}
+    finally:
+        container = stack.mlflow.get_wrapped_container()
+        code, out = container.exec_run(["python3", "-c", INSTALL_IN_IMAGE])
+        assert code == 0, out
+    enabled = _auth_sql(
+        stack, "SELECT tgenabled FROM pg_trigger WHERE tgname = 'mlopskit_auth_changed' AND tgrelid = 'users'::regclass"
+    )
+    assert enabled == "O"
+
+
+def test_a_changed_password_is_refused_from_the_next_request_on_every_worker(
+    stack: Stack, admin: requests.Session, other_user: requests.Session, admin_experiment: str
+) -> None:
+    """MLflow keeps a verified login per worker for auth_cache_ttl_seconds (30 s here) and forgets it only on
+    the worker that made the change; the image's app keeps it under the auth database's generation, so the old
+    password fails at once everywhere, and the new one works."""
+    assert isinstance(other_user.auth, tuple)
+    username, old_password = other_user.auth
+    assert _reads(stack, other_user, admin_experiment) == {403}  # logged in (not 401) on every worker
+
+    new_password = secrets.token_urlsafe(16)
+    changed = admin.patch(
+        f"{stack.tracking_uri}/api/2.0/mlflow/users/update-password",
+        json={"username": username, "password": new_password},
+        timeout=TIMEOUT,
+    )
+    assert changed.status_code == 200, changed.text
+
+    assert _reads(stack, other_user, admin_experiment) == {401}
+    other_user.auth = (username, new_password)
+    assert _reads(stack, other_user, admin_experiment) == {403}
+    assert old_password != new_password

@@ -313,12 +313,17 @@ def test_no_connection_answers_none() -> None:
     assert reader_over(refused).read() is None
 
 
-def test_every_table_gets_the_trigger_and_the_readiness_check_names_the_same_table_and_trigger() -> None:
-    install, ready = app_module.INSTALL_GENERATION_SQL, app_module.GENERATION_READY_SQL
-    for sql in (install, ready):
+def test_the_triggers_installed_are_the_ones_every_generation_read_requires_enabled() -> None:
+    install, missing = app_module.INSTALL_GENERATION_SQL, app_module.TABLES_WITHOUT_TRIGGERS_SQL
+    changed, truncated = app_module.AUTH_GENERATION_TRIGGER, app_module.AUTH_TRUNCATE_TRIGGER
+    for sql in (install, missing):
         assert f"c.relname <> '{app_module.AUTH_GENERATION_TABLE}'" in sql
-        assert f"t.tgname = '{app_module.AUTH_GENERATION_TRIGGER}'" in sql
-    assert "INSERT OR UPDATE OR DELETE OR TRUNCATE" in install and "FOR EACH STATEMENT" in install
+    assert f"t.tgname IN ('{changed}', '{truncated}')) < 2" in missing and "tgenabled IN ('O', 'A')" in missing
+    assert f"CREATE CONSTRAINT TRIGGER {changed} AFTER INSERT OR UPDATE OR DELETE" in install
+    assert "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW" in install
+    assert f"CREATE TRIGGER {truncated} AFTER TRUNCATE" in install
+    for sql in (app_module.READ_GENERATION_SQL, app_module.GENERATION_READY_SQL):
+        assert missing in sql
 
 
 # --------------------------------------------------------------- the FastAPI permission layer, kept
@@ -507,3 +512,68 @@ def test_kept_run_experiments_are_bounded(monkeypatch: pytest.MonkeyPatch) -> No
         auth._get_tracking_store().get_run(run_id)
 
     assert reads == ["a", "b", "c", "a"]
+
+
+# ------------------------------------------------------------------------ credentials by generation
+
+
+class TTLCacheLike(dict[Any, Any]):
+    """What MLflow's credential cache offers (a cachetools TTLCache is a mapping with get and pop)."""
+
+
+def credentials(now: list[str | None]) -> Any:
+    return app_module.CredentialsByGeneration(TTLCacheLike(), lambda: now[0])
+
+
+def test_a_login_is_found_at_the_generation_it_was_verified_at() -> None:
+    now: list[str | None] = ["g1"]
+    cache = credentials(now)
+    cache[("alice", b"digest")] = "alice's row"
+
+    assert cache.get(("alice", b"digest")) == "alice's row"
+    assert cache.get(("bob", b"digest")) is None
+
+
+def test_after_any_change_a_login_is_verified_again() -> None:
+    """A password change, a deletion or an admin flag change moves the generation: the kept login is not
+    found, so MLflow verifies the password against the current row (and keeps it again if it still holds)."""
+    now: list[str | None] = ["g1"]
+    cache = credentials(now)
+    cache[("alice", b"digest")] = "row at g1"
+
+    now[0] = "g2"
+    assert cache.get(("alice", b"digest")) is None
+    cache[("alice", b"digest")] = "row at g2"
+    assert cache.get(("alice", b"digest")) == "row at g2"
+
+
+def test_outside_a_decision_logins_are_found_as_mlflow_finds_them() -> None:
+    """FastAPI's own routes (gateway, jobs, OTLP) have no generation: MLflow's time-to-live rules there."""
+    now: list[str | None] = ["g1"]
+    cache = credentials(now)
+    cache[("alice", b"digest")] = "row"
+
+    now[0] = None
+    assert cache.get(("alice", b"digest")) == "row"
+
+
+def test_mlflows_invalidation_of_a_user_still_works() -> None:
+    """`_invalidate_user_auth_cache` iterates the keys and pops a user's."""
+    cache = credentials(["g1"])
+    cache[("alice", b"1")] = "a"
+    cache[("bob", b"2")] = "b"
+    for key in [k for k in cache if k[0] == "alice"]:
+        assert cache.pop(key, None) == "a"
+
+    assert list(cache) == [("bob", b"2")] and cache.pop(("alice", b"1"), None) is None
+
+
+def test_the_credential_cache_is_replaced_once_and_only_when_mlflow_has_one() -> None:
+    auth = SimpleNamespace(_USER_AUTH_CACHE=TTLCacheLike())
+    assert app_module.keep_credentials_by_generation(auth, lambda: "g1")
+    replaced = auth._USER_AUTH_CACHE
+    assert not app_module.keep_credentials_by_generation(auth, lambda: "g1")
+    assert auth._USER_AUTH_CACHE is replaced
+
+    off = SimpleNamespace(_USER_AUTH_CACHE=None)  # auth_cache_ttl_seconds = 0
+    assert not app_module.keep_credentials_by_generation(off, lambda: "g1") and off._USER_AUTH_CACHE is None

@@ -365,6 +365,17 @@ def test_remembered_native_route_answers_are_bounded() -> None:
     assert auth.calls == 4
 
 
+def test_long_paths_are_matched_every_time_not_remembered() -> None:
+    """The memo fills before any login: a flood of long distinct paths must not grow it."""
+    auth = CountingRouteMatcher()
+    app_module.remember_native_route_matches(auth)
+    long_path = "/api/" + "x" * app_module.MAX_REMEMBERED_PATH
+    for _ in range(2):
+        auth._scope_matches_native_route(["/gateway/"], scope_of("GET", long_path))
+
+    assert auth.calls == 2
+
+
 def test_remembering_native_route_answers_twice_wraps_once() -> None:
     auth = CountingRouteMatcher()
     app_module.remember_native_route_matches(auth)

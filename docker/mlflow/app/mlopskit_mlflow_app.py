@@ -52,7 +52,7 @@ import socket
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -221,13 +221,25 @@ def bound_password_checks(store: Any, permits: int = 1) -> None:
 
 # ------------------------------------------------------------ authorization rows, by auth database generation
 #
-# Every table of the auth database carries a statement trigger that gives the one row of AUTH_GENERATION_TABLE
-# a new random generation in the same transaction as the change (installed by `migrate`, after MLflow's own
-# upgrade: install_generation_triggers). A worker then keeps the rows basic-auth's decision reads (a user, a
-# user's grants) under the generation they were read at, and every request reads the current generation
-# first: a change committed before the request started is always seen, as if nothing were kept.
+# Every table of the auth database carries two triggers that give the one row of AUTH_GENERATION_TABLE a new
+# random generation in the same transaction as a change (installed by `migrate`, after MLflow's own upgrade:
+# install_generation_triggers): a deferred row-level constraint trigger for INSERT, UPDATE and DELETE, which
+# takes the generation row's lock only at commit, after every other lock of the transaction, so concurrent auth
+# writes cannot deadlock on it; and a statement-level one for TRUNCATE. A worker keeps the rows basic-auth's
+# decision reads (a user, a user's grants, a verified credential) under the generation they were read at, and
+# every request reads the current generation first: a change committed before the request started is always
+# seen, as if nothing were kept.
 AUTH_GENERATION_TABLE = "mlopskit_auth_generation"
-AUTH_GENERATION_TRIGGER = "mlopskit_auth_changed"
+AUTH_GENERATION_TRIGGER = "mlopskit_auth_changed"  # the function and the row-level trigger
+AUTH_TRUNCATE_TRIGGER = "mlopskit_auth_truncated"
+
+# Tables of the auth schema without both triggers enabled ('O': fires as usual, 'A': always).
+TABLES_WITHOUT_TRIGGERS_SQL = f"""
+    SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname <> '{AUTH_GENERATION_TABLE}'
+      AND (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgenabled IN ('O', 'A')
+           AND t.tgname IN ('{AUTH_GENERATION_TRIGGER}', '{AUTH_TRUNCATE_TRIGGER}')) < 2
+"""  # noqa: S608 - module constants only
 
 INSTALL_GENERATION_SQL = f"""
 CREATE TABLE IF NOT EXISTS {AUTH_GENERATION_TABLE} (
@@ -235,7 +247,8 @@ CREATE TABLE IF NOT EXISTS {AUTH_GENERATION_TABLE} (
     generation uuid NOT NULL DEFAULT gen_random_uuid()
 );
 INSERT INTO {AUTH_GENERATION_TABLE} DEFAULT VALUES ON CONFLICT DO NOTHING;
-CREATE OR REPLACE FUNCTION {AUTH_GENERATION_TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $body$
+CREATE OR REPLACE FUNCTION {AUTH_GENERATION_TRIGGER}() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $body$
 BEGIN
     UPDATE {AUTH_GENERATION_TABLE} SET generation = gen_random_uuid();
     RETURN NULL;
@@ -248,26 +261,33 @@ BEGIN
     FOR target IN
         SELECT c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname <> '{AUTH_GENERATION_TABLE}'
-          AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = '{AUTH_GENERATION_TRIGGER}')
     LOOP
         -- regclass prints the table name quoted where it needs to be; no format() placeholders, which the
         -- driver would take for its own parameters
-        EXECUTE 'CREATE TRIGGER {AUTH_GENERATION_TRIGGER} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON '
-            || target::text || ' FOR EACH STATEMENT EXECUTE FUNCTION {AUTH_GENERATION_TRIGGER}()';
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = target AND tgname = '{AUTH_GENERATION_TRIGGER}') THEN
+            EXECUTE 'CREATE CONSTRAINT TRIGGER {AUTH_GENERATION_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON '
+                || target::text || ' DEFERRABLE INITIALLY DEFERRED FOR EACH ROW'
+                || ' EXECUTE FUNCTION {AUTH_GENERATION_TRIGGER}()';
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = target AND tgname = '{AUTH_TRUNCATE_TRIGGER}') THEN
+            EXECUTE 'CREATE TRIGGER {AUTH_TRUNCATE_TRIGGER} AFTER TRUNCATE ON ' || target::text
+                || ' FOR EACH STATEMENT EXECUTE FUNCTION {AUTH_GENERATION_TRIGGER}()';
+        END IF;
+        -- triggers someone disabled are the platform's own: migrate turns them back on
+        EXECUTE 'ALTER TABLE ' || target::text || ' ENABLE TRIGGER {AUTH_GENERATION_TRIGGER}';
+        EXECUTE 'ALTER TABLE ' || target::text || ' ENABLE TRIGGER {AUTH_TRUNCATE_TRIGGER}';
     END LOOP;
 END
 $body$;
 """  # noqa: S608 - module constants only
 
-# True when the generation row exists and every other table of the schema has the trigger.
-GENERATION_READY_SQL = f"""
-SELECT EXISTS (SELECT 1 FROM {AUTH_GENERATION_TABLE}) AND NOT EXISTS (
-    SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname <> '{AUTH_GENERATION_TABLE}'
-      AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = '{AUTH_GENERATION_TRIGGER}')
+# True when the generation row exists and every other table of the schema has both triggers enabled.
+GENERATION_READY_SQL = (
+    f"SELECT EXISTS (SELECT 1 FROM {AUTH_GENERATION_TABLE}) AND NOT EXISTS ({TABLES_WITHOUT_TRIGGERS_SQL})"  # noqa: S608
 )
-"""  # noqa: S608 - module constants only
-READ_GENERATION_SQL = f"SELECT generation FROM {AUTH_GENERATION_TABLE}"  # noqa: S608 - a constant
+# The generation, or no row while any table lacks an enabled trigger (dropped, disabled, or a table added by
+# hand since migrate): the worker then reads afresh.
+READ_GENERATION_SQL = f"SELECT generation FROM {AUTH_GENERATION_TABLE} WHERE NOT EXISTS ({TABLES_WITHOUT_TRIGGERS_SQL})"  # noqa: S608
 # MLflow's tracking tables: an auth database that holds them is shared with tracking, and a trigger on every
 # table would then fire on every logged metric.
 SHARED_WITH_TRACKING_SQL = "SELECT to_regclass('alembic_version') IS NOT NULL OR to_regclass('experiments') IS NOT NULL"
@@ -403,7 +423,7 @@ class RowsByGeneration:
 
 def keep_decision_rows_by_generation(
     store: Any, reader: GenerationReader, deciding_memo: Callable[[], dict[str, Any] | None]
-) -> RowsByGeneration:
+) -> Callable[[], str | None]:
     """Answer the auth store's `get_user(username)` and `list_grants(user_id, workspace, resource_types)`
     from rows kept by generation (RowsByGeneration) while basic-auth decides a request, and read them
     afresh everywhere else.
@@ -412,9 +432,10 @@ def keep_decision_rows_by_generation(
     and None otherwise: views and after-request hooks, which may change users and grants within the
     request, always read afresh. The generation is read once per decided request (one indexed single-row
     read on a lean pool) instead of MLflow's two ORM sessions (user row, grants), each with its pool
-    pre-ping and commit. Idempotent."""
+    pre-ping and commit. Returns the request's generation as a function (None outside a decision, or when it
+    cannot be read), for CredentialsByGeneration. Idempotent."""
     if getattr(store.get_user, "mlopskit_by_generation", False):
-        return store.get_user.mlopskit_rows  # type: ignore[no-any-return]
+        return store.get_user.mlopskit_generation  # type: ignore[no-any-return]
     rows = RowsByGeneration(reader.read)
     get_user, list_grants = store.get_user, getattr(store, "list_grants", None)
 
@@ -442,11 +463,56 @@ def keep_decision_rows_by_generation(
         return list(rows.get(key, current, lambda: tuple(list_grants(user_id, workspace, types))))
 
     kept_get_user.mlopskit_by_generation = True  # type: ignore[attr-defined]
-    kept_get_user.mlopskit_rows = rows  # type: ignore[attr-defined]
+    kept_get_user.mlopskit_generation = generation  # type: ignore[attr-defined]
     store.get_user = kept_get_user
     if list_grants is not None:  # MLflow 3.17's single grants query; earlier releases read grants otherwise
         store.list_grants = kept_list_grants
-    return rows
+    return generation
+
+
+class CredentialsByGeneration:
+    """MLflow's credential cache (`auth._USER_AUTH_CACHE`, a cachetools TTLCache of verified logins) with
+    each login kept under the generation of the request that verified it.
+
+    While a request is decided (`generation()` answers), a login kept under another generation is not
+    found, so the password is verified again against the current row: a password changed, a user deleted or
+    an admin flag changed counts from the next decided request on every worker, where MLflow's cache kept
+    the old login for `auth_cache_ttl_seconds` on every worker but the one that made the change. Elsewhere
+    (FastAPI's own routes: the gateway, jobs, OTLP traces) the cache answers as MLflow's does. Implements
+    what MLflow uses of the cache: get, item assignment, iteration over keys, pop."""
+
+    def __init__(self, cache: Any, generation: Callable[[], str | None]) -> None:
+        self.cache = cache
+        self.generation = generation
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        entry = self.cache.get(key)
+        if entry is None:
+            return default
+        kept_at, user = entry
+        now = self.generation()
+        return default if now is not None and kept_at != now else user
+
+    def __setitem__(self, key: Any, user: Any) -> None:
+        self.cache[key] = (self.generation(), user)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self.cache))
+
+    def pop(self, key: Any, default: Any = None) -> Any:
+        entry = self.cache.pop(key, None)
+        return default if entry is None else entry[1]
+
+
+def keep_credentials_by_generation(auth: Any, generation: Callable[[], str | None]) -> bool:
+    """Put CredentialsByGeneration in place of basic-auth's credential cache (`auth._USER_AUTH_CACHE`, read
+    by its functions at call time). False, changing nothing, when the cache is off (ttl 0) or absent.
+    Idempotent."""
+    cache = getattr(auth, "_USER_AUTH_CACHE", None)
+    if cache is None or isinstance(cache, CredentialsByGeneration):
+        return False
+    auth._USER_AUTH_CACHE = CredentialsByGeneration(cache, generation)
+    return True
 
 
 def mark_decisions(flask_app: Any, decide: Callable[[], Any], memo: Callable[[], dict[str, Any] | None]) -> bool:
@@ -530,6 +596,11 @@ class Recent:
             self.entries.clear()
 
 
+# Paths longer than this are matched every time instead of remembered: the memo is filled before any login,
+# and 4096 paths of a header's 16 KiB would hold 64 MiB.
+MAX_REMEMBERED_PATH = 256
+
+
 def remember_native_route_matches(auth: Any, max_size: int = 4096) -> None:
     """Remember MLflow's answer to "is this request one of FastAPI's own routes?" per request kind and path.
 
@@ -538,14 +609,17 @@ def remember_native_route_matches(auth: Any, max_size: int = 4096) -> None:
     (MLflow 3.17's default): each of ~80 route patterns is matched in turn, 0.1-0.7 ms of CPU per request
     here. Route matching reads the scope's type, method, root_path and path only, and the routes are fixed
     once the app exists, so the answer is remembered under those (least recently used first out past
-    max_size). Idempotent."""
+    max_size; paths longer than MAX_REMEMBERED_PATH are matched every time). Idempotent."""
     original = getattr(auth, "_scope_matches_native_route", None)
     if original is None or getattr(original, "mlopskit_cached", False):
         return
     answers = Recent(max_size)
 
     def matches(native_routes: Any, scope: Mapping[str, Any]) -> bool:
-        key = (id(native_routes), scope.get("type"), scope.get("method"), scope.get("root_path", ""), scope.get("path"))
+        path = scope.get("path") or ""
+        if len(path) + len(scope.get("root_path", "")) > MAX_REMEMBERED_PATH:
+            return bool(original(native_routes, scope))
+        key = (id(native_routes), scope.get("type"), scope.get("method"), scope.get("root_path", ""), path)
         answer = answers.get(key)
         if answer is MISSING:
             answer = bool(original(native_routes, scope))
@@ -742,6 +816,14 @@ def keep_permission_layer_to_fastapi_routes(app: Any, auth: Any) -> bool:
     return False
 
 
+def workspaces_enabled() -> bool:
+    """MLflow's MLFLOW_ENABLE_WORKSPACES (3.17); False for releases without workspaces."""
+    from mlflow import environment_variables
+
+    flag = getattr(environment_variables, "MLFLOW_ENABLE_WORKSPACES", None)
+    return bool(flag is not None and flag.get())
+
+
 def _server_info_modules() -> list[Any]:
     from mlflow.server import handlers
 
@@ -772,11 +854,13 @@ def create_app() -> RequireReadableBasicAuth:
     app = create_basic_auth_app()
     reader = GenerationReader.for_store(auth.store)
     if reader is not None and mark_decisions(auth.app, auth._before_request, decision_state):
-        keep_decision_rows_by_generation(auth.store, reader, deciding_request_memo)
+        generation = keep_decision_rows_by_generation(auth.store, reader, deciding_request_memo)
+        keep_credentials_by_generation(auth, generation)
     share_user_lookups_within_a_request(auth.store, flask_request_memo)
     bound_password_checks(auth.store)
     remember_native_route_matches(auth)
-    look_up_runs_by_experiment_only(auth)
+    if not workspaces_enabled():  # the experiment-id lookup reads runs across workspaces
+        look_up_runs_by_experiment_only(auth)
     keep_permission_layer_to_fastapi_routes(app, auth)
     return RequireReadableBasicAuth(app, is_public)
 
