@@ -6,7 +6,7 @@ import base64
 import json
 import secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 import requests
@@ -39,17 +39,18 @@ def admin_experiment(stack: Stack, admin: requests.Session) -> str:
     return str(response.json()["experiment_id"])
 
 
+def _as_admin(stack: Stack, admin: requests.Session, method: str, path: str, body: Mapping[str, object]) -> None:
+    """One call of MLflow's REST API as the admin, which must succeed."""
+    response = admin.request(method, f"{stack.tracking_uri}{path}", json=body, timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+
+
 @pytest.fixture
 def other_user(stack: Stack, admin: requests.Session) -> Iterator[requests.Session]:
     """A second user, created by the admin through the auth API, with no permission granted."""
     username = f"user-{uuid.uuid4().hex[:8]}"
     password = secrets.token_urlsafe(16)
-    response = admin.post(
-        f"{stack.tracking_uri}/api/2.0/mlflow/users/create",
-        json={"username": username, "password": password},
-        timeout=TIMEOUT,
-    )
-    assert response.status_code == 200, response.text
+    _as_admin(stack, admin, "POST", "/api/2.0/mlflow/users/create", {"username": username, "password": password})
     session = requests.Session()
     session.auth = (username, password)
     yield session
@@ -240,15 +241,13 @@ def test_admin_rights_granted_and_withdrawn_count_from_the_next_request_on_every
     the next request, whichever worker answers it (new connections spread over the workers)."""
     assert isinstance(other_user.auth, tuple)
     username = other_user.auth[0]
-    update = f"{stack.tracking_uri}/api/2.0/mlflow/users/update-admin"
+    update = "/api/2.0/mlflow/users/update-admin"
 
     assert _reads(stack, other_user, admin_experiment) == {403}  # every worker has seen the user as a plain user
-    granted = admin.patch(update, json={"username": username, "is_admin": True}, timeout=TIMEOUT)
-    assert granted.status_code == 200, granted.text
+    _as_admin(stack, admin, "PATCH", update, {"username": username, "is_admin": True})
     assert _reads(stack, other_user, admin_experiment) == {200}
 
-    withdrawn = admin.patch(update, json={"username": username, "is_admin": False}, timeout=TIMEOUT)
-    assert withdrawn.status_code == 200, withdrawn.text
+    _as_admin(stack, admin, "PATCH", update, {"username": username, "is_admin": False})
     assert _reads(stack, other_user, admin_experiment) == {403}
 
 
@@ -413,12 +412,8 @@ def test_a_changed_password_is_refused_from_the_next_request_on_every_worker(
     assert _reads(stack, other_user, admin_experiment) == {403}  # logged in (not 401) on every worker
 
     new_password = secrets.token_urlsafe(16)
-    changed = admin.patch(
-        f"{stack.tracking_uri}/api/2.0/mlflow/users/update-password",
-        json={"username": username, "password": new_password},
-        timeout=TIMEOUT,
-    )
-    assert changed.status_code == 200, changed.text
+    body = {"username": username, "password": new_password}
+    _as_admin(stack, admin, "PATCH", "/api/2.0/mlflow/users/update-password", body)
 
     assert _reads(stack, other_user, admin_experiment) == {401}
     other_user.auth = (username, new_password)
