@@ -220,13 +220,20 @@ def initialised_as(user: str = "mlflow", db: str = "mlflow", auth: str = "mlflow
     return {"POSTGRES_USER": user, "POSTGRES_DB": db, "MLFLOW_AUTH_DB": auth, "POSTGRES_PASSWORD": "x"}
 
 
+def refused_over_the_volume(
+    settings: Settings, postgres: FakeContainer, check: Callable[..., None] = local.check_postgres
+) -> str:
+    """The message with which `check` (check_postgres, or the whole preflight) refuses the stack when the
+    postgres container is `postgres` over the stack's kept data volume."""
+    with pytest.raises(PlatformError) as raised:
+        check(FakeDocker([postgres], [volume(settings)]), settings)
+    return str(raised.value)
+
+
 def test_a_postgres_refusing_the_env_password_is_named_with_volume_key_and_fix(settings: Settings) -> None:
     postgres = ours(settings, "postgres", exec_answer=(2, REFUSED), env=initialised_as())
 
-    with pytest.raises(PlatformError) as raised:
-        local.check_postgres(FakeDocker([postgres], [volume(settings)]), settings)  # type: ignore[arg-type]
-
-    message = str(raised.value)
+    message = refused_over_the_volume(settings, postgres)
     assert f"volume {settings.local.project}-postgres-data was initialised with another POSTGRES_PASSWORD" in message
     assert "invoke down --volumes" in message
     assert "nothing was changed" in message
@@ -241,10 +248,7 @@ def test_a_changed_user_with_the_right_password_is_named_as_a_user_change_not_a_
     settings = make_settings("platform:\n  postgres:\n    user: mlflow2\n", environ=sample_env)
     postgres = ours(settings, "postgres", exec_answer=(2, REFUSED), env=initialised_as())
 
-    with pytest.raises(PlatformError) as raised:
-        local.preflight(FakeDocker([postgres], [volume(settings)]), settings)  # type: ignore[arg-type]
-
-    message = str(raised.value)
+    message = refused_over_the_volume(settings, postgres, local.preflight)
     assert "initialised with PostgreSQL user 'mlflow'" in message
     assert "platform.postgres.user [from config/platform.yaml:3] is now 'mlflow2'" in message
     assert "user: mlflow back in config/platform.yaml" in message and "invoke down --volumes" in message
@@ -267,10 +271,7 @@ def test_a_changed_user_over_a_stopped_stack_is_read_from_the_volume_labels(
 def test_a_refused_password_on_a_volume_without_a_record_names_both_causes(settings: Settings) -> None:
     postgres = ours(settings, "postgres", exec_answer=(2, REFUSED))  # created before the record existed
 
-    with pytest.raises(PlatformError) as raised:
-        local.check_postgres(FakeDocker([postgres], [volume(settings)]), settings)  # type: ignore[arg-type]
-
-    message = str(raised.value)
+    message = refused_over_the_volume(settings, postgres)
     assert "either with another POSTGRES_PASSWORD or with another user than platform.postgres.user" in message
     assert "invoke down --volumes" in message
 
@@ -281,10 +282,7 @@ def test_a_renamed_tracking_db_over_the_running_stack_is_refused_naming_what_the
     settings = make_settings("platform:\n  postgres:\n    tracking_db: tracking\n", environ=sample_env)
     postgres = ours(settings, "postgres", exec_answer=(0, DATABASES), env=initialised_as())
 
-    with pytest.raises(PlatformError) as raised:
-        local.preflight(FakeDocker([postgres], [volume(settings)]), settings)  # type: ignore[arg-type]
-
-    message = str(raised.value)
+    message = refused_over_the_volume(settings, postgres, local.preflight)
     assert "holds database(s) 'mlflow', 'mlflow_auth'" in message
     assert "platform.postgres.tracking_db [from config/platform.yaml:3] names 'tracking'" in message
     assert "auth_db" not in message.split("; nothing")[0]
@@ -298,11 +296,9 @@ def test_a_renamed_auth_db_over_a_stopped_stack_is_refused_from_the_containers_e
     settings = make_settings("platform:\n  postgres:\n    auth_db: auth\n", environ=sample_env)
     postgres = ours(settings, "postgres", status="exited", env=initialised_as())
 
-    with pytest.raises(PlatformError) as raised:
-        local.check_postgres(FakeDocker([postgres], [volume(settings)]), settings)  # type: ignore[arg-type]
-
-    assert "platform.postgres.auth_db [from config/platform.yaml:3] names 'auth'" in str(raised.value)
-    assert f"environment of container {postgres.name}" in str(raised.value)
+    message = refused_over_the_volume(settings, postgres)
+    assert "platform.postgres.auth_db [from config/platform.yaml:3] names 'auth'" in message
+    assert f"environment of container {postgres.name}" in message
 
 
 def test_new_names_without_a_kept_volume_pass(

@@ -394,8 +394,7 @@ class RowsByGeneration:
 
     def __init__(self, current: Callable[[], str | None], max_size: int = 10_000) -> None:
         self.current = current
-        self.kept = (None, Recent(max_size))  # (generation, its rows), replaced as one
-        self.max_size = max_size
+        self.kept: tuple[str | None, Recent] = (None, Recent(max_size))  # (generation, its rows), replaced as one
 
     @property
     def generation(self) -> str | None:
@@ -415,7 +414,7 @@ class RowsByGeneration:
         if self.current() == generation:
             kept_generation, rows = self.kept
             if kept_generation != generation:
-                rows = Recent(self.max_size)
+                rows = Recent(rows.max_size)
                 self.kept = (generation, rows)
             rows.put(key, value)
         return value
@@ -539,14 +538,9 @@ def mark_decisions(flask_app: Any, decide: Callable[[], Any], memo: Callable[[],
 
 
 def decision_state() -> dict[str, Any] | None:
-    """A dict on flask.g for the current request's decision (apart from the user rows of
+    """The current request's decision state (flask_request_dict; apart from the user rows of
     flask_request_memo, which are keyed by user name); None outside a request."""
-    from flask import g, has_request_context
-
-    if not has_request_context():
-        return None
-    state: dict[str, Any] = g.setdefault("mlopskit_decision", {})
-    return state
+    return flask_request_dict("mlopskit_decision")
 
 
 def deciding_request_memo() -> dict[str, Any] | None:
@@ -555,14 +549,19 @@ def deciding_request_memo() -> dict[str, Any] | None:
     return state if state is not None and state.get("deciding") else None
 
 
-def flask_request_memo() -> dict[str, Any] | None:
-    """A dict on flask.g for the current request; None outside one (e.g. FastAPI's own routes)."""
+def flask_request_dict(name: str) -> dict[str, Any] | None:
+    """The dict `name` on flask.g for the current request; None outside one (e.g. FastAPI's own routes)."""
     from flask import g, has_request_context
 
     if not has_request_context():
         return None
-    memo: dict[str, Any] = g.setdefault("mlopskit_users", {})
-    return memo
+    found: dict[str, Any] = g.setdefault(name, {})
+    return found
+
+
+def flask_request_memo() -> dict[str, Any] | None:
+    """The current request's user rows by user name (flask_request_dict); None outside a request."""
+    return flask_request_dict("mlopskit_users")
 
 
 MISSING = object()
@@ -590,10 +589,6 @@ class Recent:
             self.entries.move_to_end(key)
             if len(self.entries) > self.max_size:
                 self.entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self.lock:
-            self.entries.clear()
 
 
 # Paths longer than this are matched every time instead of remembered: the memo is filled before any login,
